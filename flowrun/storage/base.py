@@ -1,0 +1,119 @@
+"""The `Store` protocol: runs, their event log, and the few other records the engine keeps.
+
+Invariants every implementation keeps:
+- `seq` is per run, gapless and increasing; assigned inside the writing transaction.
+- The run row (and its step rows) and the events that describe the change are written in one
+  transaction, and events are published to subscribers only after that transaction commits.
+- `commit` is compare-and-set on `Run.version`: it writes only if the stored version equals
+  `expected_version`, and stores `expected_version + 1`.
+- `subscribe(run_id, after_seq)` yields every event with `seq > after_seq` exactly once and in
+  order: first the stored ones, then live ones, with no gap and no duplicate across the switch.
+- Transcript appends are group-committed: many appends waiting at once share one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from datetime import date
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+from ..flows.enums import RunStatus
+from ..flows.events import Event, EventData, TranscriptEntry
+from ..flows.run import Decision, Run, now
+
+
+class RecordRow(BaseModel):
+    """A plan or initiative a run can be launched from; its context is in the run's scope."""
+
+    id: str
+    kind: str  # "plan" | "initiative" | ...
+    title: str = ""
+    body: str = ""
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class DecisionRow(BaseModel):
+    """A decision stored under the client's `decision_id`, so repeating it is idempotent."""
+
+    decision_id: str
+    run_id: str
+    step: int
+    decision: Decision
+    at: Any = Field(default_factory=now)
+
+
+class RunFilter(BaseModel):
+    status: list[RunStatus] | None = None
+    flow: str | None = None
+    workspace: str | None = None
+    started_by: str | None = None
+    limit: int = 50
+
+
+class Store(Protocol):
+    async def __aenter__(self) -> Store: ...
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    # runs ------------------------------------------------------------------------------------
+    async def create_run(
+        self, run: Run, events: Sequence[EventData], *, daily_cap: int | None = None, day: date | None = None
+    ) -> tuple[Run, list[Event]]:
+        """Insert a new run (version 1) with its first events.
+
+        With `daily_cap`, counts the run against the workspace's usage for `day` (UTC) in the same
+        transaction, and raises `StartRefused(code="daily_cap_reached")` if the cap is reached.
+        """
+        ...
+
+    async def commit(
+        self, run: Run, events: Sequence[EventData], *, expected_version: int, decision_id: str | None = None
+    ) -> tuple[Run, list[Event]]:
+        """Write the run (and steps) and append its events, compare-and-set on the version.
+
+        With `decision_id`, also stores the decision row in the same transaction.
+
+        Raises:
+            ConcurrentUpdate: the stored version is not `expected_version`.
+            NotFound: no such run.
+        """
+        ...
+
+    async def commit_pair(
+        self, first: tuple[Run, Sequence[EventData], int], second: tuple[Run, Sequence[EventData]]
+    ) -> tuple[Run, Run]:
+        """Update one run (CAS) and create another in one transaction (retry as a clone)."""
+        ...
+
+    async def append_transcript(self, run_id: str, entries: Sequence[TranscriptEntry]) -> list[Event]:
+        """Append transcript entries; returns once they are committed and published.
+
+        Many concurrent appends are group-committed into one transaction."""
+        ...
+
+    async def get_run(self, run_id: str) -> Run:
+        """Raises NotFound naming the id."""
+        ...
+
+    async def list_runs(self, filter: RunFilter | None = None) -> list[Run]:
+        """Newest first."""
+        ...
+
+    async def runs_with_status(self, statuses: Sequence[RunStatus]) -> list[Run]: ...
+
+    # the event log -----------------------------------------------------------------------------
+    async def events(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]: ...
+
+    def subscribe(self, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Stored events after `after_seq`, then live ones, forever (the caller stops iterating)."""
+        ...
+
+    # decisions, records, usage -----------------------------------------------------------------
+    async def get_decision(self, decision_id: str) -> DecisionRow | None: ...
+
+    async def put_record(self, record: RecordRow) -> None: ...
+
+    async def get_record(self, record_id: str) -> RecordRow | None: ...
+
+    async def runs_started(self, workspace: str, day: date) -> int: ...
