@@ -176,6 +176,7 @@ class Run(_Model):
     created_at: datetime = Field(default_factory=now)
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    owner: str | None = None  # the engine process driving it (host:pid), for restart recovery
     version: int = 0
     last_seq: int = 0
 

@@ -1,0 +1,248 @@
+"""The step agent loop, provider-neutral.
+
+Stream one model turn, turn its deltas into transcript entries, run the tool calls it made, feed
+the results back, and repeat until the agent calls `submit_result` or `report_blocked`, stops
+calling tools, or runs out of turns (then the step is `partial`). A result that does not match
+the skill's schema goes back to the agent with the validation errors for another pass; past
+`max_validation_passes` the step fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+
+from ..flows.enums import Outcome, TranscriptKind
+from ..flows.errors import FlowrunError, ModelError
+from ..flows.events import TranscriptEntry
+from ..flows.loading import describe_validation_error
+from ..flows.run import StepResult, Usage
+from ..flows.skills import RESULT_ENVELOPE, Skill, validate_output
+from ..llm.base import (
+    Message,
+    ModelProvider,
+    ModelRequest,
+    TextBlock,
+    TextDelta,
+    ThinkingDelta,
+    ToolResultBlock,
+    ToolSpec,
+    ToolUseBlock,
+    TurnComplete,
+)
+from ..sandboxes.base import Sandbox
+from .tools.base import Tool, ToolContext, ToolOutput, cap_output
+
+log = logging.getLogger("flowrun.runtime")
+
+SUBMIT = "submit_result"
+REPORT_BLOCKED = "report_blocked"
+TURN_RETRIES = 3
+
+Emit = Callable[[TranscriptEntry], Awaitable[None]]
+
+
+def result_tool(skill: Skill) -> ToolSpec:
+    schema = {**RESULT_ENVELOPE, "properties": {**RESULT_ENVELOPE["properties"], "output": skill.output_schema}}
+    return ToolSpec(
+        name=SUBMIT,
+        description=(
+            "Finish the step: report the outcome, a summary for the reviewer, any artifacts, and the "
+            "structured output the skill requires. Call it exactly once, when the work is done."
+        ),
+        input_schema=schema,
+    )
+
+
+BLOCKED_TOOL = ToolSpec(
+    name=REPORT_BLOCKED,
+    description=(
+        "Stop because you lack something you need to proceed safely (a credential, access, a "
+        "decision). The run pauses for a person; say exactly what is missing."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {"reason": {"type": "string"}, "needs": {"type": "string"}},
+        "required": ["reason"],
+    },
+)
+
+
+@dataclass
+class AgentTask:
+    """Everything one agent conversation needs. A sub-agent gets its own, sharing the sandbox."""
+
+    run_id: str
+    step: int
+    skill: Skill
+    model: str
+    provider: ModelProvider
+    sandbox: Sandbox
+    tools: Mapping[str, Tool]
+    system: str
+    instructions: str
+    emit: Emit
+    on_usage: Callable[[Usage], Awaitable[None]]
+    max_turns: int
+    deadline: float = math.inf  # anyio.current_time() by which the step must end
+    subagent: str | None = None
+    cwd: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class AgentOutcome:
+    result: StepResult
+    turns: int
+    blocked_reason: str | None = None
+    error: str | None = None
+
+
+def _entry(task: AgentTask, kind: TranscriptKind, text: str = "", **fields: Any) -> TranscriptEntry:
+    return TranscriptEntry(kind=kind, step=task.step, text=text, subagent=task.subagent, **fields)
+
+
+async def _stream_turn(task: AgentTask, request: ModelRequest, turn: int) -> TurnComplete:
+    """One model turn, with bounded retries of failures the provider marks retryable."""
+    for attempt in range(TURN_RETRIES + 1):
+        try:
+            complete: TurnComplete | None = None
+            async for event in task.provider.stream(request):
+                if isinstance(event, TextDelta):
+                    await task.emit(_entry(task, TranscriptKind.TEXT, event.text, stream=f"{turn}.{event.index}"))
+                elif isinstance(event, ThinkingDelta):
+                    await task.emit(_entry(task, TranscriptKind.THINKING, event.thinking, stream=f"{turn}.{event.index}"))
+                elif isinstance(event, TurnComplete):
+                    complete = event
+            if complete is None:
+                raise ModelError("the model's stream ended without completing the turn")
+            return complete
+        except ModelError as exc:
+            if not exc.retryable or attempt == TURN_RETRIES:
+                raise
+            delay = min(2.0**attempt, 8.0)
+            await task.emit(_entry(task, TranscriptKind.INFO, f"Model error, retrying the turn in {delay:.0f}s: {exc.message}"))
+            await anyio.sleep(delay)
+    raise AssertionError("unreachable")
+
+
+async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
+    tool = task.tools.get(call.name)
+    if tool is None:
+        return ToolOutput(f"unknown tool {call.name!r}; available: {', '.join(sorted(task.tools))}", is_error=True)
+    ctx = ToolContext(run_id=task.run_id, step=task.step, call_id=call.id, sandbox=task.sandbox, emit=task.emit,
+                      subagent=task.subagent, cwd=task.cwd, extras=task.extras)
+    try:
+        args = tool.input_model.model_validate(call.input)
+    except ValidationError as exc:
+        output = ToolOutput(f"invalid input for {call.name}: {describe_validation_error(exc)}", is_error=True)
+        await task.emit(_entry(task, TranscriptKind.TOOL_START, call.name, tool=call.name, call_id=call.id,
+                               data={"input": call.input}))
+        await task.emit(_entry(task, TranscriptKind.TOOL_END, output.content, tool=call.name, call_id=call.id, is_error=True))
+        return output
+    try:
+        detail = await tool.preview(ctx, args)
+    except FlowrunError:
+        detail = {}
+    await task.emit(_entry(task, TranscriptKind.TOOL_START, call.name, tool=call.name, call_id=call.id,
+                           data={"input": call.input, **detail}))
+    try:
+        output = await tool.run(ctx, args)
+    except FlowrunError as exc:
+        output = ToolOutput(exc.message, is_error=True, data={"code": exc.code})
+    await task.emit(_entry(task, TranscriptKind.TOOL_END, cap_output(output.content, 4000), tool=call.name,
+                           call_id=call.id, is_error=output.is_error, data=output.data))
+    return output
+
+
+def _check_result(task: AgentTask, call: ToolUseBlock) -> tuple[StepResult | None, list[str]]:
+    try:
+        result = StepResult.model_validate(call.input)
+    except ValidationError as exc:
+        return None, [describe_validation_error(exc)]
+    if result.outcome in (Outcome.SUCCESS, Outcome.PARTIAL):
+        errors = validate_output(task.skill, result.output)
+        if errors:
+            return None, errors
+    return result, []
+
+
+async def run_agent(task: AgentTask) -> AgentOutcome:
+    """Drive one agent conversation to its result. Raises on model failures it cannot retry."""
+    specs = [ToolSpec(name=t.name, description=t.description, input_schema=t.input_model.model_json_schema())
+             for t in task.tools.values()]
+    specs += [result_tool(task.skill), BLOCKED_TOOL]
+    messages: list[Message] = [Message(role="user", content=[TextBlock(text=task.instructions)])]
+    validation_failures = 0
+    turns = 0
+    request = ModelRequest(model=task.model, system=task.system, messages=messages, tools=specs,
+                           skill=task.skill.slug, run_id=task.run_id, step=task.step, subagent=task.subagent)
+    outcome: AgentOutcome | None = None
+    while outcome is None:
+        if turns >= task.max_turns:
+            outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
+                f"The step used its {task.max_turns} turns without submitting its result.")), turns)
+            break
+        if anyio.current_time() >= task.deadline:
+            outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
+                "The step ran out of its time budget before submitting its result.")), turns)
+            break
+        request = request.model_copy(update={"messages": list(messages)})
+        with anyio.fail_after(max(task.deadline - anyio.current_time(), 0.001) if task.deadline != math.inf else None):
+            complete = await _stream_turn(task, request, turns)
+        turns += 1
+        await task.on_usage(complete.usage)
+        messages.append(complete.message)
+        calls = [b for b in complete.message.content if isinstance(b, ToolUseBlock)]
+        if not calls:
+            outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
+                "The agent stopped without submitting its result.")), turns)
+            break
+        results: list[ToolResultBlock] = []
+        for call in calls:
+            if outcome is not None:
+                results.append(ToolResultBlock(tool_use_id=call.id, content="not run: the step already ended", is_error=True))
+                continue
+            if call.name == SUBMIT:
+                result, errors = _check_result(task, call)
+                await task.emit(_entry(task, TranscriptKind.TOOL_START, SUBMIT, tool=SUBMIT, call_id=call.id,
+                                       data={"input": call.input}))
+                if result is not None:
+                    await task.emit(_entry(task, TranscriptKind.TOOL_END, f"result accepted: {result.outcome.value}",
+                                           tool=SUBMIT, call_id=call.id))
+                    outcome = AgentOutcome(result, turns)
+                    results.append(ToolResultBlock(tool_use_id=call.id, content="result accepted"))
+                    continue
+                validation_failures += 1
+                text = "The result does not match the required shape:\n- " + "\n- ".join(errors)
+                await task.emit(_entry(task, TranscriptKind.TOOL_END, text, tool=SUBMIT, call_id=call.id, is_error=True))
+                if validation_failures > task.skill.max_validation_passes:
+                    outcome = AgentOutcome(StepResult(outcome=Outcome.ERROR, summary=(
+                        f"The result failed validation {validation_failures} times: " + "; ".join(errors))), turns,
+                        error="result failed the skill's schema")
+                results.append(ToolResultBlock(tool_use_id=call.id, content=text + "\nFix it and call submit_result again.",
+                                               is_error=True))
+            elif call.name == REPORT_BLOCKED:
+                reason = str(call.input.get("reason") or "The agent reported it cannot proceed.")
+                needs = str(call.input.get("needs") or "")
+                await task.emit(_entry(task, TranscriptKind.TOOL_START, REPORT_BLOCKED, tool=REPORT_BLOCKED,
+                                       call_id=call.id, data={"input": call.input}))
+                await task.emit(_entry(task, TranscriptKind.TOOL_END, reason, tool=REPORT_BLOCKED, call_id=call.id))
+                summary = reason + (f" Needs: {needs}" if needs else "")
+                outcome = AgentOutcome(StepResult(outcome=Outcome.BLOCKED, summary=summary), turns, blocked_reason=summary)
+                results.append(ToolResultBlock(tool_use_id=call.id, content="reported; the run pauses for a person"))
+            else:
+                output = await _run_tool(task, call)
+                results.append(ToolResultBlock(tool_use_id=call.id, content=cap_output(output.content),
+                                               is_error=output.is_error))
+        messages.append(Message(role="user", content=list(results)))
+    done = getattr(task.provider, "conversation_done", None)
+    if done is not None:
+        done(request.model_copy(update={"messages": messages}))
+    return outcome

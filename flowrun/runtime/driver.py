@@ -1,0 +1,155 @@
+"""Advancing one run: conditions, checkpoints, steps, and where the sandbox goes in between.
+
+`drive` is the body of the one task an active run has. It returns when the run parks (paused,
+blocked, failed, completed...): a parked run is a row in the store, not a waiting coroutine,
+so any process can pick it up again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import anyio
+
+from ..flows import machine
+from ..flows.enums import CheckpointMode, ExecutionMode, Outcome, RunStatus
+from ..flows.errors import ConcurrentUpdate
+from ..flows.events import EventData
+from ..flows.expressions import evaluate_condition
+from ..flows.run import Run, SandboxLink, Usage
+from ..storage.base import RecordRow
+from .context import EngineDeps, step_context
+from .step import acquire_sandbox, execute_step, release_sandbox
+from .transcript import TranscriptSink
+
+log = logging.getLogger("flowrun.runtime")
+
+USAGE_COMMIT_INTERVAL_S = 2.0
+
+
+class RunStopped(Exception):
+    """The run was changed by someone else (e.g. cancelled from another process): stop driving."""
+
+
+def checkpoint_message(run: Run, index: int) -> str | None:
+    """The checkpoint message if the checkpoint mode pauses before this step, else None."""
+    spec = run.flow.steps[index]
+    if run.checkpoint_mode == CheckpointMode.NONE:
+        return None
+    if spec.checkpoint is not None:
+        return spec.checkpoint.message
+    if run.checkpoint_mode == CheckpointMode.EVERY:
+        return f"Approve to run step {index + 1}, {spec.name!r}."
+    return None
+
+
+class RunDriver:
+    def __init__(self, deps: EngineDeps, run: Run) -> None:
+        self.deps = deps
+        self.run = run
+        self.sink = TranscriptSink(deps.store, run.id, redact=deps.redact)
+        self._pending_usage = Usage()
+        self._usage_step: int | None = None
+        self._last_usage_commit = 0.0
+
+    async def apply(self, transition: machine.Transition) -> Run:
+        """Commit a transition (transcript first, so the log keeps them in order)."""
+        new, events = transition
+        await self.sink.flush()
+        try:
+            self.run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+        except ConcurrentUpdate:
+            current = await self.deps.store.get_run(self.run.id)
+            log.info("run %s changed under its driver (now %s); stopping", self.run.id, current.status)
+            self.run = current
+            raise RunStopped from None
+        return self.run
+
+    async def _on_link(self, link: SandboxLink) -> None:
+        if self.run.links.sandbox != link:
+            await self.apply(machine.link_sandbox(self.run, link))
+
+    async def _on_usage(self, usage: Usage) -> None:
+        self._pending_usage = self._pending_usage + usage
+        now = anyio.current_time()
+        if now - self._last_usage_commit >= USAGE_COMMIT_INTERVAL_S:
+            await self._flush_usage()
+
+    async def _flush_usage(self) -> None:
+        self._last_usage_commit = anyio.current_time()
+        if self._pending_usage.turns or self._pending_usage.cost_usd:
+            delta, self._pending_usage = self._pending_usage, Usage()
+            await self.apply(machine.record_usage(self.run, self._usage_step, delta))
+
+    async def release(self, *, keep: bool) -> None:
+        link = await release_sandbox(self.deps, self.run, keep=keep)
+        if link is not None and link != self.run.links.sandbox:
+            new, events = machine.link_sandbox(self.run, link)
+            self.run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+
+    async def drive(self) -> Run:
+        async with self.sink:
+            try:
+                await self._advance()
+            except RunStopped:
+                if self.run.status.finished and self.run.status != RunStatus.PAUSED:
+                    await release_sandbox(self.deps, self.run, keep=True)
+        return self.run
+
+    async def _record(self) -> RecordRow | None:
+        if self.run.launch.ref and self.run.launch.kind.value == "record":
+            return await self.deps.store.get_record(self.run.launch.ref)
+        return None
+
+    async def _advance(self) -> None:
+        run = self.run
+        if run.status == RunStatus.PENDING:
+            run = await self.apply(machine.start(run))
+        record = await self._record()
+        while run.status == RunStatus.RUNNING:
+            index = machine.first_unfinished(run)
+            if index is None:
+                run = await self.apply(machine.complete(run))
+                await self.release(keep=False)
+                return
+            spec = run.flow.steps[index]
+            if spec.when is not None and not evaluate_condition(spec.when, step_context(run, record)):
+                run = await self.apply(machine.skip_step(run, index, f"condition {spec.when!r} is false"))
+                continue
+            message = checkpoint_message(run, index)
+            if message is not None and run.steps[index].decision is None:
+                background = run.execution_mode == ExecutionMode.BACKGROUND
+                if background and spec.checkpoint is not None and spec.checkpoint.auto_approve_in_background:
+                    run = await self.apply(machine.auto_approve(run, index))
+                else:
+                    run = await self.apply(machine.pause_at(run, index, message))
+                    if background:  # release the environment rather than hold it idle
+                        await self.release(keep=True)
+                    return
+            run = await self._run_step(index, record)
+        # left the loop: failed or blocked; the sandbox is parked for a retry/resume
+        if run.status in (RunStatus.FAILED, RunStatus.BLOCKED):
+            await self.release(keep=True)
+
+    async def _run_step(self, index: int, record: RecordRow | None) -> Run:
+        run = await self.apply(machine.begin_step(self.run, index))
+        self._usage_step = index
+        self._last_usage_commit = anyio.current_time()
+        step_for_setup = None if all(s.started_at is None for s in run.steps if s.index != index) else index
+        sandbox = await acquire_sandbox(self.deps, run, self.sink, step_for_setup, self._on_link)
+        outcome = await execute_step(self.deps, self.run, index, sandbox, self.sink, record, self._on_usage)
+        transition_events: list[EventData] = []
+        if self._pending_usage.turns or self._pending_usage.cost_usd:
+            delta, self._pending_usage = self._pending_usage, Usage()
+            run, transition_events = machine.record_usage(self.run, index, delta)
+        else:
+            run = self.run
+        run, events = machine.finish_step(run, index, outcome.result, error=outcome.error)
+        transition_events += events
+        if outcome.blocked is not None:
+            run, events = machine.block(run, outcome.blocked)
+            transition_events += events
+        elif outcome.result.outcome == Outcome.ERROR:
+            run, events = machine.fail(run, f"Step {index + 1} {run.steps[index].name!r} failed: {outcome.result.summary}")
+            transition_events += events
+        return await self.apply((run, transition_events))

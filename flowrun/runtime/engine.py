@@ -1,0 +1,350 @@
+"""The engine: starts, decides, cancels, resumes and retries runs; one task per active run.
+
+Every public method takes the `Actor` asking and enforces its scopes, so the CLI, the MCP server
+and the web get the same answers. Runs are driven by tasks owned by the engine's task group;
+nothing is fire-and-forget. A parked run has no task at all: it is a row in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..flows import machine
+from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, LaunchKind, RunStatus, Scope
+from ..flows.errors import ConcurrentUpdate, NotFound, StartRefused
+from ..flows.events import Event, RunCreated
+from ..flows.run import Decision, Launch, Run
+from ..flows.template import FlowTemplate, bind_parameters
+from ..storage.base import RunFilter
+from .access import Actor
+from .context import EngineDeps
+from .driver import RunDriver
+from .preflight import preflight, select_profile_name
+from .step import release_sandbox
+
+log = logging.getLogger("flowrun.runtime")
+
+
+@dataclass
+class _Active:
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    cancelled_by: str | None = None
+
+
+class Engine:
+    def __init__(self, deps: EngineDeps) -> None:
+        self.deps = deps
+        self._tg: TaskGroup | None = None
+        self._active: dict[str, _Active] = {}
+        self._ready = False
+
+    # lifecycle ----------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Engine:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self.recover()
+        self._ready = True
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        assert self._tg is not None
+        self._ready = False
+        self._tg.cancel_scope.cancel()
+        try:
+            await self._tg.__aexit__(et, e, tb)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._interrupt_active()
+
+    async def _interrupt_active(self) -> None:
+        """On shutdown, runs that were mid-step become interrupted (a deploy, not a failure)."""
+        for run in await self.deps.store.runs_with_status([RunStatus.RUNNING, RunStatus.PENDING]):
+            if run.owner == self.deps.config.owner:
+                await self._mark_interrupted(run, "The engine shut down while the run was in flight.")
+        for run_id in list(self.deps.sandboxes):  # held by paused interactive runs: park them
+            await release_sandbox(self.deps, await self.deps.store.get_run(run_id), keep=True)
+
+    async def _mark_interrupted(self, run: Run, reason: str) -> None:
+        new, events = machine.interrupt(run, reason)
+        try:
+            await self.deps.store.commit(new, events, expected_version=new.version)
+        except ConcurrentUpdate:
+            log.info("run %s changed while being marked interrupted", run.id)
+
+    async def recover(self) -> list[str]:
+        """Runs left running by a process that died become interrupted; their sandboxes are kept
+        so a retry continues. Runs driven by another live process on this host are left alone."""
+        interrupted = []
+        for run in await self.deps.store.runs_with_status([RunStatus.RUNNING, RunStatus.PENDING]):
+            if run.owner and run.owner != self.deps.config.owner and _owner_alive(run.owner):
+                continue
+            await self._mark_interrupted(run, "Interrupted: the platform restarted while the run was in flight.")
+            interrupted.append(run.id)
+        if interrupted:
+            log.info("marked %d run(s) interrupted after a restart: %s", len(interrupted), ", ".join(interrupted))
+        return interrupted
+
+    @property
+    def ready(self) -> bool:
+        return self._ready
+
+    # starting -----------------------------------------------------------------------------------
+
+    async def start_run(
+        self,
+        actor: Actor,
+        flow: str | FlowTemplate,
+        params: Mapping[str, Any] | None = None,
+        *,
+        sandbox_profile: str | None = None,
+        execution_mode: ExecutionMode | str | None = None,
+        checkpoint_mode: CheckpointMode | str | None = None,
+        launch: Launch | None = None,
+    ) -> Run:
+        """Start a run and return at once; its task drives it.
+
+        Raises:
+            PermissionDenied: without flows.run.
+            NotFound: unknown flow or profile.
+            ParameterError: unknown parameters or wrong types.
+            StartRefused: `missing_parameters`, `warming_up`, `preflight_failed`, `daily_cap_reached`.
+        """
+        actor.require(Scope.RUN, "start a run")
+        if not self._ready:
+            wait = self.deps.config.warmup_retry_after_s
+            raise StartRefused(
+                f"The orchestrator is still coming up after a restart; retry in {wait:.0f} seconds.",
+                code="warming_up", retryable=True, retry_after=wait,
+            )
+        template = self.deps.catalog.flow(flow) if isinstance(flow, str) else flow
+        bound, missing = bind_parameters(template, params or {})
+        if missing:
+            raise StartRefused(
+                f"Fill in the required parameter{'s' if len(missing) > 1 else ''} "
+                f"{', '.join(repr(m) for m in missing)} to start {template.name!r}.",
+                code="missing_parameters", missing=missing,
+            )
+        launch = launch or Launch()
+        profile = select_profile_name(self.deps.catalog, sandbox_profile, bound, template.defaults.sandbox_profile)
+        await preflight(self.deps, template, profile, bound, launch)
+        run = Run(
+            workspace=actor.workspace, flow=template, params=bound, started_by=actor.id, launch=launch,
+            sandbox_profile=profile,
+            execution_mode=ExecutionMode(execution_mode or template.defaults.execution_mode),
+            checkpoint_mode=CheckpointMode(checkpoint_mode or template.defaults.checkpoint_mode),
+            owner=self.deps.config.owner,
+        )
+        if launch.kind == LaunchKind.RECORD and launch.ref:
+            record = await self.deps.store.get_record(launch.ref)
+            if record is not None and record.kind in ("plan", "initiative"):
+                run = run.model_copy(update={"links": run.links.model_copy(update={record.kind: record.id})})
+        run = machine.create(run)
+        created = RunCreated(
+            flow=template.id, params=bound, started_by=actor.id, execution_mode=run.execution_mode.value,
+            checkpoint_mode=run.checkpoint_mode.value, sandbox_profile=profile,
+        )
+        cap = self.deps.config.plan_for(actor.workspace).daily_runs
+        run, _ = await self.deps.store.create_run(run, [created], daily_cap=cap, day=datetime.now(UTC).date())
+        self._spawn(run)
+        return run
+
+    def _spawn(self, run: Run) -> None:
+        assert self._tg is not None, "the engine is not running (use `async with engine`)"
+        if run.id in self._active:
+            return
+        active = _Active()
+        self._active[run.id] = active
+        self._tg.start_soon(self._drive, run, active, name=f"run {run.id}")
+
+    async def _drive(self, run: Run, active: _Active) -> None:
+        try:
+            with active.scope:
+                await RunDriver(self.deps, run).drive()
+            if active.scope.cancelled_caught and active.cancelled_by is not None:
+                with anyio.CancelScope(shield=True):
+                    await self._commit_cancel(run.id, active.cancelled_by)
+        finally:
+            self._active.pop(run.id, None)
+            active.done.set()
+
+    async def _commit_cancel(self, run_id: str, actor_id: str) -> Run:
+        for _ in range(3):
+            run = await self.deps.store.get_run(run_id)
+            new, events = machine.cancel(run, actor_id)
+            try:
+                run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+                break
+            except ConcurrentUpdate:
+                continue
+        await release_sandbox(self.deps, run, keep=True)
+        return await self.deps.store.get_run(run_id)
+
+    # deciding and steering ----------------------------------------------------------------------
+
+    async def decide(
+        self,
+        actor: Actor,
+        run_id: str,
+        decision: DecisionKind | str,
+        *,
+        comment: str = "",
+        step: int | str | None = None,
+        expected_version: int | None = None,
+        decision_id: str | None = None,
+    ) -> Run:
+        """Approve, reject or skip the checkpoint a paused run waits at (compare-and-set).
+
+        Raises:
+            DecisionConflict: `already_decided` naming the first decision, `stale_checkpoint`.
+            InvalidTransition: the run is not paused.
+        """
+        actor.require(Scope.RUN, "decide a checkpoint")
+        run = await self.get_run(actor, run_id)
+        if decision_id is not None:
+            prior = await self.deps.store.get_decision(decision_id)
+            if prior is not None and prior.run_id == run_id:
+                return run  # idempotent: the first answer stands
+        kind = DecisionKind(decision)
+        index = run.flow.step_index(step) if step is not None else None
+        record = Decision(kind=kind, comment=comment.strip(), actor=actor.id, decision_id=decision_id)
+        new, events = machine.decide(run, record, step=index, expected_version=expected_version)
+        if kind != DecisionKind.REJECT:  # this process drives it from here
+            new = new.model_copy(update={"owner": self.deps.config.owner})
+        try:
+            run, _ = await self.deps.store.commit(new, events, expected_version=new.version, decision_id=decision_id)
+        except ConcurrentUpdate:
+            # someone decided (or cancelled) between our read and write: answer as the second one
+            target = index if index is not None else (run.checkpoint.step if run.checkpoint else None)
+            machine.decide(await self.deps.store.get_run(run_id), record, step=target)
+            raise
+        if run.status == RunStatus.REJECTED:
+            await release_sandbox(self.deps, run, keep=False)
+        elif run.status == RunStatus.RUNNING:
+            self._spawn(run)
+        return run
+
+    async def cancel(self, actor: Actor, run_id: str) -> Run:
+        """Stop a running or paused run, mark it cancelled and release its sandbox (kept, so a
+        resume can continue). Raises InvalidTransition in any other state."""
+        run = await self.get_run(actor, run_id)
+        actor.require_cancel(run)
+        machine.run_transition(run, machine.RunCommand.CANCEL)
+        active = self._active.get(run_id)
+        if active is not None:
+            active.cancelled_by = actor.id
+            active.scope.cancel()
+            with anyio.fail_after(30):
+                await active.done.wait()
+            return await self.deps.store.get_run(run_id)
+        return await self._commit_cancel(run_id, actor.id)
+
+    async def resume(self, actor: Actor, run_id: str) -> Run:
+        """Blocked or cancelled: continue from the first step not completed or skipped."""
+        actor.require(Scope.RUN, "resume a run")
+        run = await self.get_run(actor, run_id)
+        new, events = machine.resume(run)
+        new = new.model_copy(update={"owner": self.deps.config.owner})
+        run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+        self._spawn(run)
+        return run
+
+    async def retry(self, actor: Actor, run_id: str, *, clone: bool = False) -> Run:
+        """Failed or interrupted: reset the first unfinished step and the ones after it, then
+        continue. With `clone`, a fresh run linked both ways by the retry chain is started
+        (and returned) instead; the original keeps its state and transcript."""
+        actor.require(Scope.RUN, "retry a run")
+        run = await self.get_run(actor, run_id)
+        if not clone:
+            new, events = machine.retry(run)
+            new = new.model_copy(update={"owner": self.deps.config.owner})
+            run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+            self._spawn(run)
+            return run
+        original, fresh, original_events, fresh_events = machine.clone_for_retry(run, actor.id)
+        fresh = fresh.model_copy(update={"owner": self.deps.config.owner})
+        created = RunCreated(
+            flow=fresh.flow.id, params=fresh.params, started_by=actor.id, execution_mode=fresh.execution_mode.value,
+            checkpoint_mode=fresh.checkpoint_mode.value, sandbox_profile=fresh.sandbox_profile, retry_of=run.id,
+        )
+        _, fresh = await self.deps.store.commit_pair(
+            (original, original_events, original.version), (fresh, [created, *fresh_events])
+        )
+        self._spawn(fresh)
+        return fresh
+
+    # reading ------------------------------------------------------------------------------------
+
+    async def get_run(self, actor: Actor, run_id: str) -> Run:
+        actor.require(Scope.READ, "view runs")
+        run = await self.deps.store.get_run(run_id)
+        actor.require_workspace(run)
+        return run
+
+    async def list_runs(self, actor: Actor, *, status: Sequence[RunStatus] | None = None,
+                        flow: str | None = None, limit: int = 50) -> list[Run]:
+        actor.require(Scope.READ, "view runs")
+        return await self.deps.store.list_runs(
+            RunFilter(status=list(status) if status else None, flow=flow, workspace=actor.workspace, limit=limit)
+        )
+
+    def list_flows(self, actor: Actor) -> list[FlowTemplate]:
+        actor.require(Scope.READ, "view flows")
+        return sorted(self.deps.catalog.flows.values(), key=lambda f: f.id)
+
+    async def events(self, actor: Actor, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        await self.get_run(actor, run_id)
+        return await self.deps.store.events(run_id, after_seq, limit)
+
+    async def subscribe(self, actor: Actor, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        await self.get_run(actor, run_id)
+        async for event in self.deps.store.subscribe(run_id, after_seq):
+            yield event
+
+    async def wait_until(self, actor: Actor, run_id: str, *, statuses: Sequence[RunStatus] | None = None,
+                         timeout: float = 30.0, after_seq: int | None = None) -> Run:
+        """Wait (bounded) until the run reaches one of `statuses` (default: parked), or, with
+        `after_seq`, until anything happens after that seq. Returns the run as it is then."""
+        run = await self.get_run(actor, run_id)
+        wanted = set(statuses) if statuses else {s for s in RunStatus if s.finished}
+        if after_seq is None and run.status in wanted:
+            return run
+        start = run.last_seq if after_seq is None else after_seq
+        with anyio.move_on_after(timeout):
+            async for event in self.deps.store.subscribe(run_id, start):
+                if after_seq is not None:
+                    break
+                if event.data.type == "run_status" and event.data.status in wanted:
+                    break
+        return await self.deps.store.get_run(run_id)
+
+    async def idle(self, timeout: float = 30.0) -> None:
+        """Wait until no run has an active task (tests, the CLI before it exits)."""
+        with anyio.fail_after(timeout):
+            while self._active:
+                await next(iter(self._active.values())).done.wait()
+
+
+def _owner_alive(owner: str) -> bool:
+    import socket
+
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False  # another host: with SQLite there is only one; treat as dead
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,133 @@
+"""One step: a sandbox, the skill's instructions, the agent loop, a validated result."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import anyio
+
+from ..flows.enums import BlockedCause, Outcome, TranscriptKind
+from ..flows.errors import BlockedError, FlowrunError
+from ..flows.events import TranscriptEntry
+from ..flows.expressions import render
+from ..flows.run import Blocked, Run, SandboxLink, StepResult, Usage
+from ..sandboxes.base import Sandbox
+from ..storage.base import RecordRow
+from .agent import AgentTask, run_agent
+from .context import EngineDeps, step_context
+from .transcript import TranscriptSink
+
+log = logging.getLogger("flowrun.runtime")
+
+SYSTEM_PROMPT = """You are a step agent in a flowrun Flow run: one step of a reviewed, multi-step piece of work.
+Work only inside the sandbox workspace ({workspace}). Use the tools to inspect and change files and to
+run commands. A person reviews the transcript and your result, so say what you do and why, briefly.
+When the work is done, call submit_result exactly once with the outcome, a summary for the reviewer,
+any artifacts, and the structured output the skill asks for. If you cannot proceed safely because
+something is missing (a credential, access, a decision), call report_blocked instead of guessing.
+
+Run {run_id} of Flow "{flow}", step {number} of {total}: {step}."""
+
+
+@dataclass
+class StepOutcome:
+    result: StepResult
+    error: str | None = None
+    blocked: Blocked | None = None
+
+
+async def acquire_sandbox(deps: EngineDeps, run: Run, sink: TranscriptSink, step: int | None,
+                          on_link: Callable[[SandboxLink], Awaitable[None]]) -> Sandbox:
+    """The run's sandbox: the one held in memory, or acquired (new, or reconnected by its link)."""
+    held = deps.sandboxes.get(run.id)
+    if held is not None:
+        return held
+    profile = deps.profile(run)
+    backend = deps.backend_for(profile.backend)
+    link = run.links.sandbox if run.links.sandbox and run.links.sandbox.state != "destroyed" else None
+
+    async def on_setup(text: str, data: dict[str, object]) -> None:
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.SETUP, step=step, text=text, data=dict(data)))
+
+    started = anyio.current_time()
+    verb = "Reconnecting to" if link else "Provisioning"
+    await on_setup(f"{verb} a {profile.backend} sandbox (profile {profile.name})",
+                   {"backend": profile.backend, "profile": profile.name, "template": profile.template})
+    sandbox = await backend.acquire(run.id, profile, link=link, on_setup=on_setup)
+    await on_setup(f"Sandbox ready in {anyio.current_time() - started:.2f}s",
+                   {"sandbox": sandbox.link.id, "workspace": sandbox.workspace})
+    deps.sandboxes[run.id] = sandbox
+    await on_link(sandbox.link)
+    return sandbox
+
+
+async def release_sandbox(deps: EngineDeps, run: Run, *, keep: bool) -> SandboxLink | None:
+    """Park (keep) or destroy the run's sandbox, held or not. Never raises: a failed release is
+    logged, since the run's own state change must not be lost to it."""
+    sandbox = deps.sandboxes.pop(run.id, None)
+    try:
+        with anyio.CancelScope(shield=True):
+            if sandbox is not None:
+                backend = deps.backend_for(sandbox.link.backend)
+                return await backend.release(sandbox, keep=keep)
+            link = run.links.sandbox
+            if link is not None and not keep and link.state != "destroyed":
+                await deps.backend_for(link.backend).destroy(link)
+                return link.model_copy(update={"state": "destroyed"})
+    except Exception:  # noqa: BLE001 - see docstring
+        log.exception("releasing the sandbox of run %s failed", run.id)
+    return None
+
+
+async def execute_step(deps: EngineDeps, run: Run, index: int, sandbox: Sandbox, sink: TranscriptSink,
+                       record: RecordRow | None, on_usage: Callable[[Usage], Awaitable[None]]) -> StepOutcome:
+    """Run the step's agent to a result. Failures become outcomes; cancellation propagates."""
+    spec = run.flow.steps[index]
+    skill = deps.catalog.skill(spec.skill)
+    profile = deps.profile(run)
+    model = spec.model or skill.model or profile.model or deps.config.default_model
+    try:
+        instructions = render(skill.instructions, step_context(run, record))
+        provider = deps.provider_for(model)
+        tools = {name: deps.tools[name] for name in skill.allowed_tools if name in deps.tools}
+        task = AgentTask(
+            run_id=run.id, step=index, skill=skill, model=model, provider=provider, sandbox=sandbox, tools=tools,
+            system=SYSTEM_PROMPT.format(workspace=sandbox.workspace, run_id=run.id, flow=run.flow.name,
+                                        number=index + 1, total=len(run.flow.steps), step=spec.name),
+            instructions=instructions, emit=sink.emit, on_usage=on_usage,
+            max_turns=spec.max_turns or skill.max_turns,
+            deadline=anyio.current_time() + deps.config.step_timeout_s,
+        )
+        if spec.subagents:
+            from .subagents import enable_subagents
+
+            enable_subagents(task, limit=spec.subagents)
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.INFO, step=index,
+                                        text=f"Step {index + 1} {spec.name!r} running /{skill.slug} on {model}"))
+        outcome = await run_agent(task)
+    except BlockedError as exc:
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=f"{exc.message} Fix: {exc.fix}", is_error=True))
+        blocked = Blocked(cause=BlockedCause(exc.cause), message=exc.message, fix=exc.fix, step=index,
+                          details={k: v for k, v in exc.details.items() if k not in ("cause", "fix")})
+        return StepOutcome(StepResult(outcome=Outcome.BLOCKED, summary=exc.message), blocked=blocked)
+    except TimeoutError:
+        text = f"The step exceeded its time budget of {deps.config.step_timeout_s:.0f}s."
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=text, is_error=True))
+        return StepOutcome(StepResult(outcome=Outcome.PARTIAL, summary=text))
+    except FlowrunError as exc:
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=exc.message, is_error=True,
+                                        data={"code": exc.code}))
+        return StepOutcome(StepResult(outcome=Outcome.ERROR, summary=exc.message), error=exc.message)
+    except Exception as exc:
+        log.exception("step %d of run %s crashed", index, run.id)
+        text = f"Internal error in the step: {type(exc).__name__}: {exc}"
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=text, is_error=True))
+        return StepOutcome(StepResult(outcome=Outcome.ERROR, summary=text), error=text)
+    if outcome.result.outcome == Outcome.BLOCKED:
+        reason = outcome.blocked_reason or outcome.result.summary
+        blocked = Blocked(cause=BlockedCause.STEP_REPORTED_BLOCKED, message=reason, step=index,
+                          fix="Supply what the step says it needs, then resume the run.")
+        return StepOutcome(outcome.result, blocked=blocked)
+    return StepOutcome(outcome.result, error=outcome.error)
