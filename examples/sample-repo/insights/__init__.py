@@ -1,0 +1,5 @@
+"""Reporting helpers for the analytics dashboard."""
+
+from .reports import Row, summarize
+
+__all__ = ["Row", "summarize"]

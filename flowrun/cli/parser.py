@@ -1,0 +1,81 @@
+"""The argument parser. Kept free of heavy imports so `flowrun --help` is instant."""
+
+from __future__ import annotations
+
+import argparse
+
+from . import commands
+
+
+def _run_choices(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--profile", help="sandbox profile (default: the Flow's own; a repositoryId param picks one)")
+    p.add_argument("--mode", choices=["interactive", "background"], help="execution mode (default: the Flow's)")
+    p.add_argument("--checkpoints", choices=["template", "every", "none"],
+                   help="checkpoint mode: the Flow's own, pause before every step, or none")
+    p.add_argument("-y", "--yes", action="store_true", help="approve checkpoints automatically (scripts, CI)")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print tool output")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowrun", description="Durable, reviewable agent Flow runs.")
+    parser.add_argument("--debug", action="store_true", help="verbose logging")
+    sub = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="run the bundled Full SDLC Flow offline, with a checkpoint")
+    _run_choices(p)
+    p.set_defaults(handler=commands.demo)
+
+    p = sub.add_parser("flows", help="list Flows and their parameters")
+    p.set_defaults(handler=commands.flows)
+
+    p = sub.add_parser("run", help="start a run of a Flow and follow it")
+    p.add_argument("flow")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--record", help="launch from a record (plan or initiative id); its context is in scope")
+    _run_choices(p)
+    p.set_defaults(handler=commands.run)
+
+    p = sub.add_parser("runs", help="list runs, newest first")
+    p.add_argument("--status", action="append", help="filter by status (repeatable)")
+    p.add_argument("--flow")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler=commands.runs)
+
+    p = sub.add_parser("show", help="a run's summary and timeline")
+    p.add_argument("run_id")
+    p.add_argument("--transcript", action="store_true", help="print the whole transcript too")
+    p.add_argument("--json", action="store_true", help="the run as JSON")
+    p.set_defaults(handler=commands.show_run)
+
+    p = sub.add_parser("watch", help="follow a run live until it parks")
+    p.add_argument("run_id")
+    p.add_argument("--from-start", action="store_true", help="replay the whole transcript first")
+    p.set_defaults(handler=commands.watch)
+
+    for name, help_text in (("approve", "approve the checkpoint and continue"),
+                            ("reject", "reject at the checkpoint and stop the run"),
+                            ("skip", "skip the paused step and continue")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("run_id")
+        p.add_argument("-m", "--comment", default="")
+        p.add_argument("--step", help="the step you are deciding (name or number); refuses if stale")
+        p.add_argument("--decision-id", help="idempotency key: repeating it returns the first answer")
+        p.add_argument("-y", "--yes", action="store_true", help="approve later checkpoints automatically")
+        p.set_defaults(handler=commands.decide, decision=name)
+
+    p = sub.add_parser("resume", help="resume a blocked or cancelled run")
+    p.add_argument("run_id")
+    p.add_argument("-y", "--yes", action="store_true")
+    p.set_defaults(handler=commands.resume)
+
+    p = sub.add_parser("retry", help="retry a failed or interrupted run")
+    p.add_argument("run_id")
+    p.add_argument("--clone", action="store_true", help="as a fresh run linked by the retry chain")
+    p.add_argument("-y", "--yes", action="store_true")
+    p.set_defaults(handler=commands.retry)
+
+    p = sub.add_parser("cancel", help="cancel a running or paused run")
+    p.add_argument("run_id")
+    p.set_defaults(handler=commands.cancel)
+
+    return parser

@@ -1,0 +1,210 @@
+"""How runs look in a terminal: the timeline table and the live event feed (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.syntax import Syntax
+from rich.table import Table
+from rich.text import Text
+
+from ..flows.enums import RunStatus, StepStatus, TranscriptKind
+from ..flows.events import (
+    CheckpointReached,
+    DecisionRecorded,
+    Event,
+    RunStatusChanged,
+    StepStatusChanged,
+    TranscriptEntry,
+)
+from ..flows.machine import ACTIONS
+from ..flows.run import Run, StepRun
+
+STEP_ICONS: dict[StepStatus, tuple[str, str]] = {
+    StepStatus.PENDING: ("·", "dim"),
+    StepStatus.RUNNING: ("⟳", "cyan"),
+    StepStatus.COMPLETED: ("✓", "green"),
+    StepStatus.FAILED: ("✗", "red"),
+    StepStatus.BLOCKED: ("⏸", "yellow"),
+    StepStatus.SKIPPED: ("➜", "blue"),
+    StepStatus.CANCELLED: ("⊘", "magenta"),
+}
+RUN_STYLES: dict[RunStatus, str] = {
+    RunStatus.PENDING: "dim", RunStatus.RUNNING: "cyan", RunStatus.PAUSED: "yellow", RunStatus.COMPLETED: "green",
+    RunStatus.FAILED: "red", RunStatus.REJECTED: "red", RunStatus.CANCELLED: "magenta", RunStatus.BLOCKED: "yellow",
+    RunStatus.INTERRUPTED: "yellow",
+}
+
+
+def status_badge(status: RunStatus) -> Text:
+    label = "Interrupted" if status == RunStatus.INTERRUPTED else status.value
+    return Text(f" {label} ", style=f"bold reverse {RUN_STYLES[status]}")
+
+
+def _elapsed(step: StepRun) -> str:
+    seconds = step.elapsed_s
+    if seconds is None:
+        return ""
+    return f"{seconds:.1f}s" if seconds < 60 else f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+
+
+def timeline(run: Run) -> Table:
+    table = Table(box=None, pad_edge=False, show_header=True, header_style="bold")
+    for column in ("", "#", "step", "status", "elapsed", "turns", "skill", "result"):
+        table.add_column(column, overflow="fold" if column == "result" else "ellipsis")
+    for step in run.steps:
+        icon, style = STEP_ICONS[step.status]
+        waiting = run.checkpoint is not None and run.checkpoint.step == step.index
+        if waiting:
+            icon, style = "⏸", "yellow"
+        result = step.summary
+        if step.decision is not None:
+            d = step.decision
+            result = f"[{d.kind.value}{' (auto)' if d.auto else ''} by {d.actor}{': ' + d.comment if d.comment else ''}] {result}"
+        if step.artifacts:
+            result += "  " + " ".join(f"⟨{a.label or a.kind}: {a.ref}⟩" for a in step.artifacts)
+        table.add_row(
+            Text(icon, style=style), str(step.index + 1), step.name,
+            Text("waiting" if waiting else step.status.value, style=style), _elapsed(step),
+            str(step.usage.turns or ""), f"/{step.skill}", result,
+        )
+    return table
+
+
+def summary(run: Run, url: str | None = None) -> Panel:
+    lines = Text()
+    lines.append(f"{run.flow.name}  ", style="bold")
+    lines.append_text(status_badge(run.status))
+    lines.append(f"\nrun {run.id} · started by {run.started_by} ({run.launch.kind.value})")
+    if run.started_at:
+        lines.append(f" at {run.started_at:%Y-%m-%d %H:%M:%S} UTC")
+    lines.append(f"\nprofile {run.sandbox_profile} · {run.execution_mode.value} · checkpoints: {run.checkpoint_mode.value}")
+    lines.append(f"\nturns {run.usage.turns} · tokens {run.usage.input_tokens + run.usage.output_tokens:,} · "
+                 f"cost ${run.usage.cost_usd:.4f}")
+    if run.task:
+        lines.append(f" · task {run.task.id} ({run.task.state.value})")
+    links = run.links
+    for label, value in (("plan", links.plan), ("initiative", links.initiative), ("PR", links.pull_request),
+                         ("sandbox", f"{links.sandbox.backend}:{links.sandbox.id} ({links.sandbox.state})" if links.sandbox else None),
+                         ("retry of", run.retry_of), ("retried as", run.retried_as)):
+        if value:
+            lines.append(f"\n{label}: {value}")
+    if run.params:
+        lines.append("\nparams: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+    if run.blocked:
+        lines.append(f"\nblocked ({run.blocked.cause.value}): {run.blocked.message}\nfix: {run.blocked.fix}", style="yellow")
+    elif run.status == RunStatus.INTERRUPTED:
+        lines.append("\nInterrupted by a restart; `flowrun retry` continues from the first step that did not complete.",
+                     style="yellow")
+    elif run.error and run.status in (RunStatus.FAILED, RunStatus.REJECTED):
+        lines.append(f"\n{run.error}", style="red")
+    actions = ACTIONS[run.status]
+    if actions:
+        lines.append("\nactions: " + ", ".join(f"flowrun {a} {run.id}" for a in actions), style="dim")
+    if url:
+        lines.append(f"\n{url}", style="dim")
+    return Panel(lines, expand=False)
+
+
+def checkpoint_panel(run: Run) -> Panel:
+    assert run.checkpoint is not None
+    cp = run.checkpoint
+    body = Text()
+    body.append(f"Step {cp.step + 1}: {run.steps[cp.step].name}\n", style="bold")
+    body.append(cp.message + "\n")
+    if cp.previous_summary:
+        body.append("\nPrevious step: ", style="dim")
+        body.append(cp.previous_summary + "\n")
+    return Panel(body, title="Checkpoint", border_style="yellow", expand=False)
+
+
+class EventPrinter:
+    """Prints a run's events as they arrive: step changes and a condensed transcript."""
+
+    def __init__(self, console: Console, *, verbose: bool = True) -> None:
+        self.console = console
+        self.verbose = verbose
+        self._stream: str | None = None
+
+    def __call__(self, event: Event) -> None:
+        data = event.data
+        if isinstance(data, TranscriptEntry):
+            self._entry(data)
+            return
+        self._stream = None
+        if isinstance(data, StepStatusChanged):
+            icon, style = STEP_ICONS[data.status]
+            text = Text(f"{icon} step {data.step + 1} {data.status.value}", style=f"bold {style}")
+            if data.result is not None and data.result.summary:
+                text.append(f" — {data.result.summary}", style="default")
+            elif data.reason and data.status != StepStatus.RUNNING:
+                text.append(f" — {data.reason}", style="default")
+            self.console.print(text)
+        elif isinstance(data, RunStatusChanged):
+            text = Text("● run ", style="bold")
+            text.append_text(status_badge(data.status))
+            if data.reason:
+                text.append(f" {data.reason}")
+            self.console.print(text)
+        elif isinstance(data, DecisionRecorded):
+            d = data.decision
+            self.console.print(Text(f"✎ {d.kind.value}{' (auto)' if d.auto else ''} by {d.actor}"
+                                    f"{': ' + d.comment if d.comment else ''}", style="bold"))
+        elif isinstance(data, CheckpointReached):
+            pass  # the caller shows the checkpoint panel with the run
+
+    def _entry(self, e: TranscriptEntry) -> None:
+        who = f"[{e.subagent}] " if e.subagent else ""
+        if e.kind in (TranscriptKind.TEXT, TranscriptKind.THINKING):
+            style = "italic dim" if e.kind == TranscriptKind.THINKING else ""
+            if e.stream != self._stream:
+                self._stream = e.stream
+                prefix = "  ∴ " if e.kind == TranscriptKind.THINKING else "  "
+                self.console.print(Text(prefix + who + e.text, style=style), end="")
+            else:
+                self.console.print(Text(e.text, style=style), end="")
+            if not e.text.endswith("\n"):
+                self.console.print()
+            return
+        self._stream = None
+        if e.kind == TranscriptKind.SETUP:
+            self.console.print(Text(f"  ⚙ {e.text}", style="dim"))
+        elif e.kind == TranscriptKind.INFO:
+            self.console.print(Text(f"  ℹ {who}{e.text}", style="dim"))
+        elif e.kind == TranscriptKind.ERROR:
+            self.console.print(Panel(Text(e.text, style="red"), border_style="red", expand=False))
+        elif e.kind == TranscriptKind.TOOL_START:
+            self._tool_start(e, who)
+        elif e.kind == TranscriptKind.TOOL_DELTA and self.verbose:
+            for line in e.text.rstrip("\n").splitlines():
+                self.console.print(Text(f"    │ {line}", style="dim"))
+        elif e.kind == TranscriptKind.TOOL_END and e.is_error:
+            self.console.print(Text(f"    ✗ {e.text.strip()[:400]}", style="red"))
+
+    def _tool_start(self, e: TranscriptEntry, who: str) -> None:
+        data = e.data
+        label = Text(f"  ▸ {who}{e.tool}", style="bold")
+        if "command" in data:
+            label.append(f" $ {str(data['command']).strip()}", style="default")
+            self.console.print(label)
+        elif "diff" in data and data["diff"]:
+            label.append(f" {data.get('path', '')}", style="default")
+            self.console.print(label)
+            if self.verbose:
+                self.console.print(Syntax(str(data["diff"]).rstrip(), "diff", theme="ansi_dark", background_color="default"))
+        elif "content" in data and e.tool == "write_file":
+            label.append(f" {data.get('path', '')} ({len(str(data['content']).splitlines())} lines)", style="default")
+            self.console.print(label)
+        elif "todos" in data:
+            marks = {"completed": "☑", "in_progress": "◐", "pending": "☐"}
+            items = [Text(f"    {marks.get(t.get('status', 'pending'), '☐')} {t.get('content', '')}") for t in data["todos"]]
+            self.console.print(label)
+            self.console.print(Group(*items))
+        elif "url" in data:
+            label.append(f" {data['url']}", style="default")
+            self.console.print(label)
+        elif "path" in data:
+            label.append(f" {data['path']}", style="default")
+            self.console.print(label)
+        else:
+            self.console.print(label)

@@ -1,0 +1,188 @@
+"""Settings from the environment, and the wiring that turns them into a running engine.
+
+Everything works with no key and no network: the scripted model and the local sandbox are the
+defaults; real providers switch on from configuration (`FLOWRUN_MODEL`, the usual API keys).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+
+from .flows.enums import Plan
+from .flows.errors import UsageError
+from .flows.events import TranscriptEntry
+from .flows.profiles import RepositorySpec, SandboxProfile
+from .llm.base import ModelProvider
+from .runtime.catalog import Catalog
+from .runtime.context import EngineConfig, EngineDeps
+from .runtime.engine import Engine
+from .sandboxes.base import SandboxBackend
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+EXAMPLES_DIR = PACKAGE_DIR.parent / "examples"
+SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "OPENAI_API_KEY", "E2B_API_KEY", "GITHUB_TOKEN", "FLOWRUN_TOKEN")
+
+
+@dataclass
+class Settings:
+    home: Path
+    catalog_dirs: list[Path]
+    scripts_dir: Path
+    model: str = "scripted"
+    plan: Plan = Plan.BUSINESS
+    step_timeout_s: float = 3600.0
+    public_url: str = "http://127.0.0.1:8765"
+    secrets: list[str] = field(default_factory=list)
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.home / "flowrun.db"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = dict(os.environ if env is None else env)
+        home = Path(env.get("FLOWRUN_HOME") or Path.home() / ".flowrun").expanduser()
+        dirs = [Path(p).expanduser() for p in env.get("FLOWRUN_PATH", "").split(os.pathsep) if p]
+        try:
+            plan = Plan(env.get("FLOWRUN_PLAN", "business").lower())
+        except ValueError:
+            raise UsageError(f"FLOWRUN_PLAN must be one of {', '.join(p.value for p in Plan)}") from None
+        return cls(
+            home=home,
+            catalog_dirs=[EXAMPLES_DIR, *dirs],
+            scripts_dir=Path(env.get("FLOWRUN_SCRIPTS") or EXAMPLES_DIR / "scripts"),
+            model=env.get("FLOWRUN_MODEL", "scripted"),
+            plan=plan,
+            step_timeout_s=float(env.get("FLOWRUN_STEP_TIMEOUT", "3600")),
+            public_url=env.get("FLOWRUN_PUBLIC_URL", "http://127.0.0.1:8765").rstrip("/"),
+            secrets=[env[k] for k in SECRET_ENV_VARS if env.get(k)]
+            + [s for s in env.get("FLOWRUN_SECRETS", "").split(",") if s],
+            env=env,
+        )
+
+
+def ensure_demo_remote(home: Path) -> Path:
+    """The demo's "GitHub": a bare git repository made from the bundled sample, once."""
+    remote = home / "demo" / "insights.git"
+    if (remote / "HEAD").exists():
+        return remote
+    if shutil.which("git") is None:
+        raise UsageError("the demo needs git on PATH (apt-get install -y git)")
+    source = EXAMPLES_DIR / "sample-repo"
+    work = home / "demo" / "seed"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(source, work)
+    git = ["git", "-c", "user.name=flowrun", "-c", "user.email=flowrun@localhost", "-c", "init.defaultBranch=main"]
+    for args in (["init", "-q"], ["add", "-A"], ["commit", "-q", "-m", "Initial commit"]):
+        subprocess.run([*git, *args], cwd=work, check=True, capture_output=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(work), str(remote)], check=True, capture_output=True)
+    shutil.rmtree(work, ignore_errors=True)
+    return remote
+
+
+def demo_profile(home: Path) -> SandboxProfile:
+    return SandboxProfile(
+        name="demo",
+        description="The local sandbox with the bundled sample repository (orcette/insights).",
+        backend="local",
+        repositories=[RepositorySpec(url=str(home / "demo" / "insights.git"), path="insights")],
+        repository_id="orcette/insights",
+        tools=["git", "python3"],
+    )
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    catalog = Catalog.load(settings.catalog_dirs)
+    if "demo" not in catalog.profiles:
+        catalog.profiles["demo"] = demo_profile(settings.home)
+    return catalog
+
+
+@dataclass
+class _Providers:
+    settings: Settings
+    cache: dict[str, ModelProvider] = field(default_factory=dict)
+
+    def __call__(self, model: str) -> ModelProvider:
+        if model not in self.cache:
+            if model == "scripted":
+                from .llm.scripted import ScriptedProvider
+
+                self.cache[model] = ScriptedProvider.from_directory(self.settings.scripts_dir)
+            else:
+                from .llm.registry import provider_for
+
+                self.cache[model] = provider_for(model, settings=self.settings.env)
+        return self.cache[model]
+
+
+@dataclass
+class _Backends:
+    root: Path
+    options: Mapping[str, str]
+    cache: dict[str, SandboxBackend] = field(default_factory=dict)
+
+    def __call__(self, name: str) -> SandboxBackend:
+        if name not in self.cache:
+            from .sandboxes import get_backend
+
+            self.cache[name] = get_backend(name, root=self.root, env=self.options)
+        return self.cache[name]
+
+
+@cache
+def _redactor(secrets: tuple[str, ...]) -> object:
+    from .llm.redact import Redactor
+
+    return Redactor(secrets)
+
+
+def make_redact(settings: Settings) -> object:
+    redactor = _redactor(tuple(settings.secrets))
+
+    def redact(entry: TranscriptEntry) -> TranscriptEntry:
+        text = redactor.redact(entry.text)  # type: ignore[attr-defined]
+        data = redactor.redact_obj(entry.data) if entry.data else entry.data  # type: ignore[attr-defined]
+        if text is entry.text and data is entry.data:
+            return entry
+        return entry.model_copy(update={"text": text, "data": data})
+
+    return redact
+
+
+@asynccontextmanager
+async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> AsyncIterator[Engine]:
+    """The store, the catalog and the engine, ready; closed in order on exit."""
+    from .storage.sqlite import SQLiteStore
+
+    settings.home.mkdir(parents=True, exist_ok=True)
+    catalog = catalog or load_catalog(settings)
+    async with SQLiteStore(settings.db_path) as store:
+        deps = EngineDeps(
+            store=store,
+            catalog=catalog,
+            backend_for=_Backends(settings.home / "sandboxes", settings.env),
+            provider_for=_Providers(settings),
+            tools=_tools(),
+            config=EngineConfig(
+                default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
+                run_url=settings.public_url + "/runs/{run_id}",
+            ),
+            redact=make_redact(settings),  # type: ignore[arg-type]
+        )
+        async with Engine(deps) as engine:
+            yield engine
+
+
+def _tools() -> dict[str, object]:
+    from .runtime.tools import builtin_tools
+
+    return dict(builtin_tools())
