@@ -1,0 +1,193 @@
+"""Rows <-> domain models.
+
+Encoding happens in the caller's coroutine, before a write joins a group commit, so a value that
+cannot be stored fails that caller alone (and the writer only moves strings). Decoding turns an
+unreadable row into `StorageCorrupt` naming the file, the table and the key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any, get_args
+
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticSerializationError
+
+from ..flows.errors import UsageError
+from ..flows.events import Event, EventData, TranscriptEntry, event_data_adapter
+from ..flows.run import Run, StepRun
+from .base import DecisionRow, RecordRow
+from .errors import StorageCorrupt
+
+EVENT_TYPES: tuple[type[BaseModel], ...] = get_args(get_args(EventData)[0])
+_RUN_EXCLUDE = {"steps", "version", "last_seq"}
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedEvent:
+    type: str
+    json: str
+    data: EventData
+
+
+@dataclass(frozen=True, slots=True)
+class EncodedRun:
+    """A run ready to write: the columns of its `runs` row and one JSON string per step."""
+
+    id: str
+    workspace: str
+    flow_id: str
+    status: str
+    started_by: str
+    created_at: str
+    json: str
+    steps: tuple[str, ...]
+
+
+def format_time(value: datetime) -> str:
+    """UTC, fixed width, so the text sorts like the time (naive values are taken as UTC)."""
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def format_day(value: date) -> str:
+    return value.isoformat()
+
+
+def _dump(model: BaseModel, what: str, **kwargs: Any) -> str:
+    try:
+        return model.model_dump_json(**kwargs)
+    except PydanticSerializationError as exc:
+        raise UsageError(f"{what} cannot be stored as JSON: {exc}") from exc
+
+
+def encode_run(run: Run) -> EncodedRun:
+    if not isinstance(run, Run):
+        raise UsageError(f"expected a Run, got {type(run).__name__}")
+    steps = tuple(_dump(step, f"step {step.index} of run {run.id}") for step in run.steps)
+    for position, step in enumerate(run.steps):
+        if step.index != position:
+            raise UsageError(f"run {run.id}: step at position {position} has index {step.index}")
+    return EncodedRun(
+        id=run.id,
+        workspace=run.workspace,
+        flow_id=run.flow_id,
+        status=run.status.value,
+        started_by=run.started_by,
+        created_at=format_time(run.created_at),
+        json=_dump(run, f"run {run.id}", exclude=_RUN_EXCLUDE),
+        steps=steps,
+    )
+
+
+def encode_events(run_id: str, events: Sequence[EventData]) -> list[EncodedEvent]:
+    encoded: list[EncodedEvent] = []
+    for i, data in enumerate(events):
+        if not isinstance(data, EVENT_TYPES):
+            raise UsageError(
+                f"run {run_id}: events[{i}] is a {type(data).__name__}, not an event model"
+            )
+        encoded.append(EncodedEvent(data.type, _dump(data, f"run {run_id}: events[{i}]"), data))
+    return encoded
+
+
+def encode_entries(run_id: str, entries: Sequence[TranscriptEntry]) -> list[EncodedEvent]:
+    encoded: list[EncodedEvent] = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, TranscriptEntry):
+            raise UsageError(
+                f"run {run_id}: entries[{i}] is a {type(entry).__name__}, not a TranscriptEntry"
+            )
+        encoded.append(EncodedEvent(entry.type, _dump(entry, f"run {run_id}: entries[{i}]"), entry))
+    return encoded
+
+
+def encode_decision(row: DecisionRow) -> str:
+    return _dump(row, f"decision {row.decision_id}")
+
+
+def encode_record(record: RecordRow) -> str:
+    if not isinstance(record, RecordRow):
+        raise UsageError(f"expected a RecordRow, got {type(record).__name__}")
+    return _dump(record, f"record {record.id}")
+
+
+# -- decoding ------------------------------------------------------------------------------------
+
+
+def _corrupt(label: str, table: str, key: str, exc: Exception) -> StorageCorrupt:
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "(root)"
+        reason = f"{where}: {first['msg']}"
+        if exc.error_count() > 1:
+            reason += f" (and {exc.error_count() - 1} more problems)"
+    else:
+        reason = str(exc)
+    return StorageCorrupt(
+        f"cannot read {key} from table {table!r} in {label}: {reason}",
+        path=label,
+        table=table,
+        key=key,
+    )
+
+
+def decode_run(
+    label: str,
+    run_id: str,
+    version: int,
+    last_seq: int,
+    json: str,
+    steps: Sequence[tuple[int, str]],
+) -> Run:
+    try:
+        run = Run.model_validate_json(json)
+    except ValidationError as exc:
+        raise _corrupt(label, "runs", f"run {run_id}", exc) from exc
+    decoded: list[StepRun] = []
+    for position, (index, step_json) in enumerate(steps):
+        if index != position:
+            raise StorageCorrupt(
+                f"cannot read run {run_id} from {label}: step rows are not numbered 0..N (found {index} at {position})",
+                path=label,
+                table="steps",
+                key=f"run {run_id}",
+            )
+        try:
+            decoded.append(StepRun.model_validate_json(step_json))
+        except ValidationError as exc:
+            raise _corrupt(label, "steps", f"step {index} of run {run_id}", exc) from exc
+    if run.id != run_id:
+        raise StorageCorrupt(
+            f"cannot read run {run_id} from {label}: its JSON says it is {run.id}",
+            path=label,
+            table="runs",
+            key=f"run {run_id}",
+        )
+    return run.model_copy(update={"steps": decoded, "version": version, "last_seq": last_seq})
+
+
+def decode_event(label: str, run_id: str, seq: int, at: str, data: str) -> Event:
+    try:
+        parsed = event_data_adapter.validate_json(data)
+        when = datetime.fromisoformat(at)
+    except (ValidationError, ValueError) as exc:
+        raise _corrupt(label, "events", f"event {seq} of run {run_id}", exc) from exc
+    return Event.model_construct(run_id=run_id, seq=seq, at=when, data=parsed)
+
+
+def decode_decision(label: str, decision_id: str, json: str) -> DecisionRow:
+    try:
+        return DecisionRow.model_validate_json(json)
+    except ValidationError as exc:
+        raise _corrupt(label, "decisions", f"decision {decision_id}", exc) from exc
+
+
+def decode_record(label: str, record_id: str, json: str) -> RecordRow:
+    try:
+        return RecordRow.model_validate_json(json)
+    except ValidationError as exc:
+        raise _corrupt(label, "records", f"record {record_id}", exc) from exc

@@ -1,0 +1,102 @@
+-- 0001: runs, their steps and event log, decisions, records, usage counters,
+-- and minimal homes for the tables later layers fill in (flows, chats, ...).
+
+CREATE TABLE runs (
+    id          TEXT PRIMARY KEY,
+    workspace   TEXT NOT NULL,
+    flow_id     TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    started_by  TEXT NOT NULL,
+    created_at  TEXT NOT NULL,          -- UTC, fixed-width ISO 8601: sorts as text
+    version     INTEGER NOT NULL,       -- compare-and-set counter
+    last_seq    INTEGER NOT NULL,       -- highest event seq of this run
+    json        TEXT NOT NULL           -- the Run without steps, version and last_seq
+);
+CREATE INDEX runs_created ON runs (created_at, id);
+CREATE INDEX runs_status ON runs (status, created_at);
+CREATE INDEX runs_workspace ON runs (workspace, created_at);
+CREATE INDEX runs_flow ON runs (flow_id, created_at);
+
+CREATE TABLE steps (
+    run_id  TEXT NOT NULL,
+    idx     INTEGER NOT NULL,
+    json    TEXT NOT NULL,
+    PRIMARY KEY (run_id, idx)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    run_id  TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    at      TEXT NOT NULL,
+    type    TEXT NOT NULL,
+    data    TEXT NOT NULL,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE decisions (
+    decision_id  TEXT PRIMARY KEY,
+    run_id       TEXT NOT NULL,
+    step         INTEGER NOT NULL,
+    json         TEXT NOT NULL
+);
+CREATE INDEX decisions_run ON decisions (run_id, step);
+
+CREATE TABLE records (
+    id    TEXT PRIMARY KEY,
+    kind  TEXT NOT NULL,
+    json  TEXT NOT NULL
+);
+
+CREATE TABLE usage_counters (
+    workspace  TEXT NOT NULL,
+    day        TEXT NOT NULL,           -- UTC date, YYYY-MM-DD
+    runs       INTEGER NOT NULL,
+    PRIMARY KEY (workspace, day)
+) WITHOUT ROWID;
+
+-- Homes for later layers; their migrations add columns and indexes as they need them.
+
+CREATE TABLE flows (
+    id          TEXT PRIMARY KEY,
+    updated_at  TEXT NOT NULL,
+    json        TEXT NOT NULL
+);
+
+CREATE TABLE chats (
+    id          TEXT PRIMARY KEY,
+    workspace   TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    json        TEXT NOT NULL
+);
+
+CREATE TABLE messages (
+    chat_id  TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    at       TEXT NOT NULL,
+    json     TEXT NOT NULL,
+    PRIMARY KEY (chat_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE integrations (
+    id         TEXT PRIMARY KEY,
+    workspace  TEXT NOT NULL,
+    kind       TEXT NOT NULL,
+    json       TEXT NOT NULL
+);
+
+CREATE TABLE schedules (
+    id       TEXT PRIMARY KEY,
+    flow_id  TEXT NOT NULL,
+    json     TEXT NOT NULL
+);
+
+CREATE TABLE webhook_deliveries (
+    id           TEXT PRIMARY KEY,
+    received_at  TEXT NOT NULL,
+    json         TEXT NOT NULL
+);
+
+CREATE TABLE tokens (
+    id    TEXT PRIMARY KEY,                 -- a hash of the token, never the token
+    json  TEXT NOT NULL
+);

@@ -1,0 +1,535 @@
+"""The writes a store can make, planned inside a group-commit transaction.
+
+Each operation first checks everything that can refuse it (a missing run, a version that moved,
+a daily cap) and only then records its rows in the transaction, so a refused operation leaves no
+trace and the others in the same group commit go ahead. Rows are written by `Transaction.flush`
+in a handful of `executemany` calls, whatever the number of operations.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any, Generic, TypeVar
+
+import aiosqlite
+
+from ..flows.errors import ConcurrentUpdate, DecisionConflict, NotFound, StartRefused, UsageError
+from ..flows.events import DecisionRecorded, Event
+from ..flows.run import Run, now
+from .base import DecisionRow
+from .codec import (
+    EncodedEvent,
+    EncodedRun,
+    decode_decision,
+    encode_decision,
+    format_day,
+    format_time,
+)
+
+T = TypeVar("T")
+Published = list[tuple[str, list[Event]]]
+
+_CHUNK = 500  # stay well under SQLite's bound-parameter limit
+
+
+class StepCache:
+    """The step JSON last written or read per run, keyed by the run version it belongs to.
+
+    A (run, version) pair names exactly one stored state (versions only move by compare-and-set),
+    so a commit against `expected_version` can write only the steps whose JSON differs from it.
+    """
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._entries: OrderedDict[str, tuple[int, tuple[str, ...]]] = OrderedDict()
+
+    def get(self, run_id: str, version: int) -> tuple[str, ...] | None:
+        entry = self._entries.get(run_id)
+        if entry is None or entry[0] != version:
+            return None
+        self._entries.move_to_end(run_id)
+        return entry[1]
+
+    def put(self, run_id: str, version: int, steps: tuple[str, ...]) -> None:
+        entry = self._entries.get(run_id)
+        if entry is not None and entry[0] > version:
+            return
+        self._entries[run_id] = (version, steps)
+        self._entries.move_to_end(run_id)
+        while len(self._entries) > self._capacity:
+            self._entries.popitem(last=False)
+
+
+@dataclass(slots=True)
+class _RunState:
+    """A run row as this transaction sees it (the stored row plus earlier writes in the batch)."""
+
+    version: int
+    last_seq: int
+    insert: bool = False  # created in this transaction
+    row: EncodedRun | None = None  # full row to write; None: only last_seq moved
+    touched: bool = False
+
+
+@dataclass(slots=True)
+class Planned(Generic[T]):
+    result: T
+    published: Published
+
+
+class Transaction:
+    """One group commit being planned: the stored state it read, and the rows it will write."""
+
+    def __init__(self, conn: aiosqlite.Connection, label: str, step_cache: StepCache) -> None:
+        self.conn = conn
+        self.label = label
+        self._step_cache = step_cache
+        self._runs: dict[str, _RunState | None] = {}
+        self._decisions: dict[str, str | None] = {}  # decision_id -> stored json (None: absent)
+        self._usage: dict[tuple[str, str], int] = {}
+        self._usage_touched: set[tuple[str, str]] = set()
+        self._events: list[tuple[str, int, str, str, str]] = []
+        self._steps: dict[str, dict[int, str]] = {}
+        self._truncate: dict[str, int] = {}
+        self._new_decisions: list[tuple[str, str, int, str]] = []
+        self._records: dict[str, tuple[str, str, str]] = {}
+        self.step_versions: dict[str, tuple[int, tuple[str, ...]]] = {}
+
+    # -- reading, inside the write lock ------------------------------------------------------
+
+    async def prefetch(self, ops: Sequence[Op[Any]]) -> None:
+        run_ids = sorted({run_id for op in ops for run_id in op.run_ids()} - self._runs.keys())
+        for start in range(0, len(run_ids), _CHUNK):
+            chunk = run_ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.conn.execute_fetchall(
+                f"SELECT id, version, last_seq FROM runs WHERE id IN ({marks})", chunk
+            )
+            for row in rows:
+                self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2])
+            for run_id in chunk:
+                self._runs.setdefault(run_id, None)
+        decision_ids = sorted({d for op in ops for d in op.decision_ids()} - self._decisions.keys())
+        for start in range(0, len(decision_ids), _CHUNK):
+            chunk = decision_ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(chunk))
+            rows = await self.conn.execute_fetchall(
+                f"SELECT decision_id, json FROM decisions WHERE decision_id IN ({marks})", chunk
+            )
+            for row in rows:
+                self._decisions[row[0]] = row[1]
+            for decision_id in chunk:
+                self._decisions.setdefault(decision_id, None)
+
+    async def run(self, run_id: str) -> _RunState | None:
+        if run_id not in self._runs:
+            rows = list(
+                await self.conn.execute_fetchall(
+                    "SELECT version, last_seq FROM runs WHERE id = ?", (run_id,)
+                )
+            )
+            self._runs[run_id] = (
+                _RunState(version=rows[0][0], last_seq=rows[0][1]) if rows else None
+            )
+        return self._runs[run_id]
+
+    async def existing_run(self, run_id: str, expected_version: int | None = None) -> _RunState:
+        state = await self.run(run_id)
+        if state is None:
+            raise NotFound(f"run {run_id} not found", run_id=run_id)
+        if expected_version is not None and state.version != expected_version:
+            raise ConcurrentUpdate(
+                f"run {run_id} changed under you: you expected version {expected_version}, it is at "
+                f"version {state.version}; reload it and try again",
+                run_id=run_id,
+                expected_version=expected_version,
+                version=state.version,
+            )
+        return state
+
+    async def absent_run(self, run_id: str) -> None:
+        if await self.run(run_id) is not None:
+            raise UsageError(f"run {run_id} already exists", code="already_exists", run_id=run_id)
+
+    async def stored_decision(self, decision_id: str) -> DecisionRow | None:
+        if decision_id not in self._decisions:
+            rows = list(
+                await self.conn.execute_fetchall(
+                    "SELECT json FROM decisions WHERE decision_id = ?", (decision_id,)
+                )
+            )
+            self._decisions[decision_id] = rows[0][0] if rows else None
+        json = self._decisions[decision_id]
+        return None if json is None else decode_decision(self.label, decision_id, json)
+
+    async def runs_started(self, workspace: str, day: str) -> int:
+        key = (workspace, day)
+        if key not in self._usage:
+            rows = list(
+                await self.conn.execute_fetchall(
+                    "SELECT runs FROM usage_counters WHERE workspace = ? AND day = ?", key
+                )
+            )
+            self._usage[key] = rows[0][0] if rows else 0
+        return self._usage[key]
+
+    # -- recording writes (never fail) ---------------------------------------------------------
+
+    def insert_run(self, run: EncodedRun) -> _RunState:
+        state = _RunState(version=1, last_seq=0, insert=True, row=run, touched=True)
+        self._runs[run.id] = state
+        self._write_steps(run.id, run.steps, known=None, fresh=True)
+        self.step_versions[run.id] = (1, run.steps)
+        return state
+
+    def update_run(self, state: _RunState, run: EncodedRun) -> None:
+        known = self.step_versions.get(run.id)
+        previous = known[1] if known is not None and known[0] == state.version else None
+        if previous is None:
+            previous = self._step_cache.get(run.id, state.version)
+        self._write_steps(run.id, run.steps, known=previous)
+        state.version += 1
+        state.row = run
+        state.touched = True
+        self.step_versions[run.id] = (state.version, run.steps)
+
+    def _write_steps(
+        self,
+        run_id: str,
+        steps: tuple[str, ...],
+        known: tuple[str, ...] | None,
+        fresh: bool = False,
+    ) -> None:
+        if (known is None and not fresh) or (known is not None and len(known) > len(steps)):
+            # unknown previous state, or fewer steps than before: drop what may be stale
+            self._truncate[run_id] = min(self._truncate.get(run_id, len(steps)), len(steps))
+            pending = self._steps.get(run_id, {})
+            for index in [i for i in pending if i >= len(steps)]:
+                del pending[index]
+        for index, json in enumerate(steps):
+            if known is None or index >= len(known) or known[index] != json:
+                self._steps.setdefault(run_id, {})[index] = json
+
+    def append_events(
+        self, run_id: str, state: _RunState, encoded: Sequence[EncodedEvent], at: datetime
+    ) -> list[Event]:
+        at_text = format_time(at)
+        seq = state.last_seq
+        events: list[Event] = []
+        rows = self._events
+        for item in encoded:
+            seq += 1
+            rows.append((run_id, seq, at_text, item.type, item.json))
+            events.append(Event.model_construct(run_id=run_id, seq=seq, at=at, data=item.data))
+        state.last_seq = seq
+        state.touched = True
+        return events
+
+    def record_decision(self, row: DecisionRow) -> None:
+        json = encode_decision(row)
+        self._decisions[row.decision_id] = json
+        self._new_decisions.append((row.decision_id, row.run_id, row.step, json))
+
+    def count_start(self, workspace: str, day: str) -> None:
+        key = (workspace, day)
+        self._usage[key] = self._usage.get(key, 0) + 1
+        self._usage_touched.add(key)
+
+    def put_record(self, record_id: str, kind: str, json: str) -> None:
+        self._records[record_id] = (record_id, kind, json)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        inserts: list[tuple[Any, ...]] = []
+        updates: list[tuple[Any, ...]] = []
+        seq_only: list[tuple[int, str]] = []
+        for run_id, state in self._runs.items():
+            if state is None or not state.touched:
+                continue
+            row = state.row
+            if state.insert:
+                assert row is not None
+                inserts.append(
+                    (
+                        row.id,
+                        row.workspace,
+                        row.flow_id,
+                        row.status,
+                        row.started_by,
+                        row.created_at,
+                        state.version,
+                        state.last_seq,
+                        row.json,
+                    )
+                )
+            elif row is not None:
+                updates.append(
+                    (
+                        row.workspace,
+                        row.flow_id,
+                        row.status,
+                        row.started_by,
+                        row.created_at,
+                        state.version,
+                        state.last_seq,
+                        row.json,
+                        run_id,
+                    )
+                )
+            else:
+                seq_only.append((state.last_seq, run_id))
+        conn = self.conn
+        if inserts:
+            await conn.executemany(
+                "INSERT INTO runs (id, workspace, flow_id, status, started_by, created_at, version, last_seq, json) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+        if updates:
+            await conn.executemany(
+                "UPDATE runs SET workspace = ?, flow_id = ?, status = ?, started_by = ?, created_at = ?, "
+                "version = ?, last_seq = ?, json = ? WHERE id = ?",
+                updates,
+            )
+        if seq_only:
+            await conn.executemany("UPDATE runs SET last_seq = ? WHERE id = ?", seq_only)
+        if self._truncate:
+            await conn.executemany(
+                "DELETE FROM steps WHERE run_id = ? AND idx >= ?", list(self._truncate.items())
+            )
+        if self._steps:
+            await conn.executemany(
+                "INSERT INTO steps (run_id, idx, json) VALUES (?, ?, ?) "
+                "ON CONFLICT (run_id, idx) DO UPDATE SET json = excluded.json",
+                [
+                    (run_id, index, json)
+                    for run_id, steps in self._steps.items()
+                    for index, json in steps.items()
+                ],
+            )
+        if self._events:
+            await conn.executemany(
+                "INSERT INTO events (run_id, seq, at, type, data) VALUES (?, ?, ?, ?, ?)",
+                self._events,
+            )
+        if self._new_decisions:
+            await conn.executemany(
+                "INSERT INTO decisions (decision_id, run_id, step, json) VALUES (?, ?, ?, ?)",
+                self._new_decisions,
+            )
+        if self._usage_touched:
+            await conn.executemany(
+                "INSERT INTO usage_counters (workspace, day, runs) VALUES (?, ?, ?) "
+                "ON CONFLICT (workspace, day) DO UPDATE SET runs = excluded.runs",
+                [
+                    (workspace, day, self._usage[(workspace, day)])
+                    for workspace, day in self._usage_touched
+                ],
+            )
+        if self._records:
+            await conn.executemany(
+                "INSERT INTO records (id, kind, json) VALUES (?, ?, ?) "
+                "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, json = excluded.json",
+                list(self._records.values()),
+            )
+
+    def committed(self) -> None:
+        """The transaction committed: remember the step JSON it wrote."""
+        for run_id, (version, steps) in self.step_versions.items():
+            self._step_cache.put(run_id, version, steps)
+
+
+# -- operations ------------------------------------------------------------------------------
+
+
+class Op(abc.ABC, Generic[T]):
+    """A write waiting for the writer. `plan` refuses (raising) before it records anything."""
+
+    def run_ids(self) -> Iterable[str]:
+        return ()
+
+    def decision_ids(self) -> Iterable[str]:
+        return ()
+
+    @property
+    def size(self) -> int:
+        """Rows this op adds, roughly: the writer caps a group commit by it."""
+        return 1
+
+    @abc.abstractmethod
+    async def plan(self, tx: Transaction) -> Planned[T]: ...
+
+
+@dataclass(slots=True)
+class AppendTranscript(Op[list[Event]]):
+    run_id: str
+    entries: list[EncodedEvent]
+
+    def run_ids(self) -> Iterable[str]:
+        return (self.run_id,)
+
+    @property
+    def size(self) -> int:
+        return len(self.entries)
+
+    async def plan(self, tx: Transaction) -> Planned[list[Event]]:
+        state = await tx.existing_run(self.run_id)
+        events = tx.append_events(self.run_id, state, self.entries, now())
+        return Planned(events, [(self.run_id, events)])
+
+
+@dataclass(slots=True)
+class CreateRun(Op[tuple[Run, list[Event]]]):
+    run: Run
+    encoded: EncodedRun
+    events: list[EncodedEvent]
+    daily_cap: int | None = None
+    day: date | None = None
+
+    def run_ids(self) -> Iterable[str]:
+        return (self.run.id,)
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + len(self.encoded.steps) + 1
+
+    async def check(self, tx: Transaction) -> None:
+        await tx.absent_run(self.run.id)
+        if self.daily_cap is not None:
+            assert self.day is not None
+            workspace, day = self.run.workspace, format_day(self.day)
+            started = await tx.runs_started(workspace, day)
+            if started >= self.daily_cap:
+                resets_at = datetime.combine(self.day + timedelta(days=1), time(0), tzinfo=UTC)
+                raise StartRefused(
+                    f"workspace {workspace!r} has reached its daily cap of {self.daily_cap} runs for {day} "
+                    f"(UTC); the cap resets at 00:00 UTC tomorrow ({resets_at.isoformat()})",
+                    code="daily_cap_reached",
+                    workspace=workspace,
+                    cap=self.daily_cap,
+                    started=started,
+                    day=day,
+                    resets_at=resets_at.isoformat(),
+                )
+
+    def apply(self, tx: Transaction) -> tuple[Run, list[Event]]:
+        state = tx.insert_run(self.encoded)
+        if self.daily_cap is not None:
+            assert self.day is not None
+            tx.count_start(self.run.workspace, format_day(self.day))
+        events = tx.append_events(self.run.id, state, self.events, now())
+        return self.run.model_copy(
+            update={"version": state.version, "last_seq": state.last_seq}
+        ), events
+
+    async def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
+        await self.check(tx)
+        run, events = self.apply(tx)
+        return Planned((run, events), [(run.id, events)])
+
+
+@dataclass(slots=True)
+class CommitRun(Op[tuple[Run, list[Event]]]):
+    run: Run
+    encoded: EncodedRun
+    events: list[EncodedEvent]
+    expected_version: int
+    decision: DecisionRow | None = None
+
+    def run_ids(self) -> Iterable[str]:
+        return (self.run.id,)
+
+    def decision_ids(self) -> Iterable[str]:
+        return () if self.decision is None else (self.decision.decision_id,)
+
+    @property
+    def size(self) -> int:
+        return len(self.events) + 2
+
+    async def check(self, tx: Transaction) -> _RunState:
+        state = await tx.existing_run(self.run.id, self.expected_version)
+        if self.decision is not None:
+            first = await tx.stored_decision(self.decision.decision_id)
+            if first is not None:
+                who = "automatically" if first.decision.auto else f"by {first.decision.actor}"
+                raise DecisionConflict(
+                    f"decision {first.decision_id!r} was already recorded: {first.decision.kind.value} {who} "
+                    f"on step {first.step} of run {first.run_id}",
+                    code="already_decided",
+                    decision_id=first.decision_id,
+                    run_id=first.run_id,
+                    step=first.step,
+                    decision=first.decision.model_dump(mode="json"),
+                )
+        return state
+
+    def apply(self, tx: Transaction, state: _RunState) -> tuple[Run, list[Event]]:
+        tx.update_run(state, self.encoded)
+        events = tx.append_events(self.run.id, state, self.events, now())
+        if self.decision is not None:
+            tx.record_decision(self.decision)
+        return self.run.model_copy(
+            update={"version": state.version, "last_seq": state.last_seq}
+        ), events
+
+    async def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
+        state = await self.check(tx)
+        run, events = self.apply(tx, state)
+        return Planned((run, events), [(run.id, events)])
+
+
+@dataclass(slots=True)
+class CommitPair(Op[tuple[Run, Run]]):
+    first: CommitRun
+    second: CreateRun
+
+    def run_ids(self) -> Iterable[str]:
+        return (self.first.run.id, self.second.run.id)
+
+    @property
+    def size(self) -> int:
+        return self.first.size + self.second.size
+
+    async def plan(self, tx: Transaction) -> Planned[tuple[Run, Run]]:
+        state = await self.first.check(tx)
+        await self.second.check(tx)
+        first, first_events = self.first.apply(tx, state)
+        second, second_events = self.second.apply(tx)
+        return Planned((first, second), [(first.id, first_events), (second.id, second_events)])
+
+
+@dataclass(slots=True)
+class PutRecord(Op[None]):
+    record_id: str
+    kind: str
+    json: str
+
+    async def plan(self, tx: Transaction) -> Planned[None]:
+        tx.put_record(self.record_id, self.kind, self.json)
+        return Planned(None, [])
+
+
+def decision_row(run: Run, events: Sequence[EncodedEvent], decision_id: str) -> DecisionRow:
+    """The decision a commit with `decision_id` records: the run's own copy, on the step named by
+    the `DecisionRecorded` event among the events.
+
+    Raises:
+        UsageError: no `DecisionRecorded` event, or it names a step the run does not have.
+    """
+    recorded = [item.data for item in events if isinstance(item.data, DecisionRecorded)]
+    if not recorded:
+        raise UsageError(
+            f"commit of run {run.id} with decision_id {decision_id!r} has no 'decision' event to take it from"
+        )
+    step = recorded[-1].step
+    if not 0 <= step < len(run.steps):
+        raise UsageError(f"run {run.id} has no step {step} (decision_id {decision_id!r})")
+    decision = run.steps[step].decision or recorded[-1].decision
+    return DecisionRow(
+        decision_id=decision_id, run_id=run.id, step=step, decision=decision, at=now()
+    )
