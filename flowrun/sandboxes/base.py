@@ -44,7 +44,7 @@ class Sandbox(Protocol):
         *,
         cwd: str | None = None,
         env: Mapping[str, str] | None = None,
-        timeout: float | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the protocol's own deadline
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
         """Run a shell command; stream output through `on_output` as it arrives.
@@ -67,7 +67,11 @@ class SandboxBackend(Protocol):
     name: str
 
     async def acquire(
-        self, run_id: str, profile: SandboxProfile, *, link: SandboxLink | None = None,
+        self,
+        run_id: str,
+        profile: SandboxProfile,
+        *,
+        link: SandboxLink | None = None,
         on_setup: SetupCallback | None = None,
     ) -> Sandbox:
         """A live sandbox for the run: new, or the one `link` names (reconnect/resume).

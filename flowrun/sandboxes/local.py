@@ -1,0 +1,310 @@
+"""The local backend: a workspace directory per run, commands confined on this machine.
+
+The workspace is `root/<run id>/` and is the sandbox's whole state, so releasing a sandbox costs
+nothing and a later process (after a restart) reacquires the same workspace from the link alone.
+Isolation is decided once per backend (see `isolation`): bubblewrap where it works, otherwise a
+process group with rlimits and a single warning that isolation is reduced.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+import shutil
+import stat
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+
+from ..flows.errors import BlockedError, SandboxError
+from ..flows.profiles import SandboxProfile
+from ..flows.run import SandboxLink
+from .base import ExecResult, OutputCallback, SetupCallback
+from .isolation import (
+    SANDBOX_GID,
+    SANDBOX_UID,
+    Confinement,
+    Isolation,
+    IsolationChoice,
+    clean_env,
+    decide,
+    unsearchable_ancestor,
+    warn_reduced_once,
+)
+from .localfiles import WorkspaceFiles
+from .paths import escape, workspace_parts
+from .process import run_process
+from .provision import clone_repositories
+from .state import SandboxState, require_active
+
+logger = logging.getLogger("flowrun.sandboxes")
+
+_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+class LocalSandbox:
+    """A run's workspace plus the confinement its commands run under."""
+
+    def __init__(
+        self,
+        run_id: str,
+        root: Path,
+        profile: SandboxProfile,
+        confinement: Confinement,
+    ) -> None:
+        self.run_id = run_id
+        self.profile = profile
+        self.confinement = confinement
+        self.state = SandboxState.ACTIVE
+        self._root = root
+        self._files = WorkspaceFiles(root, owner=_owner(confinement), shown_as=self.workspace)
+
+    @property
+    def link(self) -> SandboxLink:
+        return SandboxLink(backend="local", id=self.run_id, state=self.state.value)
+
+    @property
+    def workspace(self) -> str:
+        return self.confinement.sandbox_workspace or str(self._root)
+
+    @property
+    def host_path(self) -> Path:
+        """Where the workspace is on this machine."""
+        return self._root
+
+    def _check_active(self, action: str) -> None:
+        require_active(self.state, self.run_id, action)
+
+    async def exec(
+        self,
+        command: str,
+        *,
+        cwd: str | None = None,
+        env: Mapping[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the protocol's own deadline
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        self._check_active("run a command")
+        limits = self.profile.limits
+        parts = self._cwd_parts(cwd)
+        workdir = posixpath.join(self.workspace, *parts)
+        full_env = clean_env(workspace=self.workspace, profile_env=self.profile.env, extra=env)
+        argv = self.confinement.argv(
+            command,
+            workspace=str(self._root),
+            cwd=workdir,
+            limits=limits,
+            network=self.profile.network,
+        )
+        uid, gid = self.confinement.spawn_ids
+        return await run_process(
+            argv,
+            cwd=str(self._root.joinpath(*parts)),
+            env=full_env,
+            time_limit=timeout if timeout is not None else limits.command_timeout_s,
+            max_output_bytes=limits.max_output_bytes,
+            on_output=on_output,
+            user=uid,
+            group=gid,
+        )
+
+    def _cwd_parts(self, cwd: str | None) -> list[str]:
+        parts = workspace_parts(cwd or ".", self.workspace)
+        if self.confinement.isolation == "bubblewrap":
+            return parts  # the command cannot leave its mount namespace, wherever it starts
+        real = os.path.realpath(self._root.joinpath(*parts))
+        if real != str(self._root) and not real.startswith(str(self._root) + "/"):
+            raise escape(cwd or ".", "leads outside the workspace through a symlink")
+        return parts
+
+    async def read_file(self, path: str) -> bytes:
+        self._check_active("read a file")
+        return await anyio.to_thread.run_sync(self._files.read, path)
+
+    async def write_file(self, path: str, data: bytes) -> None:
+        self._check_active("write a file")
+        await anyio.to_thread.run_sync(self._files.write, path, data)
+
+    async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[str]:
+        self._check_active("list files")
+        return await anyio.to_thread.run_sync(self._files.list, path, recursive)
+
+
+class LocalBackend:
+    """Sandboxes as directories under `root`, confined by bubblewrap where it works.
+
+    Args:
+        root: where workspaces live, one directory per run.
+        isolation: "auto" uses bubblewrap when it works; "bubblewrap" requires it;
+            "process-group" never uses it.
+        sandbox_uid/sandbox_gid: who commands run as when the server is root.
+        github_token: the GitHub integration's credential, for private repositories
+            (default: `GITHUB_TOKEN` from `env`).
+        env: the server's settings environment; read for defaults, never passed to commands.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        isolation: IsolationChoice = "auto",
+        sandbox_uid: int = SANDBOX_UID,
+        sandbox_gid: int = SANDBOX_GID,
+        github_token: str | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        github_token = github_token or (env or {}).get("GITHUB_TOKEN") or None
+        self._choice: IsolationChoice = isolation
+        self._uid = sandbox_uid
+        self._gid = sandbox_gid
+        self._github_token = github_token
+        self._confinement: Confinement | None = None
+        self._lock = anyio.Lock()
+
+    @property
+    def isolation(self) -> Isolation:
+        """The isolation in force ("bubblewrap" | "process-group"); probes on first use."""
+        if self._confinement is None:
+            self._confinement = self._decide()
+        return self._confinement.isolation
+
+    def _decide(self) -> Confinement:
+        try:
+            confinement = decide(self._choice, uid=self._uid, gid=self._gid)
+        except RuntimeError as exc:
+            raise SandboxError(str(exc), code="isolation_unavailable") from None
+        warn_reduced_once(confinement)
+        if confinement.isolation == "process-group" and confinement.uid is not None:
+            blocked = unsearchable_ancestor(str(self.root), self._uid, self._gid)
+            if blocked is not None:
+                logger.warning(
+                    "uid %d cannot enter %s, on the way to the sandbox root %s: commands start "
+                    "in their workspace but absolute paths to it (and tools that stat them, "
+                    "such as git) fail. Put the root under a directory others may enter.",
+                    self._uid,
+                    blocked,
+                    self.root,
+                )
+        return confinement
+
+    async def confinement(self) -> Confinement:
+        async with self._lock:
+            if self._confinement is None:
+                self._confinement = await anyio.to_thread.run_sync(self._decide)
+            return self._confinement
+
+    def workspace_path(self, run_id: str) -> Path:
+        if not _SAFE_ID.match(run_id):
+            raise SandboxError(f"invalid sandbox id {run_id!r}", code="invalid_sandbox_id")
+        return self.root / run_id
+
+    async def acquire(
+        self,
+        run_id: str,
+        profile: SandboxProfile,
+        *,
+        link: SandboxLink | None = None,
+        on_setup: SetupCallback | None = None,
+    ) -> LocalSandbox:
+        started = time.monotonic()
+        confinement = await self.confinement()
+        key = link.id if link is not None else run_id
+        workspace = self.workspace_path(key)
+        existed = await anyio.to_thread.run_sync(workspace.is_dir)
+        if link is not None and (link.state == "destroyed" or not existed):
+            raise BlockedError(
+                "environment_unhealthy",
+                f"the local workspace of sandbox {key} is gone ({workspace})",
+                fix="retry the run as a fresh clone (its workspace cannot be recovered)",
+                sandbox=key,
+            )
+        owner = _owner(confinement)
+        await anyio.to_thread.run_sync(_make_workspace, self.root, workspace, owner)
+        if on_setup is not None:
+            await on_setup(
+                f"local sandbox ({confinement.isolation}) {'reused' if existed else 'created'} "
+                f"at {workspace}",
+                {
+                    "action": "workspace",
+                    "backend": self.name,
+                    "isolation": confinement.isolation,
+                    "workspace": str(workspace),
+                    "reused": existed,
+                },
+            )
+        await clone_repositories(
+            workspace,
+            profile,
+            on_setup=on_setup,
+            github_token=self._github_token,
+            give_away=lambda path: _chown_tree(path, owner),
+        )
+        duration = round(time.monotonic() - started, 3)
+        if on_setup is not None:
+            await on_setup(
+                f"sandbox ready in {duration:.2f}s", {"action": "ready", "duration_s": duration}
+            )
+        return LocalSandbox(key, workspace, profile, confinement)
+
+    async def release(self, sandbox: object, *, keep: bool) -> SandboxLink:
+        if not isinstance(sandbox, LocalSandbox):
+            raise SandboxError(
+                f"the local backend cannot release a {type(sandbox).__name__}",
+                code="wrong_backend",
+            )
+        if keep:
+            if sandbox.state is SandboxState.ACTIVE:
+                sandbox.state = SandboxState.RELEASED
+            return sandbox.link
+        await self.destroy(sandbox.link)
+        sandbox.state = SandboxState.DESTROYED
+        return sandbox.link
+
+    async def destroy(self, link: SandboxLink) -> None:
+        workspace = self.workspace_path(link.id)
+        await anyio.to_thread.run_sync(_remove_tree, workspace)
+        logger.info("destroyed local sandbox %s", link.id)
+
+
+def _owner(confinement: Confinement) -> tuple[int, int] | None:
+    if confinement.uid is None or confinement.gid is None:
+        return None
+    return confinement.uid, confinement.gid
+
+
+def _make_workspace(root: Path, workspace: Path, owner: tuple[int, int] | None) -> None:
+    # Search-only for others: a dropped uid can reach its workspace but not list its siblings.
+    root.mkdir(mode=0o711, parents=True, exist_ok=True)
+    try:
+        workspace.mkdir(mode=0o755)
+    except FileExistsError:
+        return
+    if owner is not None:
+        os.chown(workspace, *owner)
+
+
+def _chown_tree(path: Path, owner: tuple[int, int] | None) -> None:
+    if owner is None:
+        return
+    for dirpath, dirnames, filenames in os.walk(path):
+        for name in (*dirnames, *filenames):
+            os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
+    os.chown(path, *owner, follow_symlinks=False)
+
+
+def _remove_tree(path: Path) -> None:
+    if not path.exists():
+        return
+    # The sandbox may have left read-only directories, which stop a non-root server's rmtree.
+    for dirpath, _dirnames, _filenames in os.walk(path):
+        mode = os.stat(dirpath, follow_symlinks=False).st_mode
+        if not mode & stat.S_IWUSR or not mode & stat.S_IXUSR:
+            os.chmod(dirpath, mode | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+    shutil.rmtree(path)

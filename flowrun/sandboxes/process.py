@@ -1,0 +1,174 @@
+"""Running one sandboxed process: streaming, output cap, timeout, and killing the whole tree.
+
+The process is started in its own session (`start_new_session=True`) so its process group can be
+signalled as a unit. Under bubblewrap the process we start is bwrap itself, whose child is the
+init of a private PID namespace with `--die-with-parent`: killing bwrap kills that init and with
+it every process in the namespace, including ones that called `setsid`. Without bubblewrap a
+`setsid` child escapes the group; that is the reduced isolation the backend warns about.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from dataclasses import dataclass, field
+from typing import Literal
+
+import anyio
+from anyio.abc import ByteReceiveStream, Process
+
+from .base import ExecResult, OutputCallback
+
+logger = logging.getLogger("flowrun.sandboxes")
+
+StreamName = Literal["stdout", "stderr"]
+
+TIMEOUT_EXIT_CODE = 124
+# After the main process exits we kill what is left of its tree; output still buffered in the
+# pipes is drained for at most this long (a `setsid` escapee may hold a pipe open forever).
+_DRAIN_GRACE_S = 2.0
+_REAP_TIMEOUT_S = 5.0
+_PARTIAL_LINE_CHARS = 8192
+
+
+@dataclass
+class _Capture:
+    """Output kept for the result and streamed to the caller, up to a shared byte budget."""
+
+    limit: int
+    on_output: OutputCallback | None
+    used: int = 0
+    truncated: bool = False
+    chunks: dict[StreamName, list[bytes]] = field(
+        default_factory=lambda: {"stdout": [], "stderr": []}
+    )
+
+    def take(self, data: bytes) -> bytes:
+        room = self.limit - self.used
+        if len(data) > room:
+            self.truncated = True
+            data = data[: max(room, 0)]
+        self.used += len(data)
+        return data
+
+    def text(self, name: StreamName) -> str:
+        return b"".join(self.chunks[name]).decode("utf-8", errors="replace")
+
+
+async def _pump(stream: ByteReceiveStream, name: StreamName, capture: _Capture) -> None:
+    """Read one pipe to its end; hand complete lines to the callback as they arrive."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    pending = ""
+    async for chunk in stream:
+        if capture.truncated:
+            continue  # keep draining so the process never blocks on a full pipe
+        kept = capture.take(chunk)
+        capture.chunks[name].append(kept)
+        if capture.on_output is None:
+            continue
+        pending += decoder.decode(kept, final=capture.truncated)
+        cut = pending.rfind("\n") + 1
+        if capture.truncated or (cut == 0 and len(pending) >= _PARTIAL_LINE_CHARS):
+            cut = len(pending)
+        if cut:
+            text, pending = pending[:cut], pending[cut:]
+            await capture.on_output(name, text)
+    if capture.on_output is not None:
+        pending += decoder.decode(b"", final=True)
+        if pending:
+            await capture.on_output(name, pending)
+
+
+def kill_tree(process: Process) -> None:
+    """SIGKILL the process group and, while it is unreaped, the process itself.
+
+    An unreaped pid cannot be reused, so signalling it is safe; a group id stays reserved while
+    any member lives, so signalling the group of leftovers after the leader exited is safe too."""
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    if process.returncode is None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, signal.SIGKILL)
+
+
+def _exit_code(returncode: int | None) -> int:
+    if returncode is None:
+        return -1
+    return 128 - returncode if returncode < 0 else returncode
+
+
+async def run_process(
+    argv: Sequence[str],
+    *,
+    cwd: str | None,
+    env: Mapping[str, str],
+    time_limit: float,
+    max_output_bytes: int,
+    on_output: OutputCallback | None,
+    user: int | None = None,
+    group: int | None = None,
+    pass_fds: Sequence[int] = (),
+) -> ExecResult:
+    """Run `argv` to completion, or until `time_limit` seconds, and return what it did.
+
+    Cancellation kills the whole tree (shielded, bounded) before it propagates.
+    """
+    started = time.monotonic()
+    capture = _Capture(limit=max_output_bytes, on_output=on_output)
+    process = await anyio.open_process(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        cwd=cwd,
+        env=dict(env),
+        start_new_session=True,
+        user=user,
+        group=group,
+        extra_groups=[] if user is not None else None,
+        pass_fds=pass_fds,
+    )
+    timed_out = False
+    try:
+        stdout, stderr = process.stdout, process.stderr
+        assert stdout is not None and stderr is not None
+        async with anyio.create_task_group() as tg:
+            drained = anyio.Event()
+
+            async def pumps() -> None:
+                async with anyio.create_task_group() as inner:
+                    inner.start_soon(_pump, stdout, "stdout", capture)
+                    inner.start_soon(_pump, stderr, "stderr", capture)
+                drained.set()
+
+            tg.start_soon(pumps)
+            with anyio.move_on_after(time_limit) as deadline:
+                await process.wait()
+            timed_out = deadline.cancelled_caught
+            kill_tree(process)  # the command's leftovers do not outlive it
+            with anyio.move_on_after(_DRAIN_GRACE_S):
+                await drained.wait()
+            tg.cancel_scope.cancel()
+    except BaseException:
+        kill_tree(process)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_TIMEOUT_S):
+            await process.aclose()
+        raise
+    with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_TIMEOUT_S):
+        await process.aclose()
+    duration = time.monotonic() - started
+    code = TIMEOUT_EXIT_CODE if timed_out else _exit_code(process.returncode)
+    if timed_out:
+        logger.info("command timed out after %.1fs: %s", time_limit, argv[-1][:200])
+    return ExecResult(
+        exit_code=code,
+        stdout=capture.text("stdout"),
+        stderr=capture.text("stderr"),
+        timed_out=timed_out,
+        truncated=capture.truncated,
+        duration_s=duration,
+    )

@@ -1,0 +1,191 @@
+"""Putting a profile's repositories into a local workspace at acquire time.
+
+Cloning runs as the server, not in the sandbox: it may need the GitHub credential, which the
+sandbox must never see. The credential reaches git through `GIT_CONFIG_*` environment variables,
+so it is neither on a command line (visible in `ps`) nor written into the clone's `.git/config`.
+A repository already in the workspace (a reacquire, or a restart) is left as it is: the step's
+work lives there.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import anyio
+
+from ..flows.errors import BlockedError, SandboxError
+from ..flows.profiles import RepositorySpec, SandboxProfile
+from .base import SetupCallback
+from .isolation import DEFAULT_PATH
+from .paths import workspace_parts
+
+logger = logging.getLogger("flowrun.sandboxes")
+
+CLONE_TIMEOUT_S = 600.0
+_REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
+_AUTH_FAILURES = (
+    "authentication failed",
+    "could not read username",
+    "terminal prompts disabled",
+    "permission denied (publickey)",
+    "repository not found",
+)
+
+
+async def clone_repositories(
+    workspace: Path,
+    profile: SandboxProfile,
+    *,
+    on_setup: SetupCallback | None,
+    github_token: str | None,
+    give_away: Callable[[Path], None],
+) -> None:
+    """Clone (or copy) each repository of the profile that is not in the workspace yet.
+
+    `give_away(path)` hands a new tree to the sandbox user.
+
+    Raises:
+        BlockedError: `credential_needed` for a private repository without a GitHub credential,
+            or one whose clone was refused for lack of one.
+        SandboxError: `repository_not_found` for a missing local path, `clone_failed` otherwise.
+    """
+    for repo in profile.repositories:
+        parts = workspace_parts(repo.path, str(workspace))
+        if not parts:
+            raise SandboxError(
+                f"repository {repo.url!r} has path {repo.path!r}: it must name a directory "
+                "inside the workspace",
+                code="invalid_profile",
+            )
+        dest = workspace.joinpath(*parts)
+        if dest.exists() and any(dest.iterdir()):
+            await _report(on_setup, f"repository {repo.path} already present", repo, reused=True)
+            continue
+        if repo.private and not github_token:
+            raise BlockedError(
+                "credential_needed",
+                f"repository {repo.url} is private and no GitHub credential is connected",
+                fix="connect the GitHub integration (or give the server a GitHub token), "
+                "then resume the run",
+                repository=repo.url,
+            )
+        started = time.monotonic()
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        how = await _fetch(repo, dest, profile.source_dir, github_token if repo.private else None)
+        await anyio.to_thread.run_sync(give_away, workspace)
+        duration = round(time.monotonic() - started, 3)
+        await _report(
+            on_setup,
+            f"{how} {repo.url}{'@' + repo.ref if repo.ref else ''} into {repo.path} "
+            f"({duration:.2f}s)",
+            repo,
+            duration_s=duration,
+        )
+
+
+async def _report(
+    on_setup: SetupCallback | None, text: str, repo: RepositorySpec, **data: object
+) -> None:
+    if on_setup is not None:
+        await on_setup(
+            text, {"action": "clone", "url": repo.url, "ref": repo.ref, "path": repo.path, **data}
+        )
+
+
+def _local_source(url: str, source_dir: str | None) -> Path | None:
+    if _REMOTE.match(url):
+        return None
+    path = Path(url).expanduser()
+    if not path.is_absolute():
+        path = Path(source_dir or os.getcwd()) / path
+    return path
+
+
+async def _fetch(
+    repo: RepositorySpec, dest: Path, source_dir: str | None, token: str | None
+) -> str:
+    local = _local_source(repo.url, source_dir)
+    if local is not None:
+        if not local.is_dir():
+            raise SandboxError(
+                f"repository {repo.url!r} not found (looked at {local})",
+                code="repository_not_found",
+                repository=repo.url,
+            )
+        if not (local / ".git").exists():
+            if repo.ref:
+                raise SandboxError(
+                    f"repository {repo.url!r} is a plain directory: it has no ref {repo.ref!r}",
+                    code="clone_failed",
+                    repository=repo.url,
+                )
+            await anyio.to_thread.run_sync(_copy_tree, local, dest)
+            return "copied"
+    source = str(local) if local is not None else repo.url
+    env = _git_env(token)
+    await _git(["git", "clone", "--quiet", "--", source, str(dest)], env, repo)
+    if repo.ref:
+        await _git(["git", "-C", str(dest), "checkout", "--quiet", repo.ref, "--"], env, repo)
+    return "cloned"
+
+
+def _copy_tree(src: Path, dest: Path) -> None:
+    shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
+
+
+def _git_env(token: str | None) -> dict[str, str]:
+    config = {"safe.directory": "*"}
+    if token:
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        config["http.https://github.com/.extraheader"] = f"AUTHORIZATION: basic {basic}"
+    env = {
+        "PATH": DEFAULT_PATH,
+        "HOME": "/nonexistent",
+        "LANG": "C.UTF-8",
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_COUNT": str(len(config)),
+    }
+    for i, (key, value) in enumerate(config.items()):
+        env[f"GIT_CONFIG_KEY_{i}"] = key
+        env[f"GIT_CONFIG_VALUE_{i}"] = value
+    return env
+
+
+async def _git(argv: list[str], env: dict[str, str], repo: RepositorySpec) -> None:
+    try:
+        with anyio.fail_after(CLONE_TIMEOUT_S):
+            done = await anyio.run_process(argv, env=env, check=False)
+    except TimeoutError:
+        raise SandboxError(
+            f"cloning {repo.url} took longer than {CLONE_TIMEOUT_S:.0f}s",
+            code="clone_failed",
+            repository=repo.url,
+        ) from None
+    if done.returncode == 0:
+        return
+    detail = done.stderr.decode("utf-8", errors="replace").strip()
+    logger.info("git failed for %s: %s", repo.url, detail)
+    if (
+        any(marker in detail.lower() for marker in _AUTH_FAILURES)
+        and _local_source(repo.url, None) is None
+    ):
+        raise BlockedError(
+            "credential_needed",
+            f"cloning {repo.url} was refused: {detail.splitlines()[-1] if detail else 'no access'}",
+            fix="connect the GitHub integration with access to this repository, then resume the run",
+            repository=repo.url,
+        )
+    raise SandboxError(
+        f"git {argv[1] if argv[1] != '-C' else argv[3]} of {repo.url} failed: {detail[-500:]}",
+        code="clone_failed",
+        repository=repo.url,
+    )
