@@ -16,11 +16,13 @@ class FlowrunError(Exception):
     code: str = "error"
     retryable: bool = False
 
-    def __init__(self, message: str, *, code: str | None = None, **details: Any) -> None:
+    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None, **details: Any) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+        if retryable is not None:
+            self.retryable = retryable
         self.details: dict[str, Any] = {k: v for k, v in details.items() if v is not None}
 
     def to_dict(self) -> dict[str, Any]:

@@ -81,11 +81,16 @@ class RunDriver:
             delta, self._pending_usage = self._pending_usage, Usage()
             await self.apply(machine.record_usage(self.run, self._usage_step, delta))
 
-    async def release(self, *, keep: bool) -> None:
-        link = await release_sandbox(self.deps, self.run, keep=keep)
-        if link is not None and link != self.run.links.sandbox:
-            new, events = machine.link_sandbox(self.run, link)
-            self.run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+    async def park(self, transition: machine.Transition, *, keep: bool) -> Run:
+        """Release (keep) or destroy the sandbox, then commit the transition that parks the run,
+        with the sandbox's new state in the same commit: whoever sees the run parked also sees
+        where its sandbox went."""
+        new, events = transition
+        link = await release_sandbox(self.deps, new, keep=keep)
+        if link is not None and link != new.links.sandbox:
+            new, more = machine.link_sandbox(new, link)
+            events = [*events, *more]
+        return await self.apply((new, events))
 
     async def drive(self) -> Run:
         async with self.sink:
@@ -109,8 +114,7 @@ class RunDriver:
         while run.status == RunStatus.RUNNING:
             index = machine.first_unfinished(run)
             if index is None:
-                run = await self.apply(machine.complete(run))
-                await self.release(keep=False)
+                await self.park(machine.complete(run), keep=False)
                 return
             spec = run.flow.steps[index]
             if spec.when is not None and not evaluate_condition(spec.when, step_context(run, record)):
@@ -121,15 +125,13 @@ class RunDriver:
                 background = run.execution_mode == ExecutionMode.BACKGROUND
                 if background and spec.checkpoint is not None and spec.checkpoint.auto_approve_in_background:
                     run = await self.apply(machine.auto_approve(run, index))
-                else:
-                    run = await self.apply(machine.pause_at(run, index, message))
-                    if background:  # release the environment rather than hold it idle
-                        await self.release(keep=True)
+                elif background:  # release the environment rather than hold it idle
+                    await self.park(machine.pause_at(run, index, message), keep=True)
+                    return
+                else:  # interactive: hold the sandbox while the person decides
+                    await self.apply(machine.pause_at(run, index, message))
                     return
             run = await self._run_step(index, record)
-        # left the loop: failed or blocked; the sandbox is parked for a retry/resume
-        if run.status in (RunStatus.FAILED, RunStatus.BLOCKED):
-            await self.release(keep=True)
 
     async def _run_step(self, index: int, record: RecordRow | None) -> Run:
         run = await self.apply(machine.begin_step(self.run, index))
@@ -148,8 +150,9 @@ class RunDriver:
         transition_events += events
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)
-            transition_events += events
         elif outcome.result.outcome == Outcome.ERROR:
             run, events = machine.fail(run, f"Step {index + 1} {run.steps[index].name!r} failed: {outcome.result.summary}")
-            transition_events += events
-        return await self.apply((run, transition_events))
+        else:
+            return await self.apply((run, transition_events + events))
+        # failed or blocked: park the sandbox, kept for a retry or resume
+        return await self.park((run, transition_events + events), keep=True)

@@ -179,16 +179,21 @@ class Engine:
             active.done.set()
 
     async def _commit_cancel(self, run_id: str, actor_id: str) -> Run:
-        for _ in range(3):
+        """Cancelled runs keep their sandbox parked, so a resume continues in the same workspace."""
+        for attempt in range(3):
             run = await self.deps.store.get_run(run_id)
             new, events = machine.cancel(run, actor_id)
+            link = await release_sandbox(self.deps, new, keep=True)
+            if link is not None and link != new.links.sandbox:
+                new, more = machine.link_sandbox(new, link)
+                events = [*events, *more]
             try:
                 run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
-                break
+                return run
             except ConcurrentUpdate:
-                continue
-        await release_sandbox(self.deps, run, keep=True)
-        return await self.deps.store.get_run(run_id)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     # deciding and steering ----------------------------------------------------------------------
 
@@ -229,7 +234,10 @@ class Engine:
             machine.decide(await self.deps.store.get_run(run_id), record, step=target)
             raise
         if run.status == RunStatus.REJECTED:
-            await release_sandbox(self.deps, run, keep=False)
+            link = await release_sandbox(self.deps, run, keep=False)
+            if link is not None and link != run.links.sandbox:
+                new, events = machine.link_sandbox(run, link)
+                run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
         elif run.status == RunStatus.RUNNING:
             self._spawn(run)
         return run

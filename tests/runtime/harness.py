@@ -1,0 +1,70 @@
+"""An engine on a temp SQLite file, with the scripted model and the no-op (or local) sandbox."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from flowrun.flows.profiles import SandboxProfile
+from flowrun.flows.skills import Skill
+from flowrun.flows.template import FlowTemplate
+from flowrun.llm.base import ModelProvider
+from flowrun.llm.scripted import Script, ScriptedProvider
+from flowrun.runtime.catalog import Catalog
+from flowrun.runtime.context import EngineConfig, EngineDeps
+from flowrun.runtime.engine import Engine
+from flowrun.runtime.tools import builtin_tools
+from flowrun.sandboxes import get_backend
+from flowrun.sandboxes.base import SandboxBackend
+from flowrun.storage.sqlite import SQLiteStore
+
+ANY_OUTPUT = {"type": "object"}
+
+
+def submit(summary: str = "done", outcome: str = "success", **output: Any) -> dict[str, Any]:
+    return {"tools": [{"name": "submit_result", "input": {"outcome": outcome, "summary": summary, "output": output}}]}
+
+
+def scripts(**by_skill: Sequence[Mapping[str, Any]]) -> ScriptedProvider:
+    return ScriptedProvider({
+        name.replace("__", "."): Script.model_validate({"skill": name.replace("__", "."), "turns": list(turns)})
+        for name, turns in by_skill.items()
+    })
+
+
+def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[str, Any]] | None = None,
+            parameters: Sequence[Mapping[str, Any]] = (), defaults: Mapping[str, Any] | None = None,
+            profiles: Sequence[SandboxProfile] = ()) -> Catalog:
+    flow = FlowTemplate.model_validate({
+        "id": "test-flow", "name": "Test Flow", "parameters": list(parameters),
+        "defaults": dict(defaults or {"sandbox_profile": "noop"}), "steps": list(steps),
+    })
+    slugs = {s["skill"] for s in steps}
+    skill_defs = {slug: Skill(slug=slug, instructions=f"Do {slug}.", output_schema=ANY_OUTPUT) for slug in slugs}
+    for slug, spec in (skills or {}).items():
+        skill_defs[slug] = Skill.model_validate({"slug": slug, "instructions": f"Do {slug}.", **spec})
+    cat = Catalog(skills=skill_defs, profiles={"noop": SandboxProfile(name="noop", backend="noop")})
+    for p in profiles:
+        cat.profiles[p.name] = p
+    cat.add_flow(flow)
+    return cat
+
+
+@asynccontextmanager
+async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
+                         config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
+                         db: str = "flowrun.db") -> AsyncIterator[Engine]:
+    made: dict[str, SandboxBackend] = dict(backends or {})
+
+    def backend_for(name: str) -> SandboxBackend:
+        if name not in made:
+            made[name] = get_backend(name, root=tmp_path / "sandboxes")
+        return made[name]
+
+    async with SQLiteStore(tmp_path / db) as store:
+        deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
+                          tools=builtin_tools(), config=config or EngineConfig())
+        async with Engine(deps) as engine:
+            yield engine
