@@ -51,7 +51,9 @@ def sse(*events: dict[str, Any]) -> str:
     return "".join(frame(e) for e in events)
 
 
-def message_start(input_tokens: int = 100, cache_write: int = 0, cache_read: int = 0) -> dict[str, Any]:
+def message_start(
+    input_tokens: int = 100, cache_write: int = 0, cache_read: int = 0
+) -> dict[str, Any]:
     return {
         "type": "message_start",
         "message": {
@@ -142,7 +144,8 @@ def request(messages: list[Message] | None = None, **kw: Any) -> ModelRequest:
     return ModelRequest(
         model=kw.pop("model", f"anthropic:{MODEL}"),
         system="You are a careful engineer.",
-        messages=messages or [Message(role="user", content=[TextBlock(text="Summarise the README.")])],
+        messages=messages
+        or [Message(role="user", content=[TextBlock(text="Summarise the README.")])],
         tools=TOOLS,
         max_tokens=4096,
         run_id="run_01",
@@ -161,7 +164,9 @@ def body(call: Any) -> dict[str, Any]:
 
 @pytest.fixture
 async def provider() -> AsyncIterator[AnthropicProvider]:
-    p = AnthropicProvider(api_key="sk-ant-test-key-000000000000", max_retries=2, max_retry_after_s=0.01)
+    p = AnthropicProvider(
+        api_key="sk-ant-test-key-000000000000", max_retries=2, max_retry_after_s=0.01
+    )
     yield p
     await p.aclose()
 
@@ -173,7 +178,9 @@ def mock() -> Iterator[respx.MockRouter]:
 
 
 @pytest.mark.anyio
-async def test_streams_thinking_text_and_tool_use(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_streams_thinking_text_and_tool_use(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     route = mock.post(URL).mock(return_value=ok(tool_turn()))
 
     events = await collect(provider, request())
@@ -208,15 +215,23 @@ async def test_streams_thinking_text_and_tool_use(provider: AnthropicProvider, m
     assert sent["stream"] is True
     assert sent["thinking"] == {"type": "adaptive"}
     assert sent["system"] == [
-        {"type": "text", "text": "You are a careful engineer.", "cache_control": {"type": "ephemeral"}}
+        {
+            "type": "text",
+            "text": "You are a careful engineer.",
+            "cache_control": {"type": "ephemeral"},
+        }
     ]
     assert "cache_control" not in sent["tools"][0]
     assert sent["tools"][-1]["cache_control"] == {"type": "ephemeral"}
-    assert route.calls.last.request.headers["authorization"] == "Bearer sk-ant-test-key-000000000000"
+    assert (
+        route.calls.last.request.headers["authorization"] == "Bearer sk-ant-test-key-000000000000"
+    )
 
 
 @pytest.mark.anyio
-async def test_deltas_are_yielded_as_they_arrive(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_deltas_are_yielded_as_they_arrive(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     first_delta_seen = anyio.Event()
     events = text_turn("streamed")
 
@@ -230,7 +245,9 @@ async def test_deltas_are_yielded_as_they_arrive(provider: AnthropicProvider, mo
             yield frame(event).encode()
 
     mock.post(URL).mock(
-        return_value=httpx.Response(200, content=body_stream(), headers={"content-type": "text/event-stream"})
+        return_value=httpx.Response(
+            200, content=body_stream(), headers={"content-type": "text/event-stream"}
+        )
     )
     seen: list[StreamEvent] = []
     with anyio.fail_after(10):
@@ -280,7 +297,9 @@ async def test_error_event_mid_stream_is_a_retryable_model_error(
     provider: AnthropicProvider, mock: respx.MockRouter
 ) -> None:
     events = tool_turn()[:5]
-    broken = sse(*events) + frame({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    broken = sse(*events) + frame(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
     route = mock.post(URL).mock(
         return_value=httpx.Response(200, text=broken, headers={"content-type": "text/event-stream"})
     )
@@ -296,7 +315,9 @@ async def test_error_event_mid_stream_is_a_retryable_model_error(
 
 
 @pytest.mark.anyio
-async def test_stream_cut_before_message_stop_is_retryable(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_stream_cut_before_message_stop_is_retryable(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     mock.post(URL).mock(return_value=ok(text_turn()[:4]))
     with pytest.raises(ModelError) as caught:
         await collect(provider, request())
@@ -323,7 +344,9 @@ async def test_bad_request_is_not_retried_and_says_what_to_fix(
 
 
 @pytest.mark.anyio
-async def test_unknown_model_404_names_the_model(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_unknown_model_404_names_the_model(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     mock.post(URL).mock(return_value=error_response(404, "not_found_error", "model: claude-nope"))
     with pytest.raises(ModelError) as caught:
         await collect(provider, request(model="claude-nope"))
@@ -336,7 +359,9 @@ async def test_unknown_model_404_names_the_model(provider: AnthropicProvider, mo
 async def test_auth_failure_blocks_as_credential_needed(
     provider: AnthropicProvider, mock: respx.MockRouter, status: int
 ) -> None:
-    route = mock.post(URL).mock(return_value=error_response(status, "authentication_error", "invalid x-api-key"))
+    route = mock.post(URL).mock(
+        return_value=error_response(status, "authentication_error", "invalid x-api-key")
+    )
     with pytest.raises(BlockedError) as caught:
         await collect(provider, request())
     assert route.call_count == 1
@@ -355,12 +380,16 @@ async def test_missing_key_blocks_without_a_request(mock: respx.MockRouter) -> N
 
 
 @pytest.mark.anyio
-async def test_second_turn_sends_thinking_back_unmodified(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_second_turn_sends_thinking_back_unmodified(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     route = mock.post(URL).mock(side_effect=[ok(tool_turn()), ok(text_turn())])
     first = request()
     done = (await collect(provider, first))[-1]
     assert isinstance(done, TurnComplete)
-    result = Message(role="user", content=[ToolResultBlock(tool_use_id="toolu_01A", content="# flowrun\n")])
+    result = Message(
+        role="user", content=[ToolResultBlock(tool_use_id="toolu_01A", content="# flowrun\n")]
+    )
     second = first.model_copy(update={"messages": [*first.messages, done.message, result]})
     final = (await collect(provider, second))[-1]
     assert isinstance(final, TurnComplete)
@@ -371,9 +400,18 @@ async def test_second_turn_sends_thinking_back_unmodified(provider: AnthropicPro
     assert assistant == {
         "role": "assistant",
         "content": [
-            {"type": "thinking", "thinking": "The user wants the README; read it.", "signature": SIGNATURE},
+            {
+                "type": "thinking",
+                "thinking": "The user wants the README; read it.",
+                "signature": SIGNATURE,
+            },
             {"type": "text", "text": "Let me read the file."},
-            {"type": "tool_use", "id": "toolu_01A", "name": "read_file", "input": {"path": "README.md"}},
+            {
+                "type": "tool_use",
+                "id": "toolu_01A",
+                "name": "read_file",
+                "input": {"path": "README.md"},
+            },
         ],
     }
     assert "cache_control" not in user["content"][0]
@@ -391,7 +429,9 @@ async def test_second_turn_sends_thinking_back_unmodified(provider: AnthropicPro
 
 
 @pytest.mark.anyio
-async def test_redacted_thinking_round_trips(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_redacted_thinking_round_trips(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     events = [
         message_start(),
         block_start(0, {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/opaque=="}),
@@ -416,12 +456,16 @@ async def test_redacted_thinking_round_trips(provider: AnthropicProvider, mock: 
 @pytest.mark.anyio
 async def test_budgeted_thinking_and_off(mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(return_value=ok(text_turn()))
-    budgeted = AnthropicProvider(api_key="sk-ant-test", thinking=ThinkingConfig("budgeted", budget_tokens=2048))
+    budgeted = AnthropicProvider(
+        api_key="sk-ant-test", thinking=ThinkingConfig("budgeted", budget_tokens=2048)
+    )
     await collect(budgeted, request())
     sent = body(route.calls.last)
     assert sent["thinking"] == {"type": "enabled", "budget_tokens": 2048}
     assert sent["max_tokens"] == 2048 + 4096  # the budget must stay below max_tokens
-    off = AnthropicProvider(api_key="sk-ant-test", thinking=ThinkingConfig.parse("off"), cache_prompt=False)
+    off = AnthropicProvider(
+        api_key="sk-ant-test", thinking=ThinkingConfig.parse("off"), cache_prompt=False
+    )
     await collect(off, request())
     sent = body(route.calls.last)
     assert sent["thinking"] == {"type": "disabled"}
@@ -446,7 +490,11 @@ async def test_tool_input_cut_by_max_tokens_is_not_retryable(
         message_start(),
         block_start(0, {"type": "tool_use", "id": "toolu_1", "name": "shell", "input": {}}),
         delta(0, {"type": "input_json_delta", "partial_json": '{"command": "ls -'}),
-        {"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 4096}},
+        {
+            "type": "message_delta",
+            "delta": {"stop_reason": "max_tokens"},
+            "usage": {"output_tokens": 4096},
+        },
         block_stop(0),
         {"type": "message_stop"},
     ]
@@ -458,7 +506,9 @@ async def test_tool_input_cut_by_max_tokens_is_not_retryable(
 
 
 @pytest.mark.anyio
-async def test_tool_without_arguments_gets_empty_input(provider: AnthropicProvider, mock: respx.MockRouter) -> None:
+async def test_tool_without_arguments_gets_empty_input(
+    provider: AnthropicProvider, mock: respx.MockRouter
+) -> None:
     events = [
         message_start(),
         block_start(0, {"type": "tool_use", "id": "toolu_2", "name": "shell", "input": {}}),
