@@ -134,7 +134,8 @@ class _Backends:
         if name not in self.cache:
             from .sandboxes import get_backend
 
-            self.cache[name] = get_backend(name, root=self.root, env=self.options)
+            options = {} if name == "noop" else {"env": self.options}
+            self.cache[name] = get_backend(name, root=self.root, **options)
         return self.cache[name]
 
 

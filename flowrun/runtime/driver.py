@@ -153,6 +153,6 @@ class RunDriver:
         elif outcome.result.outcome == Outcome.ERROR:
             run, events = machine.fail(run, f"Step {index + 1} {run.steps[index].name!r} failed: {outcome.result.summary}")
         else:
-            return await self.apply((run, transition_events + events))
+            return await self.apply((run, transition_events))
         # failed or blocked: park the sandbox, kept for a retry or resume
         return await self.park((run, transition_events + events), keep=True)

@@ -99,6 +99,7 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, sandbox: Sandbox,
             instructions=instructions, emit=sink.emit, on_usage=on_usage,
             max_turns=spec.max_turns or skill.max_turns,
             deadline=anyio.current_time() + deps.config.step_timeout_s,
+            extras={"profile": profile},
         )
         if spec.subagents:
             from .subagents import enable_subagents

@@ -87,6 +87,8 @@ async def test_template_checkpoint_pauses_before_the_marked_step_and_approve_com
         assert [s.usage.turns for s in run.steps] == [2, 1, 1]
         assert run.usage.turns == 4 and run.usage.cost_usd == pytest.approx(0.02)
         assert run.usage.input_tokens == sum(s.usage.input_tokens for s in run.steps)
+        changes = [(e.data.step, e.data.status) for e in await engine.events(ANA, run.id) if e.data.type == "step_status"]
+        assert len(changes) == len(set(changes)) == 6  # running and completed, once each per step that ran
         kinds = {e.kind for e in await transcript(engine, run)}
         assert {TranscriptKind.SETUP, TranscriptKind.TEXT, TranscriptKind.THINKING, TranscriptKind.TOOL_START,
                 TranscriptKind.TOOL_END, TranscriptKind.INFO} <= kinds

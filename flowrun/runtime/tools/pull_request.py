@@ -1,0 +1,96 @@
+"""`open_pull_request`: the repository integration, on the engine's side of the sandbox wall.
+
+The agent commits inside the sandbox; this tool carries the branch out as a git bundle (read
+through the sandbox's file API, so it works for every backend) and pushes it to the
+repository's origin from the host, where credentials live. Credentials never enter the sandbox.
+This version opens pull requests on local git remotes (the demo's "GitHub"); a hosted remote
+is refused with a message that says so.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+from pydantic import BaseModel, Field
+
+from ...flows.errors import SandboxError
+from ...flows.profiles import SandboxProfile
+from .base import ToolContext, ToolOutput
+
+_BRANCH = re.compile(r"^[A-Za-z0-9._/-]+$")
+
+
+class PullRequestInput(BaseModel):
+    repository: str = Field(description="The repository's directory in the workspace, e.g. 'insights'.")
+    branch: str = Field(description="The branch, already committed in the sandbox, to open the PR from.")
+    title: str
+    body: str = ""
+
+
+def _origin(profile: SandboxProfile | None, repository: str) -> str | None:
+    if profile is None:
+        return None
+    for repo in profile.repositories:
+        if repo.path.strip("/") == repository.strip("/"):
+            path = Path(repo.url).expanduser()
+            if not path.is_absolute() and profile.source_dir:
+                path = Path(profile.source_dir) / path
+            return str(path) if "://" not in repo.url and not repo.url.startswith("git@") else repo.url
+    return None
+
+
+def _git(*args: str) -> str:
+    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SandboxError(f"git {args[0]} failed: {done.stderr.strip() or done.stdout.strip()}", code="git_failed")
+    return done.stdout.strip()
+
+
+class OpenPullRequest:
+    name: ClassVar[str] = "open_pull_request"
+    description: ClassVar[str] = (
+        "Open a pull request from a branch you committed in the workspace: pushes the branch to the "
+        "repository's origin and returns the pull request reference to report as an artifact."
+    )
+    input_model: ClassVar[type[BaseModel]] = PullRequestInput
+
+    async def preview(self, ctx: ToolContext, args: PullRequestInput) -> dict[str, Any]:
+        return {"repository": args.repository, "branch": args.branch, "title": args.title}
+
+    async def run(self, ctx: ToolContext, args: PullRequestInput) -> ToolOutput:
+        if not _BRANCH.match(args.branch) or ".." in args.branch:
+            return ToolOutput(f"invalid branch name {args.branch!r}", is_error=True)
+        origin = _origin(ctx.extras.get("profile"), args.repository)
+        if origin is None:
+            return ToolOutput(f"{args.repository!r} is not a repository of this sandbox profile", is_error=True)
+        if not Path(origin).is_dir():
+            return ToolOutput(
+                f"opening pull requests on hosted remotes ({origin}) is not supported yet: only local git "
+                "remotes are", is_error=True)
+        bundle = f".flowrun/pr-{ctx.call_id}.bundle"
+        repo = shlex.quote(args.repository)
+        result = await ctx.sandbox.exec(
+            f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
+        if result.exit_code != 0:
+            return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}", is_error=True)
+        data = await ctx.sandbox.read_file(bundle)
+        await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
+
+        def push() -> str:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "pr.bundle"
+                path.write_bytes(data)
+                ref = f"refs/heads/{args.branch}"
+                _git("--git-dir", origin, "fetch", "--quiet", str(path), f"+{ref}:{ref}")
+                return _git("--git-dir", origin, "rev-parse", "--short", ref)
+
+        sha = await anyio.to_thread.run_sync(push)
+        pr = f"{origin}#{args.branch}@{sha}"
+        return ToolOutput(f"pull request opened: {args.title}\nbranch {args.branch} at {sha} on {origin}\nref: {pr}",
+                          data={"pull_request": pr, "branch": args.branch, "commit": sha, "origin": origin})
