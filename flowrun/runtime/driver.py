@@ -17,6 +17,7 @@ from ..flows.errors import ConcurrentUpdate
 from ..flows.events import EventData
 from ..flows.expressions import evaluate_condition
 from ..flows.run import Run, SandboxLink, Usage
+from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
 from .context import EngineDeps, step_context
 from .step import acquire_sandbox, execute_step, release_sandbox
@@ -138,8 +139,11 @@ class RunDriver:
         self._usage_step = index
         self._last_usage_commit = anyio.current_time()
         step_for_setup = None if all(s.started_at is None for s in run.steps if s.index != index) else index
-        sandbox = await acquire_sandbox(self.deps, run, self.sink, step_for_setup, self._on_link)
-        outcome = await execute_step(self.deps, self.run, index, sandbox, self.sink, record, self._on_usage)
+
+        async def acquire() -> Sandbox:
+            return await acquire_sandbox(self.deps, self.run, self.sink, step_for_setup, self._on_link)
+
+        outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage)
         transition_events: list[EventData] = []
         if self._pending_usage.turns or self._pending_usage.cost_usd:
             delta, self._pending_usage = self._pending_usage, Usage()

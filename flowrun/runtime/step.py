@@ -81,14 +81,17 @@ async def release_sandbox(deps: EngineDeps, run: Run, *, keep: bool) -> SandboxL
     return None
 
 
-async def execute_step(deps: EngineDeps, run: Run, index: int, sandbox: Sandbox, sink: TranscriptSink,
-                       record: RecordRow | None, on_usage: Callable[[Usage], Awaitable[None]]) -> StepOutcome:
-    """Run the step's agent to a result. Failures become outcomes; cancellation propagates."""
+async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable[[], Awaitable[Sandbox]],
+                       sink: TranscriptSink, record: RecordRow | None,
+                       on_usage: Callable[[Usage], Awaitable[None]]) -> StepOutcome:
+    """Acquire the sandbox and run the step's agent to a result. Failures (of the sandbox, the
+    model or the agent) become outcomes; cancellation propagates."""
     spec = run.flow.steps[index]
     skill = deps.catalog.skill(spec.skill)
     profile = deps.profile(run)
     model = spec.model or skill.model or profile.model or deps.config.default_model
     try:
+        sandbox = await acquire()
         instructions = render(skill.instructions, step_context(run, record))
         provider = deps.provider_for(model)
         tools = {name: deps.tools[name] for name in skill.allowed_tools if name in deps.tools}

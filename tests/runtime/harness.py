@@ -45,7 +45,8 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
     skill_defs = {slug: Skill(slug=slug, instructions=f"Do {slug}.", output_schema=ANY_OUTPUT) for slug in slugs}
     for slug, spec in (skills or {}).items():
         skill_defs[slug] = Skill.model_validate({"slug": slug, "instructions": f"Do {slug}.", **spec})
-    cat = Catalog(skills=skill_defs, profiles={"noop": SandboxProfile(name="noop", backend="noop")})
+    cat = Catalog(skills=skill_defs, profiles={"noop": SandboxProfile(name="noop", backend="noop"),
+                                               "local": SandboxProfile(name="local", backend="local")})
     for p in profiles:
         cat.profiles[p.name] = p
     cat.add_flow(flow)

@@ -445,3 +445,17 @@ async def test_shutdown_mid_step_marks_the_run_interrupted_not_failed(tmp_path: 
         await step_running(engine, run)
     async with running_engine(tmp_path, cat, provider) as engine:
         assert (await engine.get_run(ANA, run.id)).status == RunStatus.INTERRUPTED
+
+
+async def test_a_vanished_sandbox_blocks_the_run_as_environment_unhealthy(tmp_path: Path) -> None:
+    provider = scripts(plan=[{"text": "working", "tools": [{"name": "todo_write", "input": {"todos": []}}]},
+                             {"delay_s": 30, **submit("slow")}])
+    steps = [{"name": "Plan", "skill": "plan"}]
+    async with running_engine(tmp_path, catalog(steps), provider) as engine:
+        run = await engine.start_run(ANA, "test-flow")
+        await step_running(engine, run)
+    # a new process: the no-op backend's sandboxes lived in the old one's memory
+    async with running_engine(tmp_path, catalog(steps), provider) as engine:
+        run = await settle(engine, await engine.retry(ANA, run.id))
+        assert run.status == RunStatus.BLOCKED and run.blocked is not None
+        assert run.blocked.cause == BlockedCause.ENVIRONMENT_UNHEALTHY and run.blocked.fix
