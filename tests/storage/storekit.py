@@ -63,10 +63,14 @@ def created(run: Run) -> list[EventData]:
 
 
 def entries(n: int, prefix: str = "line", step: int | None = 0) -> list[TranscriptEntry]:
-    return [TranscriptEntry(kind=TranscriptKind.TEXT, step=step, text=f"{prefix} {i}") for i in range(n)]
+    return [
+        TranscriptEntry(kind=TranscriptKind.TEXT, step=step, text=f"{prefix} {i}") for i in range(n)
+    ]
 
 
-def store_at(path: Path, *, poll_interval: float = 0.02, mailbox_capacity: int = 1024) -> SQLiteStore:
+def store_at(
+    path: Path, *, poll_interval: float = 0.02, mailbox_capacity: int = 1024
+) -> SQLiteStore:
     """A store with a short poll interval, so cross-store tests do not wait long."""
     return SQLiteStore(path, poll_interval=poll_interval, mailbox_capacity=mailbox_capacity)
 

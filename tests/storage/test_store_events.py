@@ -11,8 +11,8 @@ import anyio
 import pytest
 
 from flowrun.flows import machine
-from flowrun.flows.errors import ConcurrentUpdate, NotFound
 from flowrun.flows.enums import TranscriptKind
+from flowrun.flows.errors import ConcurrentUpdate, NotFound
 from flowrun.flows.events import Event, TranscriptEntry
 from flowrun.flows.run import Run, Usage
 from flowrun.storage import RecordRow, SQLiteStore, StorageError
@@ -245,10 +245,9 @@ async def test_closing_the_store_ends_subscriptions(tmp_path: Path) -> None:
 
 
 async def test_subscribing_to_an_unknown_run(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
-        async with store.subscribe("run_nope") as stream:
-            with pytest.raises(NotFound, match="run_nope"):
-                await anext(stream)
+    async with store_at(tmp_path / "s.db") as store, store.subscribe("run_nope") as stream:
+        with pytest.raises(NotFound, match="run_nope"):
+            await anext(stream)
 
 
 async def test_two_stores_on_one_file(tmp_path: Path) -> None:
@@ -274,6 +273,20 @@ async def test_two_stores_on_one_file(tmp_path: Path) -> None:
             assert last == 11 + 2 * (80 + 1)
             assert seqs(await collect(stream, last - 11)) == list(range(12, last + 1))
         assert seqs(await two.events(run.id)) == list(range(1, last + 1))
+
+
+async def test_a_gap_in_live_events_is_filled_from_the_database(tmp_path: Path) -> None:
+    """Events another store wrote never reach this store's bus: the next local event arrives
+    with a gap before it, and the subscriber reads the missing ones at once (no poll wait)."""
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path, poll_interval=30) as here, store_at(path) as there:
+        run = await new_run(here)
+        async with here.subscribe(run.id) as stream:
+            assert seqs(await collect(stream, 1)) == [1]
+            await there.append_transcript(run.id, entries(2))  # seqs 2, 3: not on this bus
+            await here.append_transcript(run.id, entries(1))  # seq 4: live, after a gap
+            with anyio.fail_after(5):  # far less than the poll interval
+                assert seqs(await collect(stream, 3)) == [2, 3, 4]
 
 
 WRITER = """
@@ -322,7 +335,9 @@ async def test_another_process_writing_the_same_run(tmp_path: Path) -> None:
                     for _ in range(100):
                         await store.append_transcript(run.id, entries(1, prefix="here"))
                         here += 1
-                await store.append_transcript(run.id, [TranscriptEntry(kind=TranscriptKind.TEXT, text="end")])
+                await store.append_transcript(
+                    run.id, [TranscriptEntry(kind=TranscriptKind.TEXT, text="end")]
+                )
     texts = [getattr(e.data, "text", "") for e in got]
     assert seqs(got) == list(range(1, 1 + here + 150 + 2))
     assert sum(t.startswith("other") for t in texts) == 150

@@ -44,7 +44,9 @@ async def test_round_trip_with_steps(tmp_path: Path) -> None:
 
         new, step_events = machine.start(stored)
         new, more = machine.begin_step(new, 0)
-        new, done = machine.finish_step(new, 0, StepResult(outcome=Outcome.SUCCESS, summary="planned"))
+        new, done = machine.finish_step(
+            new, 0, StepResult(outcome=Outcome.SUCCESS, summary="planned")
+        )
         new, usage = machine.record_usage(new, 0, Usage(turns=3, input_tokens=120, cost_usd=0.25))
         committed, events = await store.commit(
             new, [*step_events, *more, *done, *usage], expected_version=stored.version
@@ -94,7 +96,10 @@ async def test_only_changed_steps_are_written(tmp_path: Path) -> None:
         # rewrite it (so the poke survives), while step 0 (changed) is written
         await run_sql(
             path,
-            ("UPDATE steps SET json = json_set(json, '$.summary', 'poked') WHERE run_id = ? AND idx = 2", (run.id,)),
+            (
+                "UPDATE steps SET json = json_set(json, '$.summary', 'poked') WHERE run_id = ? AND idx = 2",
+                (run.id,),
+            ),
         )
         new, events = machine.begin_step(run, 0)
         await store.commit(new, events, expected_version=run.version)
@@ -107,7 +112,10 @@ async def test_transcript_appends_touch_only_events_and_last_seq(tmp_path: Path)
     path = tmp_path / "s.db"
     async with store_at(path) as store:
         run = await started(store)
-        await run_sql(path, ("UPDATE runs SET json = json_set(json, '$.error', 'poked') WHERE id = ?", (run.id,)))
+        await run_sql(
+            path,
+            ("UPDATE runs SET json = json_set(json, '$.error', 'poked') WHERE id = ?", (run.id,)),
+        )
         appended = await store.append_transcript(run.id, entries(5))
         assert seqs(appended) == [3, 4, 5, 6, 7]
         assert [e.data.text for e in appended] == [f"line {i}" for i in range(5)]  # type: ignore[union-attr]
@@ -125,9 +133,13 @@ async def test_decision_rows_are_idempotent(tmp_path: Path) -> None:
         new, events = machine.pause_at(run, 2, "Sign off before the PR opens.")
         paused, _ = await store.commit(new, events, expected_version=run.version)
 
-        decision = Decision(kind=DecisionKind.APPROVE, actor="ana", comment="ship it", decision_id="dec-1")
+        decision = Decision(
+            kind=DecisionKind.APPROVE, actor="ana", comment="ship it", decision_id="dec-1"
+        )
         decided, events = machine.decide(paused, decision)
-        committed, _ = await store.commit(decided, events, expected_version=paused.version, decision_id="dec-1")
+        committed, _ = await store.commit(
+            decided, events, expected_version=paused.version, decision_id="dec-1"
+        )
 
         row = await store.get_decision("dec-1")
         assert row is not None
@@ -137,7 +149,9 @@ async def test_decision_rows_are_idempotent(tmp_path: Path) -> None:
 
         # the same decision_id again (even against the current version) is refused, naming the first
         with pytest.raises(DecisionConflict) as info:
-            await store.commit(decided, events, expected_version=committed.version, decision_id="dec-1")
+            await store.commit(
+                decided, events, expected_version=committed.version, decision_id="dec-1"
+            )
         assert info.value.code == "already_decided"
         assert "dec-1" in info.value.message and "approve by ana" in info.value.message
         assert info.value.details["step"] == 2
@@ -155,10 +169,14 @@ async def test_concurrent_commits_with_one_decision_id_record_it_once(tmp_path: 
         outcomes: list[object] = []
 
         async def decide(kind: DecisionKind) -> None:
-            decided, events = machine.decide(paused, Decision(kind=kind, actor="ana", decision_id="dec-x"))
+            decided, events = machine.decide(
+                paused, Decision(kind=kind, actor="ana", decision_id="dec-x")
+            )
             try:
                 outcomes.append(
-                    await store.commit(decided, events, expected_version=paused.version, decision_id="dec-x")
+                    await store.commit(
+                        decided, events, expected_version=paused.version, decision_id="dec-x"
+                    )
                 )
             except ConcurrentUpdate as exc:
                 outcomes.append(exc)
@@ -270,13 +288,20 @@ async def test_list_runs_newest_first_with_filters(tmp_path: Path) -> None:
 
         listed = await store.list_runs()
         assert [r.id for r in listed] == [running.id, *(r.id for r in reversed(made))]
-        assert [r.id for r in await store.list_runs(RunFilter(limit=2))] == [running.id, made[-1].id]
+        assert [r.id for r in await store.list_runs(RunFilter(limit=2))] == [
+            running.id,
+            made[-1].id,
+        ]
         assert {r.id for r in await store.list_runs(RunFilter(workspace="a"))} == {
             running.id,
             *(r.id for r in made[1::2]),
         }
-        assert {r.id for r in await store.list_runs(RunFilter(started_by="bo", workspace="b"))} == {made[4].id}
-        assert [r.id for r in await store.list_runs(RunFilter(status=[RunStatus.RUNNING]))] == [running.id]
+        assert {r.id for r in await store.list_runs(RunFilter(started_by="bo", workspace="b"))} == {
+            made[4].id
+        }
+        assert [r.id for r in await store.list_runs(RunFilter(status=[RunStatus.RUNNING]))] == [
+            running.id
+        ]
         assert await store.list_runs(RunFilter(status=[])) == []
         assert await store.list_runs(RunFilter(flow="other")) == []
         assert len(await store.list_runs(RunFilter(flow="review"))) == 7

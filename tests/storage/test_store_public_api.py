@@ -1,0 +1,28 @@
+"""The storage package's public names: changing them is a deliberate act."""
+
+from __future__ import annotations
+
+import flowrun.storage
+from flowrun.storage import SQLiteStore, Store
+
+
+def test_public_names() -> None:
+    assert sorted(flowrun.storage.__all__) == [
+        "DecisionRow",
+        "RecordRow",
+        "RunFilter",
+        "SQLiteStore",
+        "SchemaTooNew",
+        "StorageCorrupt",
+        "StorageError",
+        "Store",
+        "StoreClosed",
+        "Subscription",
+    ]
+    for name in flowrun.storage.__all__:
+        assert getattr(flowrun.storage, name) is not None
+
+
+def test_sqlite_store_implements_the_protocol() -> None:
+    store: Store = SQLiteStore("unused.db")  # mypy checks the structural match
+    assert isinstance(store, SQLiteStore)
