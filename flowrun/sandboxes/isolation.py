@@ -99,7 +99,7 @@ class Confinement:
                 args += ["--symlink", os.readlink(host), host]
             elif os.path.isdir(host):
                 args += ["--ro-bind", host, host]
-        args += ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"]
+        args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--tmpfs", "/tmp"]
         args += ["--bind", workspace, SANDBOX_WORKSPACE, "--chdir", cwd]
         args.append("--")  # the environment is already clean: bwrap passes on what it gets
         if self.uid is not None:
@@ -120,13 +120,16 @@ def limit_prefix(limits: ResourceLimits, *, drop: bool) -> str:
     Memory is `RLIMIT_DATA` rather than `RLIMIT_AS`: runtimes such as V8 and Go reserve large
     address ranges they never touch, and an address-space limit kills them at start."""
     parts = [
-        f"-t {limits.cpu_seconds}",
+        f"-t {limits.cpu_seconds + 1}",  # hard; the soft limit below sends SIGXCPU first
         f"-d {limits.memory_mb * 1024}",
         f"-f {limits.file_size_mb * 1024}",
     ]
     if drop:
         parts.append(f"-u {limits.max_processes}")  # ignored for root, so only when dropped
-    return f'ulimit {" ".join(parts)} || exit 125; exec /bin/bash -c "$1"'
+    return (
+        f"ulimit {' '.join(parts)} && ulimit -S -t {limits.cpu_seconds} || exit 125; "
+        'exec /bin/bash -c "$1"'
+    )
 
 
 def clean_env(

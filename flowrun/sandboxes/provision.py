@@ -119,7 +119,9 @@ async def _fetch(
                 code="repository_not_found",
                 repository=repo.url,
             )
-        if not ((local / ".git").exists() or (local / "HEAD").is_file()):  # a work tree or a bare repo
+        if not (
+            (local / ".git").exists() or (local / "HEAD").is_file()
+        ):  # a work tree or a bare repo
             if repo.ref:
                 raise SandboxError(
                     f"repository {repo.url!r} is a plain directory: it has no ref {repo.ref!r}",

@@ -4,10 +4,7 @@ output caps, cancellation, path safety, provisioning, and a workspace that outli
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
@@ -21,15 +18,6 @@ from flowrun.sandboxes import LocalBackend, LocalSandbox
 pytestmark = pytest.mark.anyio
 
 MODES = ["bubblewrap", "process-group"]
-
-
-@pytest.fixture
-def sandbox_root() -> Iterator[Path]:
-    """A root the sandbox uid can reach by its absolute path (pytest's tmp_path is 0700)."""
-    root = Path(tempfile.mkdtemp(prefix="flowrun-test-"))
-    root.chmod(0o711)
-    yield root / "sandboxes"
-    shutil.rmtree(root)
 
 
 @pytest.fixture(params=MODES)
