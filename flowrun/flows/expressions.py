@@ -46,11 +46,16 @@ def check_template(source: str) -> None:
         raise TemplateError(f"invalid template at line {exc.lineno}: {exc.message}") from None
 
 
+@lru_cache(maxsize=256)
+def _template(source: str) -> Any:
+    return _env.from_string(source)
+
+
 def render(source: str, context: dict[str, Any]) -> str:
     """Render skill instructions. Undefined names are errors: a typo should not silently
     produce an instruction with a hole in it."""
     try:
-        return _env.from_string(source).render(**context)
+        return _template(source).render(**context)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"invalid template at line {exc.lineno}: {exc.message}") from None
     except UndefinedError as exc:

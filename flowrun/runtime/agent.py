@@ -13,10 +13,11 @@ import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any
 
 import anyio
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ..flows.enums import Outcome, TranscriptKind
 from ..flows.errors import FlowrunError, ModelError
@@ -173,10 +174,14 @@ def _check_result(task: AgentTask, call: ToolUseBlock) -> tuple[StepResult | Non
     return result, []
 
 
+@cache
+def _tool_spec(name: str, description: str, input_model: type[BaseModel]) -> ToolSpec:
+    return ToolSpec(name=name, description=description, input_schema=input_model.model_json_schema())
+
+
 async def run_agent(task: AgentTask) -> AgentOutcome:
     """Drive one agent conversation to its result. Raises on model failures it cannot retry."""
-    specs = [ToolSpec(name=t.name, description=t.description, input_schema=t.input_model.model_json_schema())
-             for t in task.tools.values()]
+    specs = [_tool_spec(t.name, t.description, t.input_model) for t in task.tools.values()]
     specs += [result_tool(task.skill), BLOCKED_TOOL]
     messages: list[Message] = [Message(role="user", content=[TextBlock(text=task.instructions)])]
     validation_failures = 0

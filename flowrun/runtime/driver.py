@@ -13,7 +13,7 @@ import anyio
 
 from ..flows import machine
 from ..flows.enums import CheckpointMode, ExecutionMode, Outcome, RunStatus
-from ..flows.errors import ConcurrentUpdate
+from ..flows.errors import ConcurrentUpdate, FlowrunError
 from ..flows.events import EventData
 from ..flows.expressions import evaluate_condition
 from ..flows.run import Run, SandboxLink, Usage
@@ -52,13 +52,26 @@ class RunDriver:
         self._pending_usage = Usage()
         self._usage_step: int | None = None
         self._last_usage_commit = 0.0
+        self._deferred: list[EventData] = []
+
+    def defer(self, transition: machine.Transition) -> Run:
+        """Hold a transition for the next commit. A finished step is committed together with
+        whatever comes next (the next step starting, a pause, the run completing), which is
+        immediate: one transaction per step instead of two."""
+        self.run, events = transition
+        self._deferred += events
+        return self.run
 
     async def apply(self, transition: machine.Transition) -> Run:
-        """Commit a transition (transcript first, so the log keeps them in order)."""
+        """Commit a transition, with the buffered transcript and any deferred events before it,
+        in one transaction (so the log keeps them in order)."""
         new, events = transition
-        await self.sink.flush()
         try:
-            self.run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
+            async with self.sink.taken() as entries:
+                deferred, self._deferred = self._deferred, []
+                self.run, _ = await self.deps.store.commit(
+                    new, [*entries, *deferred, *events], expected_version=new.version
+                )
         except ConcurrentUpdate:
             current = await self.deps.store.get_run(self.run.id)
             log.info("run %s changed under its driver (now %s); stopping", self.run.id, current.status)
@@ -97,6 +110,8 @@ class RunDriver:
         async with self.sink:
             try:
                 await self._advance()
+                if self._deferred:  # pragma: no cover - every path out of _advance applies
+                    await self.apply((self.run, []))
             except RunStopped:
                 if self.run.status.finished and self.run.status != RunStatus.PAUSED:
                     await release_sandbox(self.deps, self.run, keep=True)
@@ -118,9 +133,16 @@ class RunDriver:
                 await self.park(machine.complete(run), keep=False)
                 return
             spec = run.flow.steps[index]
-            if spec.when is not None and not evaluate_condition(spec.when, step_context(run, record)):
-                run = await self.apply(machine.skip_step(run, index, f"condition {spec.when!r} is false"))
-                continue
+            if spec.when is not None:
+                try:
+                    go = evaluate_condition(spec.when, step_context(run, record))
+                except FlowrunError as exc:
+                    reason = f"Step {index + 1} {spec.name!r}: its condition failed: {exc.message}"
+                    await self.park(machine.fail(run, reason), keep=True)
+                    return
+                if not go:
+                    run = await self.apply(machine.skip_step(run, index, f"condition {spec.when!r} is false"))
+                    continue
             message = checkpoint_message(run, index)
             if message is not None and run.steps[index].decision is None:
                 background = run.execution_mode == ExecutionMode.BACKGROUND
@@ -157,6 +179,6 @@ class RunDriver:
         elif outcome.result.outcome == Outcome.ERROR:
             run, events = machine.fail(run, f"Step {index + 1} {run.steps[index].name!r} failed: {outcome.result.summary}")
         else:
-            return await self.apply((run, transition_events))
+            return self.defer((run, transition_events))
         # failed or blocked: park the sandbox, kept for a retry or resume
         return await self.park((run, transition_events + events), keep=True)

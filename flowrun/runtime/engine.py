@@ -170,13 +170,28 @@ class Engine:
     async def _drive(self, run: Run, active: _Active) -> None:
         try:
             with active.scope:
-                await RunDriver(self.deps, run).drive()
+                try:
+                    await RunDriver(self.deps, run).drive()
+                except Exception as exc:  # a bug must fail this run, not the engine and every other run
+                    log.exception("the task of run %s crashed", run.id)
+                    with anyio.CancelScope(shield=True):
+                        await self._fail_crashed(run.id, exc)
             if active.scope.cancelled_caught and active.cancelled_by is not None:
                 with anyio.CancelScope(shield=True):
                     await self._commit_cancel(run.id, active.cancelled_by)
         finally:
             self._active.pop(run.id, None)
             active.done.set()
+
+    async def _fail_crashed(self, run_id: str, exc: Exception) -> None:
+        run = await self.deps.store.get_run(run_id)
+        if run.status != RunStatus.RUNNING:
+            return
+        new, events = machine.interrupt(run, f"Internal error ({type(exc).__name__}: {exc}); retry continues the run.")
+        try:
+            await self.deps.store.commit(new, events, expected_version=new.version)
+        except ConcurrentUpdate:
+            log.info("run %s changed while recording its crash", run_id)
 
     async def _commit_cancel(self, run_id: str, actor_id: str) -> Run:
         """Cancelled runs keep their sandbox parked, so a resume continues in the same workspace."""

@@ -8,7 +8,8 @@ flusher task owned by the sink's task group), so a live viewer lags by at most t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from types import TracebackType
 
 import anyio
@@ -61,6 +62,21 @@ class TranscriptSink:
             await self.flush()
         elif len(self._buffer) == 1:
             self._wake.set()
+
+    @asynccontextmanager
+    async def taken(self) -> AsyncIterator[list[TranscriptEntry]]:
+        """The buffered entries, taken under the flush lock, for a caller that commits them in
+        its own transaction (a state change): one commit instead of two, order kept. If the
+        caller fails, the entries are written on their own so none is lost."""
+        async with self._lock:
+            batch, self._buffer = self._buffer, []
+            try:
+                yield batch
+            except BaseException:
+                if batch:
+                    with anyio.CancelScope(shield=True):
+                        await self._store.append_transcript(self.run_id, batch)
+                raise
 
     async def flush(self) -> None:
         async with self._lock:

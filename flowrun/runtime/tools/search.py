@@ -163,7 +163,15 @@ async def _rg(
     ctx: ToolContext, args: SearchFilesInput
 ) -> tuple[list[Match], bool] | ToolOutput | None:
     """Search with ripgrep in the sandbox; `None` when rg is not there (or exec is inert)."""
-    rg = ["rg", "--line-number", "--no-heading", "--null", "--color=never", "--sort=path"]
+    rg = [
+        "rg",
+        "--line-number",
+        "--with-filename",
+        "--no-heading",
+        "--null",
+        "--color=never",
+        "--sort=path",
+    ]
     rg += [
         f"--max-filesize={MAX_FILE_BYTES}",
         f"--max-columns={MAX_LINE_CHARS}",
@@ -175,6 +183,8 @@ async def _rg(
         rg.append("--fixed-strings")
     if args.glob:
         rg += ["--glob", args.glob]
+    for skipped in sorted(SKIP_DIRS):  # the same directories the Python search skips
+        rg += ["--glob", f"!{skipped}/"]
     rg += ["--regexp", args.pattern, "--", args.path]
     limit = args.max_results + 1
     # rg exits 1 for "no match" and 2 for errors; `head` may cut it short (SIGPIPE), which is fine

@@ -213,26 +213,18 @@ def _decode(body: bytes, content_type: str) -> str:
 
 
 class _TextExtractor(HTMLParser):
+    # content that is never prose: code, styling, page chrome
     SKIP: ClassVar[frozenset[str]] = frozenset(
-        {
-            "script",
-            "style",
-            "noscript",
-            "template",
-            "svg",
-            "head",
-            "iframe",
-            "object",
-            "canvas",
-            "nav",
-            "footer",
-            "form",
-        }
-    )
-    BLOCK: ClassVar[frozenset[str]] = frozenset(
-        {"p", "div", "section", "article", "header", "main", "aside", "ul", "ol", "table", "tr", "pre",
-         "blockquote", "dl", "dt", "dd", "figure", "figcaption", "hr", "br", "li", "h1", "h2", "h3", "h4", "h5", "h6"}
+        {"script", "style", "noscript", "template", "svg", "head", "iframe", "object", "canvas",
+         "nav", "footer", "form"}
     )  # fmt: skip
+    # a blank line before and after
+    BLOCK: ClassVar[frozenset[str]] = frozenset(
+        {"p", "div", "section", "article", "header", "main", "aside", "ul", "ol", "table", "pre",
+         "blockquote", "dl", "figure", "figcaption", "hr", "h1", "h2", "h3", "h4", "h5", "h6"}
+    )  # fmt: skip
+    # a line of their own
+    LINE: ClassVar[frozenset[str]] = frozenset({"li", "tr", "dt", "dd", "br"})
 
     def __init__(self, base_url: str) -> None:
         super().__init__(convert_charrefs=True)
@@ -244,6 +236,12 @@ class _TextExtractor(HTMLParser):
         self.in_title = False
         self.links: list[str | None] = []
 
+    def _skipping(self) -> bool:
+        return any(self.skip.values())
+
+    def _at_line_start(self) -> bool:
+        return not self.out or self.out[-1].endswith("\n")
+
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "body":
             self.skip.pop("head", None)  # a page that never closed its <head>
@@ -251,8 +249,11 @@ class _TextExtractor(HTMLParser):
             self.in_title = True
         if tag in self.SKIP:
             self.skip[tag] = self.skip.get(tag, 0) + 1
+        if self._skipping():
             return
         if tag in self.BLOCK:
+            self.out.append("\n\n")
+        elif tag in self.LINE:
             self.out.append("\n")
         if tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
             self.out.append("#" * int(tag[1]) + " ")
@@ -260,11 +261,11 @@ class _TextExtractor(HTMLParser):
             self.out.append("- ")
         elif tag == "pre":
             self.pre += 1
-        elif tag in ("td", "th"):
+        elif tag in ("td", "th") and not self._at_line_start():
             self.out.append(" | ")
         elif tag == "a":
             href = dict(attrs).get("href")
-            usable = href and not href.startswith(("#", "javascript:", "mailto:"))
+            usable = bool(href) and not (href or "").startswith(("#", "javascript:", "mailto:"))
             self.links.append(urljoin(self.base_url, href) if usable and href else None)
             if usable:
                 self.out.append("[")
@@ -276,6 +277,8 @@ class _TextExtractor(HTMLParser):
             if self.skip.get(tag):
                 self.skip[tag] -= 1
             return
+        if self._skipping():
+            return
         if tag == "pre" and self.pre:
             self.pre -= 1
         if tag == "a" and self.links:
@@ -283,16 +286,17 @@ class _TextExtractor(HTMLParser):
             if href:
                 self.out.append(f"]({href})")
         if tag in self.BLOCK:
-            self.out.append("\n")
+            self.out.append("\n\n")
 
     def handle_data(self, data: str) -> None:
         if self.in_title:
             self.title.append(data)
-        if any(self.skip.values()):
+            return
+        if self._skipping():
             return
         if not self.pre:
             data = re.sub(r"\s+", " ", data)
-            if not self.out or self.out[-1].endswith("\n"):
+            if self._at_line_start():
                 data = data.lstrip()
         if data:
             self.out.append(data)
