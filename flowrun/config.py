@@ -23,6 +23,7 @@ from .llm.base import ModelProvider
 from .runtime.catalog import Catalog
 from .runtime.context import EngineConfig, EngineDeps
 from .runtime.engine import Engine
+from .runtime.tools.base import Tool
 from .sandboxes.base import SandboxBackend
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -183,7 +184,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
             yield engine
 
 
-def _tools() -> dict[str, object]:
+def _tools() -> dict[str, Tool]:
     from .runtime.tools import builtin_tools
 
-    return dict(builtin_tools())
+    return builtin_tools()

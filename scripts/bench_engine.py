@@ -20,9 +20,9 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from flowrun.flows.enums import RunStatus, StepStatus  # noqa: E402
-from flowrun.runtime.access import Actor  # noqa: E402
-from tests.runtime.harness import catalog, running_engine, scripts, submit  # noqa: E402
+from flowrun.flows.enums import RunStatus, StepStatus
+from flowrun.runtime.access import Actor
+from tests.runtime.harness import catalog, running_engine, scripts, submit
 
 STEPS = 20
 ANA = Actor("bench")

@@ -76,13 +76,13 @@ async def demo(args: argparse.Namespace) -> int:
         )
         code = await _follow_and_report(engine, LOCAL_OPERATOR, run, args, settings)
     if code == 0:
-        import subprocess
+        import anyio
 
-        log = subprocess.run(["git", "--git-dir", str(remote), "log", "--oneline", "-3", "flowrun/csv-export"],
-                             capture_output=True, text=True)
+        log = await anyio.run_process(["git", "--git-dir", str(remote), "log", "--oneline", "-3", "flowrun/csv-export"],
+                                      check=False)
         if log.returncode == 0:
             console.print(f"\nThe pull request branch in {remote}:", style="bold")
-            console.print(log.stdout.rstrip())
+            console.print(log.stdout.decode().rstrip())
     return code
 
 

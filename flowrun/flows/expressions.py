@@ -6,8 +6,9 @@ from functools import lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError
-from jinja2.nodes import Getattr, Getitem, Name
-from jinja2.sandbox import SandboxedEnvironment, SecurityError
+from jinja2.nodes import Const, Getattr, Getitem, Name
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
 
 from .errors import TemplateError
 
@@ -55,7 +56,7 @@ def render(source: str, context: dict[str, Any]) -> str:
     """Render skill instructions. Undefined names are errors: a typo should not silently
     produce an instruction with a hole in it."""
     try:
-        return _template(source).render(**context)
+        return str(_template(source).render(**context))
     except TemplateSyntaxError as exc:
         raise TemplateError(f"invalid template at line {exc.lineno}: {exc.message}") from None
     except UndefinedError as exc:
@@ -72,10 +73,10 @@ def referenced_steps(source: str, *, expression: bool) -> set[str]:
         return set()
     found: set[str] = set()
     for node in ast.find_all((Getattr, Getitem)):
-        base = node.node
+        base = getattr(node, "node", None)
         if isinstance(base, Name) and base.name == "steps":
             if isinstance(node, Getattr):
                 found.add(node.attr)
-            elif isinstance(node, Getitem) and hasattr(node.arg, "value"):
+            elif isinstance(node, Getitem) and isinstance(node.arg, Const):
                 found.add(str(node.arg.value))
     return found

@@ -28,6 +28,7 @@ from .run import (
     Blocked,
     Checkpoint,
     Decision,
+    ResolvedCall,
     Run,
     SandboxLink,
     StepResult,
@@ -282,13 +283,11 @@ def pause_at(run: Run, index: int, message: str) -> Transition:
 
 def auto_approve(run: Run, index: int) -> Transition:
     """Background mode, a step marked auto-approve: continue, and write down that nobody decided."""
+    spec = run.flow.steps[index].checkpoint
     decision = Decision(kind=DecisionKind.APPROVE, actor="flowrun", comment="Auto-approved in background mode.", auto=True)
     events: list[EventData] = [DecisionRecorded(step=index, decision=decision)]
-    step = run.steps[index]
-    from .run import ResolvedCall
-
-    resolved = [*step.auto_resolved, ResolvedCall(tool="checkpoint", detail=f"auto-approved: {run.flow.steps[index].checkpoint.message if run.flow.steps[index].checkpoint else ''}")]
-    run = _set_step(run, index, None, events, decision=decision, auto_resolved=resolved)
+    note = ResolvedCall(tool="checkpoint", detail=f"auto-approved: {spec.message if spec else ''}")
+    run = _set_step(run, index, None, events, decision=decision, auto_resolved=[*run.steps[index].auto_resolved, note])
     return run, events
 
 

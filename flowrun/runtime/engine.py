@@ -20,7 +20,7 @@ from anyio.abc import TaskGroup
 
 from ..flows import machine
 from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, LaunchKind, RunStatus, Scope
-from ..flows.errors import ConcurrentUpdate, NotFound, StartRefused
+from ..flows.errors import ConcurrentUpdate, StartRefused
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
@@ -335,7 +335,7 @@ class Engine:
             yield event
 
     async def wait_until(self, actor: Actor, run_id: str, *, statuses: Sequence[RunStatus] | None = None,
-                         timeout: float = 30.0, after_seq: int | None = None) -> Run:
+                         timeout_s: float = 30.0, after_seq: int | None = None) -> Run:
         """Wait (bounded) until the run reaches one of `statuses` (default: parked), or, with
         `after_seq`, until anything happens after that seq. Returns the run as it is then."""
         run = await self.get_run(actor, run_id)
@@ -343,7 +343,7 @@ class Engine:
         if after_seq is None and run.status in wanted:
             return run
         start = run.last_seq if after_seq is None else after_seq
-        with anyio.move_on_after(timeout):
+        with anyio.move_on_after(timeout_s):
             async for event in self.deps.store.subscribe(run_id, start):
                 if after_seq is not None:
                     break
@@ -351,9 +351,9 @@ class Engine:
                     break
         return await self.deps.store.get_run(run_id)
 
-    async def idle(self, timeout: float = 30.0) -> None:
+    async def idle(self, timeout_s: float = 30.0) -> None:
         """Wait until no run has an active task (tests, the CLI before it exits)."""
-        with anyio.fail_after(timeout):
+        with anyio.fail_after(timeout_s):
             while self._active:
                 await next(iter(self._active.values())).done.wait()
 

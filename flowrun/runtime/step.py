@@ -76,7 +76,7 @@ async def release_sandbox(deps: EngineDeps, run: Run, *, keep: bool) -> SandboxL
             if link is not None and not keep and link.state != "destroyed":
                 await deps.backend_for(link.backend).destroy(link)
                 return link.model_copy(update={"state": "destroyed"})
-    except Exception:  # noqa: BLE001 - see docstring
+    except Exception:
         log.exception("releasing the sandbox of run %s failed", run.id)
     return None
 

@@ -10,9 +10,8 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tests.runtime.harness import catalog, running_engine, scripts, submit  # noqa: E402
-
-from flowrun.runtime.access import Actor  # noqa: E402
+from flowrun.runtime.access import Actor
+from tests.runtime.harness import catalog, running_engine, scripts, submit
 
 STEPS = [{"name": "Plan", "skill": "plan"}, {"name": "Build", "skill": "build"}]
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
 import anyio
 import pytest
+from anyio.streams.text import TextReceiveStream
 
 from flowrun.flows.enums import RunStatus, StepStatus
 from flowrun.runtime.access import Actor
@@ -22,26 +22,29 @@ CHILD = Path(__file__).with_name("crash_child.py")
 
 
 async def test_sigkill_mid_step_then_restart_and_retry(tmp_path: Path) -> None:
-    proc = subprocess.Popen([sys.executable, str(CHILD), str(tmp_path)], stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
     run_id, seen = "", []
-    try:
-        with anyio.fail_after(30):
-            while True:
-                line = await anyio.to_thread.run_sync(proc.stdout.readline)
-                assert line, "the child exited early"
-                kind, *rest = line.split()
-                if kind == "RUN":
-                    run_id = rest[0]
-                elif kind == "SEQ":
-                    seen.append(int(rest[0]))
-                elif kind == "MIDSTEP":
-                    break
-    finally:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-        proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    async with await anyio.open_process([sys.executable, str(CHILD), str(tmp_path)]) as proc:
+        assert proc.stdout is not None
+        lines = TextReceiveStream(proc.stdout)
+        buffered = ""
+        try:
+            with anyio.fail_after(30):
+                async for chunk in lines:
+                    buffered += chunk
+                    *complete, buffered = buffered.split("\n")
+                    for line in complete:
+                        kind, *rest = line.split()
+                        if kind == "RUN":
+                            run_id = rest[0]
+                        elif kind == "SEQ":
+                            seen.append(int(rest[0]))
+                    if any(line.startswith("MIDSTEP") for line in complete):
+                        break
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)  # no cleanup of any kind in the child
+            with anyio.fail_after(10):
+                await proc.wait()
+    assert proc.returncode == -signal.SIGKILL and run_id
 
     provider = scripts(plan=[submit("planned")], build=[submit("built")])
     steps = [{"name": "Plan", "skill": "plan"}, {"name": "Build", "skill": "build"}]
@@ -54,7 +57,7 @@ async def test_sigkill_mid_step_then_restart_and_retry(tmp_path: Path) -> None:
         assert seqs == list(range(1, len(seqs) + 1))  # gapless
         assert set(seen) <= set(seqs)  # every event the child saw committed survived
         run = await engine.retry(ana, run_id)
-        run = await engine.wait_until(ana, run_id, timeout=10)
+        run = await engine.wait_until(ana, run_id, timeout_s=10)
         assert run.status == RunStatus.COMPLETED
         assert run.steps[0].attempt == 1 and run.steps[1].attempt == 2  # Plan was not repeated
         setups = [e.data.text for e in await engine.events(ana, run_id) if e.data.type == "transcript"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -40,7 +41,7 @@ pytestmark = pytest.mark.anyio
 ANA = Actor("ana")
 PARKED = [s for s in RunStatus if s.finished]
 
-THREE_STEPS = [{"name": "Plan", "skill": "plan"}, {"name": "Build", "skill": "build"},
+THREE_STEPS: list[dict[str, Any]] = [{"name": "Plan", "skill": "plan"}, {"name": "Build", "skill": "build"},
                {"name": "Ship", "skill": "ship", "checkpoint": {"message": "Sign off before the PR opens."}}]
 
 
@@ -54,7 +55,7 @@ def simple_provider(cost: float = 0.01):  # type: ignore[no-untyped-def]
 
 
 async def settle(engine: Engine, run: Run, statuses: list[RunStatus] | None = None) -> Run:
-    return await engine.wait_until(ANA, run.id, statuses=statuses or PARKED, timeout=10)
+    return await engine.wait_until(ANA, run.id, statuses=statuses or PARKED, timeout_s=10)
 
 
 async def step_running(engine: Engine, run: Run, index: int = 0) -> None:
@@ -325,7 +326,7 @@ async def test_unknown_run_and_flow(tmp_path: Path) -> None:
 
 # -- start refusals -------------------------------------------------------------------------------
 
-PARAMS = [{"name": "goal", "type": "string", "required": True}, {"name": "repo", "type": "string", "required": True},
+PARAMS: list[dict[str, Any]] = [{"name": "goal", "type": "string", "required": True}, {"name": "repo", "type": "string", "required": True},
           {"name": "count", "type": "integer"}]
 
 

@@ -69,7 +69,7 @@ class OpenPullRequest:
         origin = _origin(ctx.extras.get("profile"), args.repository)
         if origin is None:
             return ToolOutput(f"{args.repository!r} is not a repository of this sandbox profile", is_error=True)
-        if not Path(origin).is_dir():
+        if not await anyio.Path(origin).is_dir():
             return ToolOutput(
                 f"opening pull requests on hosted remotes ({origin}) is not supported yet: only local git "
                 "remotes are", is_error=True)
