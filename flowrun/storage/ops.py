@@ -98,6 +98,9 @@ class Transaction:
         self._new_decisions: list[tuple[str, str, int, str]] = []
         self._records: dict[str, tuple[str, str, str]] = {}
         self.step_versions: dict[str, tuple[int, tuple[str, ...]]] = {}
+        # one time for every event of the transaction: when it was written
+        self.at = now()
+        self.at_text = format_time(self.at)
 
     # -- reading, inside the write lock ------------------------------------------------------
 
@@ -215,16 +218,16 @@ class Transaction:
                 self._steps.setdefault(run_id, {})[index] = json
 
     def append_events(
-        self, run_id: str, state: _RunState, encoded: Sequence[EncodedEvent], at: datetime
+        self, run_id: str, state: _RunState, encoded: Sequence[EncodedEvent]
     ) -> list[Event]:
-        at_text = format_time(at)
+        at, at_text = self.at, self.at_text
         seq = state.last_seq
         events: list[Event] = []
         rows = self._events
         for item in encoded:
             seq += 1
             rows.append((run_id, seq, at_text, item.type, item.json))
-            events.append(Event.model_construct(run_id=run_id, seq=seq, at=at, data=item.data))
+            events.append(Event(run_id=run_id, seq=seq, at=at, data=item.data))
         state.last_seq = seq
         state.touched = True
         return events
@@ -379,7 +382,7 @@ class AppendTranscript(Op[list[Event]]):
 
     async def plan(self, tx: Transaction) -> Planned[list[Event]]:
         state = await tx.existing_run(self.run_id)
-        events = tx.append_events(self.run_id, state, self.entries, now())
+        events = tx.append_events(self.run_id, state, self.entries)
         return Planned(events, [(self.run_id, events)])
 
 
@@ -422,7 +425,7 @@ class CreateRun(Op[tuple[Run, list[Event]]]):
         if self.daily_cap is not None:
             assert self.day is not None
             tx.count_start(self.run.workspace, format_day(self.day))
-        events = tx.append_events(self.run.id, state, self.events, now())
+        events = tx.append_events(self.run.id, state, self.events)
         return self.run.model_copy(
             update={"version": state.version, "last_seq": state.last_seq}
         ), events
@@ -470,7 +473,7 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
 
     def apply(self, tx: Transaction, state: _RunState) -> tuple[Run, list[Event]]:
         tx.update_run(state, self.encoded)
-        events = tx.append_events(self.run.id, state, self.events, now())
+        events = tx.append_events(self.run.id, state, self.events)
         if self.decision is not None:
             tx.record_decision(self.decision)
         return self.run.model_copy(
