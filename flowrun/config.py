@@ -9,10 +9,9 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from functools import cache
 from pathlib import Path
 
 from .flows.enums import Plan
@@ -24,6 +23,7 @@ from .runtime.catalog import Catalog
 from .runtime.context import EngineConfig, EngineDeps
 from .runtime.engine import Engine
 from .runtime.tools.base import Tool
+from .runtime.transcript import Redact
 from .sandboxes.base import SandboxBackend
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -107,22 +107,12 @@ def load_catalog(settings: Settings) -> Catalog:
     return catalog
 
 
-@dataclass
-class _Providers:
-    settings: Settings
-    cache: dict[str, ModelProvider] = field(default_factory=dict)
+def make_provider_for(settings: Settings) -> Callable[[str], ModelProvider]:
+    """Models by name; the offline scripted model reads the configured scripts directory."""
+    from .llm.registry import provider_for
 
-    def __call__(self, model: str) -> ModelProvider:
-        if model not in self.cache:
-            if model == "scripted":
-                from .llm.scripted import ScriptedProvider
-
-                self.cache[model] = ScriptedProvider.from_directory(self.settings.scripts_dir)
-            else:
-                from .llm.registry import provider_for
-
-                self.cache[model] = provider_for(model, settings=self.settings.env)
-        return self.cache[model]
+    env = {**settings.env, "FLOWRUN_SCRIPTS": str(settings.scripts_dir)}
+    return lambda model: provider_for(model, settings=env)
 
 
 @dataclass
@@ -140,19 +130,15 @@ class _Backends:
         return self.cache[name]
 
 
-@cache
-def _redactor(secrets: tuple[str, ...]) -> object:
+def make_redact(settings: Settings) -> Redact:
+    """Secrets (configured values and common key formats) never reach the transcript or store."""
     from .llm.redact import Redactor
 
-    return Redactor(secrets)
-
-
-def make_redact(settings: Settings) -> object:
-    redactor = _redactor(tuple(settings.secrets))
+    redactor = Redactor(settings.secrets)
 
     def redact(entry: TranscriptEntry) -> TranscriptEntry:
-        text = redactor.redact(entry.text)  # type: ignore[attr-defined]
-        data = redactor.redact_obj(entry.data) if entry.data else entry.data  # type: ignore[attr-defined]
+        text = redactor.redact(entry.text)
+        data = redactor.redact_obj(entry.data) if entry.data else entry.data
         if text is entry.text and data is entry.data:
             return entry
         return entry.model_copy(update={"text": text, "data": data})
@@ -172,13 +158,13 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
             store=store,
             catalog=catalog,
             backend_for=_Backends(settings.home / "sandboxes", settings.env),
-            provider_for=_Providers(settings),
+            provider_for=make_provider_for(settings),
             tools=_tools(),
             config=EngineConfig(
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
                 run_url=settings.public_url + "/runs/{run_id}",
             ),
-            redact=make_redact(settings),  # type: ignore[arg-type]
+            redact=make_redact(settings),
         )
         async with Engine(deps) as engine:
             yield engine
