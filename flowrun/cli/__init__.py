@@ -21,7 +21,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import anyio
 
-        return int(anyio.run(args.handler, args))
+        from . import commands  # imported here so that `flowrun --help` stays instant
+
+        return int(anyio.run(getattr(commands, args.handler), args))
     except FlowrunError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-from . import commands
-
 
 def _run_choices(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", help="sandbox profile (default: the Flow's own; a repositoryId param picks one)")
@@ -23,34 +21,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the bundled Full SDLC Flow offline, with a checkpoint")
     _run_choices(p)
-    p.set_defaults(handler=commands.demo)
+    p.set_defaults(handler="demo")
 
     p = sub.add_parser("flows", help="list Flows and their parameters")
-    p.set_defaults(handler=commands.flows)
+    p.set_defaults(handler="flows")
 
     p = sub.add_parser("run", help="start a run of a Flow and follow it")
     p.add_argument("flow")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--record", help="launch from a record (plan or initiative id); its context is in scope")
     _run_choices(p)
-    p.set_defaults(handler=commands.run)
+    p.set_defaults(handler="run")
 
     p = sub.add_parser("runs", help="list runs, newest first")
     p.add_argument("--status", action="append", help="filter by status (repeatable)")
     p.add_argument("--flow")
     p.add_argument("--limit", type=int, default=20)
-    p.set_defaults(handler=commands.runs)
+    p.set_defaults(handler="runs")
 
     p = sub.add_parser("show", help="a run's summary and timeline")
     p.add_argument("run_id")
     p.add_argument("--transcript", action="store_true", help="print the whole transcript too")
     p.add_argument("--json", action="store_true", help="the run as JSON")
-    p.set_defaults(handler=commands.show_run)
+    p.set_defaults(handler="show_run")
 
     p = sub.add_parser("watch", help="follow a run live until it parks")
     p.add_argument("run_id")
     p.add_argument("--from-start", action="store_true", help="replay the whole transcript first")
-    p.set_defaults(handler=commands.watch)
+    p.set_defaults(handler="watch")
 
     for name, help_text in (("approve", "approve the checkpoint and continue"),
                             ("reject", "reject at the checkpoint and stop the run"),
@@ -61,21 +59,21 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--step", help="the step you are deciding (name or number); refuses if stale")
         p.add_argument("--decision-id", help="idempotency key: repeating it returns the first answer")
         p.add_argument("-y", "--yes", action="store_true", help="approve later checkpoints automatically")
-        p.set_defaults(handler=commands.decide, decision=name)
+        p.set_defaults(handler="decide", decision=name)
 
     p = sub.add_parser("resume", help="resume a blocked or cancelled run")
     p.add_argument("run_id")
     p.add_argument("-y", "--yes", action="store_true")
-    p.set_defaults(handler=commands.resume)
+    p.set_defaults(handler="resume")
 
     p = sub.add_parser("retry", help="retry a failed or interrupted run")
     p.add_argument("run_id")
     p.add_argument("--clone", action="store_true", help="as a fresh run linked by the retry chain")
     p.add_argument("-y", "--yes", action="store_true")
-    p.set_defaults(handler=commands.retry)
+    p.set_defaults(handler="retry")
 
     p = sub.add_parser("cancel", help="cancel a running or paused run")
     p.add_argument("run_id")
-    p.set_defaults(handler=commands.cancel)
+    p.set_defaults(handler="cancel")
 
     return parser
