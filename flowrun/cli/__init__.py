@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from .parser import build_parser
 
@@ -21,15 +22,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import anyio
 
-        from . import commands  # imported here so that `flowrun --help` stays instant
-
-        return int(anyio.run(getattr(commands, args.handler), args))
+        return int(anyio.run(_resolve(args.handler), args))
     except FlowrunError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _resolve(handler: str) -> Any:
+    """`"run"` is `flowrun.cli.commands.run`; `"module:name"` is `flowrun.cli.module.name`.
+    Imported only now, so that `flowrun --help` stays instant."""
+    from importlib import import_module
+
+    module, _, name = handler.rpartition(":")
+    return getattr(import_module(f"{__name__}.{module or 'commands'}"), name)
 
 
 __all__ = ["main"]
