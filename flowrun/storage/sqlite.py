@@ -13,6 +13,7 @@ subscriptions poll for events the other processes wrote.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import os
@@ -183,11 +184,16 @@ class SQLiteStore:
                 if not snapshot:
                     yield conn
                     return
-                await conn.execute("BEGIN")
                 try:
+                    await conn.execute("BEGIN")
                     yield conn
                 finally:
-                    with anyio.CancelScope(shield=True):
+                    # shielded, so a cancelled read never hands on a connection mid-transaction;
+                    # if BEGIN itself did not run there is nothing to roll back
+                    with (
+                        anyio.CancelScope(shield=True),
+                        contextlib.suppress(sqlite3.OperationalError),
+                    ):
                         await conn.execute("ROLLBACK")
             except sqlite3.Error as exc:
                 raise _translate(exc, self.path, "read") from exc

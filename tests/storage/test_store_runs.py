@@ -396,3 +396,22 @@ async def test_steps_are_written_whole_when_the_cache_is_cold(tmp_path: Path) ->
         assert loaded.steps == new.steps
         status = [e.data for e in await other.events(run.id)]
         assert isinstance(status[1], RunStatusChanged) and isinstance(status[2], StepStatusChanged)
+
+
+async def test_cancelled_reads_leave_the_pool_usable(tmp_path: Path) -> None:
+    async with store_at(tmp_path / "s.db") as store:
+        run = await started(store)
+        for turns in range(40):
+            with anyio.CancelScope() as scope:
+
+                async def cancel_after(n: int, scope: anyio.CancelScope = scope) -> None:
+                    for _ in range(n):
+                        await anyio.lowlevel.checkpoint()
+                    scope.cancel()
+
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(cancel_after, turns)
+                    await store.list_runs()  # a snapshot read: BEGIN, two SELECTs, ROLLBACK
+                    await store.get_run(run.id)
+        assert await store.get_run(run.id) == run
+        assert [r.id for r in await store.list_runs()] == [run.id]
