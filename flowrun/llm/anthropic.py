@@ -1,15 +1,14 @@
 """Claude through the official `anthropic` SDK: one streamed Messages API turn per `stream()`.
 
 Why it is built this way:
-- We read the *raw* event stream (`messages.create(stream=True)`) and assemble the turn
-  ourselves. Deltas reach the transcript the moment they arrive, a tool call's input is parsed
-  once, from its complete `input_json_delta` fragments, when its block stops (a truncated call is
-  an error, not a silently half-filled dict), and thinking blocks keep their exact text and
-  signature, because the API rejects a tool loop whose thinking was altered.
-- Prompt caching: breakpoints on the system prompt, the last tool definition and the last block of
-  the conversation, so every turn of a tool loop reads the previous turn's prefix from the cache.
+- We read the *raw* event stream (`messages.create(stream=True)`) and assemble the turn ourselves
+  (`anthropic_wire.TurnAssembler`): deltas reach the transcript the moment they arrive, tool
+  input is parsed once from its complete fragments, and thinking blocks keep their exact text
+  and signature for the next turn.
+- Prompt caching: breakpoints on the system prompt, the last tool definition and the last block
+  of the conversation.
 - Errors: the SDK retries 408/409/429/5xx/529 itself (`max_retries`), with server-requested waits
-  capped by `_http.retry_after_hook`. What is left is translated once, in `_translate`:
+  capped by `_support.retry_after_hook`. What is left is translated once, in `_translate`:
   401/403 -> `BlockedError(credential_needed)`; 400/404/413/422 -> `ModelError(retryable=False)`
   saying what to fix; rate limits, overload, connection failures and an `error` event inside a
   200 stream (which the SDK does not retry) -> `ModelError(retryable=True)`. Retrying a turn is
@@ -21,42 +20,32 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from ..flows.errors import BlockedError, FlowrunError, UsageError
+from ..flows.errors import BlockedError, FlowrunError
 from ..flows.run import Usage
 from ._support import DEFAULT_MAX_RETRY_AFTER_S, model_error, retry_after_hook
-from .base import (
-    ContentBlock,
-    Message,
-    ModelRequest,
-    RedactedThinkingBlock,
-    StreamEvent,
-    TextBlock,
-    TextDelta,
-    ThinkingBlock,
-    ThinkingDelta,
-    ToolResultBlock,
-    ToolUseBlock,
-    ToolUseStarted,
-    TurnComplete,
+from .anthropic_wire import (
+    EPHEMERAL,
+    ThinkingConfig,
+    TurnAssembler,
+    block_to_param,
+    messages_to_params,
+    wire_model,
 )
+from .base import ModelRequest, StreamEvent, TurnComplete
 from .pricing import PriceTable, default_table
 
 if TYPE_CHECKING:
     import anthropic
-    from anthropic.types import RawMessageStreamEvent
 
 logger = logging.getLogger("flowrun.llm")
 
 KEY_FIX = (
     "set ANTHROPIC_API_KEY to a valid Anthropic API key (console.anthropic.com) and resume the run"
 )
-_EPHEMERAL = {"type": "ephemeral"}
 # error types inside a 200 stream that retrying the same request cannot fix
 _FATAL_STREAM_ERRORS = {
     "invalid_request_error",
@@ -64,170 +53,6 @@ _FATAL_STREAM_ERRORS = {
     "permission_error",
     "not_found_error",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ThinkingConfig:
-    """How much Claude thinks before answering.
-
-    `adaptive` lets the model decide (the recommended mode on current models); `budgeted` is
-    manual extended thinking with `budget_tokens` (>= 1024; older models need it); `off` sends
-    `{"type": "disabled"}`. `display="omitted"` asks for signature-only thinking blocks.
-    """
-
-    mode: Literal["adaptive", "budgeted", "off"] = "adaptive"
-    budget_tokens: int = 8192
-    display: Literal["summarized", "omitted"] | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> ThinkingConfig:
-        """`adaptive`, `off` (or `disabled`), `budget:N` (or `budgeted:N`)."""
-        value = text.strip().lower()
-        if value in ("", "adaptive"):
-            return cls("adaptive")
-        if value in ("off", "disabled", "none"):
-            return cls("off")
-        kind, _, number = value.partition(":")
-        if kind in ("budget", "budgeted") and number.isdigit() and int(number) >= 1024:
-            return cls("budgeted", budget_tokens=int(number))
-        raise UsageError(
-            f"FLOWRUN_THINKING={text!r} is not understood: use adaptive, off, or budget:N with N >= 1024"
-        )
-
-    def request_params(self, max_tokens: int) -> tuple[dict[str, Any], int]:
-        """The `thinking` parameter and the `max_tokens` to send with it.
-
-        A thinking budget counts toward `max_tokens` and must stay below it, so a budgeted
-        request gets at least `budget_tokens + 4096` to leave room for the answer.
-        """
-        if self.mode == "off":
-            return {"type": "disabled"}, max_tokens
-        param: dict[str, Any] = {"type": "adaptive"}
-        if self.mode == "budgeted":
-            param = {"type": "enabled", "budget_tokens": self.budget_tokens}
-            max_tokens = max(max_tokens, self.budget_tokens + 4096)
-        if self.display is not None:
-            param["display"] = self.display
-        return param, max_tokens
-
-
-def wire_model(model: str, default: str | None) -> str:
-    """The model id to send: `anthropic:` stripped; the provider default when none is named."""
-    name = model.strip().removeprefix("anthropic:")
-    if name and name != "scripted":
-        return name
-    if default:
-        return default
-    raise UsageError(f"the Anthropic provider was asked for model {model!r}; name a Claude model")
-
-
-def block_to_param(block: ContentBlock, *, cache: bool = False) -> dict[str, Any]:
-    """Our block as an Anthropic content block param. Thinking goes back byte for byte."""
-    param: dict[str, Any]
-    match block:
-        case TextBlock():
-            param = {"type": "text", "text": block.text}
-        case ThinkingBlock():
-            param = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
-        case RedactedThinkingBlock():
-            param = {"type": "redacted_thinking", "data": block.data}
-        case ToolUseBlock():
-            param = {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
-        case ToolResultBlock():
-            param = {
-                "type": "tool_result",
-                "tool_use_id": block.tool_use_id,
-                "content": block.content,
-                "is_error": block.is_error,
-            }
-    if cache and param["type"] in ("text", "tool_use", "tool_result"):
-        param["cache_control"] = dict(_EPHEMERAL)
-    return param
-
-
-def messages_to_params(messages: list[Message], *, cache_tail: bool = True) -> list[dict[str, Any]]:
-    """Map the conversation; with `cache_tail`, a cache breakpoint goes on its last block."""
-    params: list[dict[str, Any]] = []
-    last = len(messages) - 1
-    for i, message in enumerate(messages):
-        blocks = message.content
-        content = [
-            block_to_param(b, cache=cache_tail and i == last and j == len(blocks) - 1)
-            for j, b in enumerate(blocks)
-        ]
-        params.append({"role": message.role, "content": content})
-    return params
-
-
-class _Turn:
-    """Assembles one assistant message from raw stream events, by content block index."""
-
-    def __init__(self) -> None:
-        self.blocks: dict[int, dict[str, Any]] = {}
-        self.json: dict[int, list[str]] = {}
-        self.usage: dict[str, int] = {}
-        self.stop_reason: str | None = None
-        self.stopped = False
-
-    def take_usage(self, usage: Any) -> None:
-        for field in (
-            "input_tokens",
-            "output_tokens",
-            "cache_creation_input_tokens",
-            "cache_read_input_tokens",
-        ):
-            value = getattr(usage, field, None)
-            if value is not None:  # message_delta carries cumulative counts; absent means unchanged
-                self.usage[field] = value
-
-    def finish_tool_input(self, index: int, stop_reason: str | None) -> None:
-        block = self.blocks[index]
-        fragments = self.json.pop(index, None)
-        if fragments is None:
-            return
-        raw = "".join(fragments)
-        try:
-            parsed = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as exc:
-            cut = stop_reason == "max_tokens"
-            raise model_error(
-                f"the model's call to {block['name']!r} arrived with malformed input"
-                + (
-                    " because the turn hit max_tokens; raise the step's max_tokens"
-                    if cut
-                    else f": {exc}"
-                ),
-                code="model_bad_tool_input",
-                retryable=not cut,
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise model_error(
-                f"the model's call to {block['name']!r} has non-object input",
-                code="model_bad_tool_input",
-                retryable=True,
-            )
-        block["input"] = parsed
-
-    def message(self) -> Message:
-        content: list[ContentBlock] = []
-        for index in sorted(self.blocks):
-            block = self.blocks[index]
-            kind = block["type"]
-            if kind == "text":
-                content.append(TextBlock(text=block["text"]))
-            elif kind == "thinking":
-                content.append(
-                    ThinkingBlock(thinking=block["thinking"], signature=block["signature"])
-                )
-            elif kind == "redacted_thinking":
-                content.append(RedactedThinkingBlock(data=block["data"]))
-            elif kind == "tool_use":
-                content.append(
-                    ToolUseBlock(id=block["id"], name=block["name"], input=block.get("input", {}))
-                )
-            else:
-                logger.warning("dropping unsupported Anthropic content block %r", kind)
-        return Message(role="assistant", content=content)
 
 
 class AnthropicProvider:
@@ -293,7 +118,7 @@ class AnthropicProvider:
         if request.system:
             system: dict[str, Any] = {"type": "text", "text": request.system}
             if self.cache_prompt:
-                system["cache_control"] = dict(_EPHEMERAL)
+                system["cache_control"] = dict(EPHEMERAL)
             params["system"] = [system]
         if request.tools:
             tools = [
@@ -301,7 +126,7 @@ class AnthropicProvider:
                 for t in request.tools
             ]
             if self.cache_prompt:
-                tools[-1]["cache_control"] = dict(_EPHEMERAL)
+                tools[-1]["cache_control"] = dict(EPHEMERAL)
             params["tools"] = tools
         if request.run_id:
             # opaque, non-identifying id that lets Anthropic's abuse systems group a run's calls
@@ -314,15 +139,17 @@ class AnthropicProvider:
                 "credential_needed", "no Anthropic API key is configured", fix=KEY_FIX
             )
         params = self.build_params(request)
-        turn = _Turn()
+        turn = TurnAssembler()
         try:
             events = await self._client.messages.create(**params, stream=True)
             async with events:
                 async for event in events:
-                    for out in self._on_event(turn, event):
+                    for out in turn.feed(event):
                         yield out
         except self._sdk.AnthropicError as exc:
-            raise _translate(self._sdk, exc, params["model"]) from exc
+            error = _translate(self._sdk, exc, params["model"])
+            logger.warning("Anthropic turn failed (%s): %s", error.code, error.message)
+            raise error from exc
         except FlowrunError:
             raise
         except Exception as exc:
@@ -352,41 +179,6 @@ class AnthropicProvider:
         yield TurnComplete(
             message=turn.message(), usage=usage, stop_reason=turn.stop_reason or "end_turn"
         )
-
-    def _on_event(self, turn: _Turn, event: RawMessageStreamEvent) -> list[StreamEvent]:
-        if event.type == "message_start":
-            turn.take_usage(event.message.usage)
-        elif event.type == "content_block_start":
-            block = event.content_block.model_dump(mode="json", exclude_none=True)
-            block.pop("citations", None)
-            if block["type"] == "thinking":
-                block.setdefault("signature", "")
-            turn.blocks[event.index] = block
-            if block["type"] == "tool_use":
-                turn.json[event.index] = []
-                return [ToolUseStarted(index=event.index, id=block["id"], name=block["name"])]
-        elif event.type == "content_block_delta":
-            block = turn.blocks[event.index]
-            delta = event.delta
-            if delta.type == "text_delta":
-                block["text"] += delta.text
-                return [TextDelta(index=event.index, text=delta.text)]
-            if delta.type == "thinking_delta":
-                block["thinking"] += delta.thinking
-                return [ThinkingDelta(index=event.index, thinking=delta.thinking)]
-            if delta.type == "signature_delta":
-                block["signature"] = delta.signature
-            elif delta.type == "input_json_delta":
-                turn.json[event.index].append(delta.partial_json)
-        elif event.type == "content_block_stop":
-            if turn.blocks[event.index]["type"] == "tool_use":
-                turn.finish_tool_input(event.index, turn.stop_reason)
-        elif event.type == "message_delta":
-            turn.stop_reason = event.delta.stop_reason or turn.stop_reason
-            turn.take_usage(event.usage)
-        elif event.type == "message_stop":
-            turn.stopped = True
-        return []
 
 
 def _translate(sdk: Any, exc: anthropic.AnthropicError, model: str) -> FlowrunError:

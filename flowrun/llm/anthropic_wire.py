@@ -1,0 +1,243 @@
+"""The Anthropic Messages API wire format: our provider-neutral types to request params, and a
+raw event stream back to one assistant `Message`.
+
+Kept apart from the provider so the mapping can be read (and tested) without the SDK: it
+imports `anthropic` only for type checking. The rules that matter:
+- thinking and redacted_thinking blocks go back byte for byte (text *and* signature), or the
+  API rejects the next turn of a tool loop;
+- a tool call's input is parsed once, from all of its `input_json_delta` fragments, when the
+  block stops; a call cut off by `max_tokens` is an error that says so, never a half-filled dict;
+- a cache breakpoint on the conversation's last block lets every turn of a tool loop read the
+  previous turn's prefix from the prompt cache.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ..flows.errors import UsageError
+from ._support import model_error
+from .base import (
+    ContentBlock,
+    Message,
+    RedactedThinkingBlock,
+    StreamEvent,
+    TextBlock,
+    TextDelta,
+    ThinkingBlock,
+    ThinkingDelta,
+    ToolResultBlock,
+    ToolUseBlock,
+    ToolUseStarted,
+)
+
+if TYPE_CHECKING:
+    from anthropic.types import RawMessageStreamEvent
+
+logger = logging.getLogger("flowrun.llm")
+
+EPHEMERAL = {"type": "ephemeral"}
+
+
+@dataclass(frozen=True, slots=True)
+class ThinkingConfig:
+    """How much Claude thinks before answering.
+
+    `adaptive` lets the model decide (the recommended mode on current models); `budgeted` is
+    manual extended thinking with `budget_tokens` (>= 1024; older models need it); `off` sends
+    `{"type": "disabled"}`. `display="omitted"` asks for signature-only thinking blocks.
+    """
+
+    mode: Literal["adaptive", "budgeted", "off"] = "adaptive"
+    budget_tokens: int = 8192
+    display: Literal["summarized", "omitted"] | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ThinkingConfig:
+        """`adaptive`, `off` (or `disabled`), `budget:N` (or `budgeted:N`)."""
+        value = text.strip().lower()
+        if value in ("", "adaptive"):
+            return cls("adaptive")
+        if value in ("off", "disabled", "none"):
+            return cls("off")
+        kind, _, number = value.partition(":")
+        if kind in ("budget", "budgeted") and number.isdigit() and int(number) >= 1024:
+            return cls("budgeted", budget_tokens=int(number))
+        raise UsageError(
+            f"FLOWRUN_THINKING={text!r} is not understood: use adaptive, off, or budget:N with N >= 1024"
+        )
+
+    def request_params(self, max_tokens: int) -> tuple[dict[str, Any], int]:
+        """The `thinking` parameter and the `max_tokens` to send with it.
+
+        A thinking budget counts toward `max_tokens` and must stay below it, so a budgeted
+        request gets at least `budget_tokens + 4096` to leave room for the answer.
+        """
+        if self.mode == "off":
+            return {"type": "disabled"}, max_tokens
+        param: dict[str, Any] = {"type": "adaptive"}
+        if self.mode == "budgeted":
+            param = {"type": "enabled", "budget_tokens": self.budget_tokens}
+            max_tokens = max(max_tokens, self.budget_tokens + 4096)
+        if self.display is not None:
+            param["display"] = self.display
+        return param, max_tokens
+
+
+def wire_model(model: str, default: str | None) -> str:
+    """The model id to send: `anthropic:` stripped; the provider default when none is named."""
+    name = model.strip().removeprefix("anthropic:")
+    if name and name != "scripted":
+        return name
+    if default:
+        return default
+    raise UsageError(f"the Anthropic provider was asked for model {model!r}; name a Claude model")
+
+
+def block_to_param(block: ContentBlock, *, cache: bool = False) -> dict[str, Any]:
+    """Our block as an Anthropic content block param. Thinking goes back byte for byte."""
+    param: dict[str, Any]
+    match block:
+        case TextBlock():
+            param = {"type": "text", "text": block.text}
+        case ThinkingBlock():
+            param = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+        case RedactedThinkingBlock():
+            param = {"type": "redacted_thinking", "data": block.data}
+        case ToolUseBlock():
+            param = {"type": "tool_use", "id": block.id, "name": block.name, "input": block.input}
+        case ToolResultBlock():
+            param = {
+                "type": "tool_result",
+                "tool_use_id": block.tool_use_id,
+                "content": block.content,
+                "is_error": block.is_error,
+            }
+    if cache and param["type"] in ("text", "tool_use", "tool_result"):
+        param["cache_control"] = dict(EPHEMERAL)
+    return param
+
+
+def messages_to_params(messages: list[Message], *, cache_tail: bool = True) -> list[dict[str, Any]]:
+    """Map the conversation; with `cache_tail`, a cache breakpoint goes on its last block."""
+    params: list[dict[str, Any]] = []
+    last = len(messages) - 1
+    for i, message in enumerate(messages):
+        blocks = message.content
+        content = [
+            block_to_param(b, cache=cache_tail and i == last and j == len(blocks) - 1)
+            for j, b in enumerate(blocks)
+        ]
+        params.append({"role": message.role, "content": content})
+    return params
+
+
+class TurnAssembler:
+    """Assembles one assistant message from raw stream events, by content block index."""
+
+    def __init__(self) -> None:
+        self.blocks: dict[int, dict[str, Any]] = {}
+        self.json: dict[int, list[str]] = {}
+        self.usage: dict[str, int] = {}
+        self.stop_reason: str | None = None
+        self.stopped = False
+
+    def take_usage(self, usage: Any) -> None:
+        for field in (
+            "input_tokens",
+            "output_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+        ):
+            value = getattr(usage, field, None)
+            if value is not None:  # message_delta carries cumulative counts; absent means unchanged
+                self.usage[field] = value
+
+    def finish_tool_input(self, index: int, stop_reason: str | None) -> None:
+        block = self.blocks[index]
+        fragments = self.json.pop(index, None)
+        if fragments is None:
+            return
+        raw = "".join(fragments)
+        try:
+            parsed = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError as exc:
+            cut = stop_reason == "max_tokens"
+            raise model_error(
+                f"the model's call to {block['name']!r} arrived with malformed input"
+                + (
+                    " because the turn hit max_tokens; raise the step's max_tokens"
+                    if cut
+                    else f": {exc}"
+                ),
+                code="model_bad_tool_input",
+                retryable=not cut,
+            ) from exc
+        if not isinstance(parsed, dict):
+            raise model_error(
+                f"the model's call to {block['name']!r} has non-object input",
+                code="model_bad_tool_input",
+                retryable=True,
+            )
+        block["input"] = parsed
+
+    def message(self) -> Message:
+        content: list[ContentBlock] = []
+        for index in sorted(self.blocks):
+            block = self.blocks[index]
+            kind = block["type"]
+            if kind == "text":
+                content.append(TextBlock(text=block["text"]))
+            elif kind == "thinking":
+                content.append(
+                    ThinkingBlock(thinking=block["thinking"], signature=block["signature"])
+                )
+            elif kind == "redacted_thinking":
+                content.append(RedactedThinkingBlock(data=block["data"]))
+            elif kind == "tool_use":
+                content.append(
+                    ToolUseBlock(id=block["id"], name=block["name"], input=block.get("input", {}))
+                )
+            else:
+                logger.warning("dropping unsupported Anthropic content block %r", kind)
+        return Message(role="assistant", content=content)
+
+    def feed(self, event: RawMessageStreamEvent) -> list[StreamEvent]:
+        """Apply one raw stream event; returns the deltas to pass on."""
+        turn = self
+        if event.type == "message_start":
+            turn.take_usage(event.message.usage)
+        elif event.type == "content_block_start":
+            block = event.content_block.model_dump(mode="json", exclude_none=True)
+            block.pop("citations", None)
+            if block["type"] == "thinking":
+                block.setdefault("signature", "")
+            turn.blocks[event.index] = block
+            if block["type"] == "tool_use":
+                turn.json[event.index] = []
+                return [ToolUseStarted(index=event.index, id=block["id"], name=block["name"])]
+        elif event.type == "content_block_delta":
+            block = turn.blocks[event.index]
+            delta = event.delta
+            if delta.type == "text_delta":
+                block["text"] += delta.text
+                return [TextDelta(index=event.index, text=delta.text)]
+            if delta.type == "thinking_delta":
+                block["thinking"] += delta.thinking
+                return [ThinkingDelta(index=event.index, thinking=delta.thinking)]
+            if delta.type == "signature_delta":
+                block["signature"] = delta.signature
+            elif delta.type == "input_json_delta":
+                turn.json[event.index].append(delta.partial_json)
+        elif event.type == "content_block_stop":
+            if turn.blocks[event.index]["type"] == "tool_use":
+                turn.finish_tool_input(event.index, turn.stop_reason)
+        elif event.type == "message_delta":
+            turn.stop_reason = event.delta.stop_reason or turn.stop_reason
+            turn.take_usage(event.usage)
+        elif event.type == "message_stop":
+            turn.stopped = True
+        return []
