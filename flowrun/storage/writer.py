@@ -26,7 +26,7 @@ from anyio.abc import TaskStatus
 
 from ..flows.errors import FlowrunError
 from .bus import EventBus
-from .errors import StorageError, StoreClosed
+from .errors import StorageCorrupt, StorageError, StoreClosed
 from .ops import Op, Planned, StepCache, Transaction
 
 logger = logging.getLogger("flowrun.storage")
@@ -147,7 +147,7 @@ class GroupWriter:
             outcomes = await self._transaction(ops)
         except Exception as exc:
             if len(ops) == 1:
-                outcomes = [self._translate(exc)]
+                outcomes = [self._translate(exc, ops[0])]
             else:
                 logger.warning(
                     "group commit of %d writes to %s failed (%r); retrying them one by one",
@@ -161,7 +161,7 @@ class GroupWriter:
                     try:
                         outcomes.extend(await self._transaction([op]))
                     except Exception as single:
-                        outcomes.append(self._translate(single))
+                        outcomes.append(self._translate(single, op))
         stats = self.stats
         stats.operations += len(ops)
         stats.rows += sum(op.size for op in ops)
@@ -199,12 +199,25 @@ class GroupWriter:
         with contextlib.suppress(sqlite3.OperationalError):
             await self._conn.execute("ROLLBACK")
 
-    def _translate(self, exc: Exception) -> BaseException:
+    def _translate(self, exc: Exception, op: Op[Any]) -> BaseException:
         if isinstance(exc, FlowrunError):
             return exc
         if isinstance(exc, sqlite3.Error):
             logger.error("write to %s failed: %r", self._label, exc)
-            error = StorageError(f"writing to {self._label} failed: {exc}", path=self._label)
+            runs = ", ".join(op.run_ids()) or None
+            error: StorageError
+            if isinstance(exc, sqlite3.IntegrityError) and "events.run_id, events.seq" in str(exc):
+                error = StorageCorrupt(
+                    f"cannot append to run {runs} in {self._label}: its event log already holds the seq "
+                    f"its row says is next (runs.last_seq is behind the events table): {exc}",
+                    path=self._label,
+                    table="runs",
+                    key=f"run {runs}",
+                )
+            else:
+                error = StorageError(
+                    f"writing to {self._label} failed: {exc}", path=self._label, runs=runs
+                )
             error.__cause__ = exc
             return error
         logger.exception("unexpected error while writing to %s", self._label, exc_info=exc)

@@ -141,3 +141,15 @@ def test_split_statements() -> None:
     ]
     with pytest.raises(ValueError, match="incomplete"):
         split_statements("CREATE TABLE b (x")
+
+
+async def test_a_run_row_behind_its_log_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with store_at(path) as store:
+        run = make_run()
+        await store.create_run(run, created(run))
+        await store.append_transcript(run.id, entries(4))
+        await run_sql(path, ("UPDATE runs SET last_seq = 2 WHERE id = ?", (run.id,)))
+        with pytest.raises(StorageCorrupt, match=f"run {run.id}.*runs.last_seq is behind"):
+            await store.append_transcript(run.id, entries(1))
+        assert len(await store.events(run.id)) == 5  # nothing half-written
