@@ -122,11 +122,13 @@ def block_to_param(block: ContentBlock, *, cache: bool = False) -> dict[str, Any
 
 
 def messages_to_params(messages: list[Message], *, cache_tail: bool = True) -> list[dict[str, Any]]:
-    """Map the conversation; with `cache_tail`, a cache breakpoint goes on its last block."""
+    """Map the conversation; with `cache_tail`, a cache breakpoint goes on its last block.
+
+    Empty text blocks are left out: the API rejects them, and a turn can end with one."""
     params: list[dict[str, Any]] = []
     last = len(messages) - 1
     for i, message in enumerate(messages):
-        blocks = message.content
+        blocks = [b for b in message.content if not (isinstance(b, TextBlock) and not b.text)]
         content = [
             block_to_param(b, cache=cache_tail and i == last and j == len(blocks) - 1)
             for j, b in enumerate(blocks)
@@ -190,7 +192,8 @@ class TurnAssembler:
             block = self.blocks[index]
             kind = block["type"]
             if kind == "text":
-                content.append(TextBlock(text=block["text"]))
+                if block["text"]:
+                    content.append(TextBlock(text=block["text"]))
             elif kind == "thinking":
                 content.append(
                     ThinkingBlock(thinking=block["thinking"], signature=block["signature"])

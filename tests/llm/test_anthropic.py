@@ -14,6 +14,7 @@ import respx
 
 from flowrun.flows.errors import BlockedError, ModelError
 from flowrun.llm.anthropic import AnthropicProvider, ThinkingConfig
+from flowrun.llm.anthropic_wire import messages_to_params
 from flowrun.llm.base import (
     Message,
     ModelRequest,
@@ -519,3 +520,28 @@ async def test_tool_without_arguments_gets_empty_input(
     done = (await collect(provider, request()))[-1]
     assert isinstance(done, TurnComplete)
     assert done.message.content == [ToolUseBlock(id="toolu_2", name="shell", input={})]
+
+
+def test_empty_text_blocks_are_not_sent_back() -> None:
+    messages = [
+        Message(role="user", content=[TextBlock(text="go")]),
+        Message(
+            role="assistant",
+            content=[TextBlock(text=""), ToolUseBlock(id="t", name="shell", input={})],
+        ),
+        Message(
+            role="user",
+            content=[ToolResultBlock(tool_use_id="t", content="ok"), TextBlock(text="")],
+        ),
+    ]
+    params = messages_to_params(messages)
+    assert params[1]["content"] == [{"type": "tool_use", "id": "t", "name": "shell", "input": {}}]
+    assert params[2]["content"] == [
+        {
+            "type": "tool_result",
+            "tool_use_id": "t",
+            "content": "ok",
+            "is_error": False,
+            "cache_control": {"type": "ephemeral"},
+        }
+    ]
