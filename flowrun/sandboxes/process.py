@@ -17,72 +17,30 @@ import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
-from typing import Literal
 
 import anyio
 from anyio.abc import ByteReceiveStream, Process
 
 from .base import ExecResult, OutputCallback
+from .output import OutputCollector, StreamName
 
 logger = logging.getLogger("flowrun.sandboxes")
 
-StreamName = Literal["stdout", "stderr"]
 
 TIMEOUT_EXIT_CODE = 124
 # After the main process exits we kill what is left of its tree; output still buffered in the
 # pipes is drained for at most this long (a `setsid` escapee may hold a pipe open forever).
 _DRAIN_GRACE_S = 2.0
 _REAP_TIMEOUT_S = 5.0
-_PARTIAL_LINE_CHARS = 8192
 
 
-@dataclass
-class _Capture:
-    """Output kept for the result and streamed to the caller, up to a shared byte budget."""
-
-    limit: int
-    on_output: OutputCallback | None
-    used: int = 0
-    truncated: bool = False
-    chunks: dict[StreamName, list[bytes]] = field(
-        default_factory=lambda: {"stdout": [], "stderr": []}
-    )
-
-    def take(self, data: bytes) -> bytes:
-        room = self.limit - self.used
-        if len(data) > room:
-            self.truncated = True
-            data = data[: max(room, 0)]
-        self.used += len(data)
-        return data
-
-    def text(self, name: StreamName) -> str:
-        return b"".join(self.chunks[name]).decode("utf-8", errors="replace")
-
-
-async def _pump(stream: ByteReceiveStream, name: StreamName, capture: _Capture) -> None:
-    """Read one pipe to its end; hand complete lines to the callback as they arrive."""
+async def _pump(stream: ByteReceiveStream, name: StreamName, output: OutputCollector) -> None:
+    """Read one pipe to its end (even past the output budget, so the process never blocks)."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-    pending = ""
     async for chunk in stream:
-        if capture.truncated:
-            continue  # keep draining so the process never blocks on a full pipe
-        kept = capture.take(chunk)
-        capture.chunks[name].append(kept)
-        if capture.on_output is None:
-            continue
-        pending += decoder.decode(kept, final=capture.truncated)
-        cut = pending.rfind("\n") + 1
-        if capture.truncated or (cut == 0 and len(pending) >= _PARTIAL_LINE_CHARS):
-            cut = len(pending)
-        if cut:
-            text, pending = pending[:cut], pending[cut:]
-            await capture.on_output(name, text)
-    if capture.on_output is not None:
-        pending += decoder.decode(b"", final=True)
-        if pending:
-            await capture.on_output(name, pending)
+        if not output.truncated:
+            await output.feed(name, decoder.decode(chunk))
+    await output.feed(name, decoder.decode(b"", final=True))
 
 
 def kill_tree(process: Process) -> None:
@@ -120,7 +78,7 @@ async def run_process(
     Cancellation kills the whole tree (shielded, bounded) before it propagates.
     """
     started = time.monotonic()
-    capture = _Capture(limit=max_output_bytes, on_output=on_output)
+    output = OutputCollector(max_output_bytes, on_output)
     process = await anyio.open_process(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -141,8 +99,8 @@ async def run_process(
 
             async def pumps() -> None:
                 async with anyio.create_task_group() as inner:
-                    inner.start_soon(_pump, stdout, "stdout", capture)
-                    inner.start_soon(_pump, stderr, "stderr", capture)
+                    inner.start_soon(_pump, stdout, "stdout", output)
+                    inner.start_soon(_pump, stderr, "stderr", output)
                 drained.set()
 
             tg.start_soon(pumps)
@@ -160,15 +118,16 @@ async def run_process(
         raise
     with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_TIMEOUT_S):
         await process.aclose()
+    await output.close()
     duration = time.monotonic() - started
     code = TIMEOUT_EXIT_CODE if timed_out else _exit_code(process.returncode)
     if timed_out:
         logger.info("command timed out after %.1fs: %s", time_limit, argv[-1][:200])
     return ExecResult(
         exit_code=code,
-        stdout=capture.text("stdout"),
-        stderr=capture.text("stderr"),
+        stdout=output.text("stdout"),
+        stderr=output.text("stderr"),
         timed_out=timed_out,
-        truncated=capture.truncated,
+        truncated=output.truncated,
         duration_s=duration,
     )

@@ -68,17 +68,10 @@ async def clone_repositories(
         if dest.exists() and any(dest.iterdir()):
             await _report(on_setup, f"repository {repo.path} already present", repo, reused=True)
             continue
-        if repo.private and not github_token:
-            raise BlockedError(
-                "credential_needed",
-                f"repository {repo.url} is private and no GitHub credential is connected",
-                fix="connect the GitHub integration (or give the server a GitHub token), "
-                "then resume the run",
-                repository=repo.url,
-            )
+        require_credential(repo, github_token)
         started = time.monotonic()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        how = await _fetch(repo, dest, profile.source_dir, github_token if repo.private else None)
+        how = await fetch_repository(repo, dest, profile.source_dir, github_token)
         await anyio.to_thread.run_sync(give_away, workspace)
         duration = round(time.monotonic() - started, 3)
         await _report(
@@ -87,6 +80,19 @@ async def clone_repositories(
             f"({duration:.2f}s)",
             repo,
             duration_s=duration,
+        )
+
+
+def require_credential(repo: RepositorySpec, github_token: str | None) -> None:
+    """Raises:
+    BlockedError: `credential_needed` for a private repository without a credential."""
+    if repo.private and not github_token:
+        raise BlockedError(
+            "credential_needed",
+            f"repository {repo.url} is private and no GitHub credential is connected",
+            fix="connect the GitHub integration (or give the server a GitHub token), "
+            "then resume the run",
+            repository=repo.url,
         )
 
 
@@ -108,9 +114,13 @@ def _local_source(url: str, source_dir: str | None) -> Path | None:
     return path
 
 
-async def _fetch(
-    repo: RepositorySpec, dest: Path, source_dir: str | None, token: str | None
+async def fetch_repository(
+    repo: RepositorySpec, dest: Path, source_dir: str | None, github_token: str | None
 ) -> str:
+    """Clone (or copy, for a plain directory) `repo` into `dest` on this machine.
+
+    Returns "cloned" or "copied". Raises like `clone_repositories`."""
+    token = github_token if repo.private else None
     local = _local_source(repo.url, source_dir)
     if local is not None:
         if not local.is_dir():
