@@ -110,15 +110,18 @@ def _entry(task: AgentTask, kind: TranscriptKind, text: str = "", **fields: Any)
 
 
 async def _stream_turn(task: AgentTask, request: ModelRequest, turn: int) -> TurnComplete:
-    """One model turn, with bounded retries of failures the provider marks retryable."""
+    """One model turn, with bounded retries of failures the provider marks retryable. A retried
+    attempt streams under new stream ids, so a renderer never glues two attempts together."""
+    who = f"{task.subagent}." if task.subagent else ""
     for attempt in range(TURN_RETRIES + 1):
+        stream = f"{who}{turn}.{attempt}"
         try:
             complete: TurnComplete | None = None
             async for event in task.provider.stream(request):
                 if isinstance(event, TextDelta):
-                    await task.emit(_entry(task, TranscriptKind.TEXT, event.text, stream=f"{turn}.{event.index}"))
+                    await task.emit(_entry(task, TranscriptKind.TEXT, event.text, stream=f"{stream}.{event.index}"))
                 elif isinstance(event, ThinkingDelta):
-                    await task.emit(_entry(task, TranscriptKind.THINKING, event.thinking, stream=f"{turn}.{event.index}"))
+                    await task.emit(_entry(task, TranscriptKind.THINKING, event.thinking, stream=f"{stream}.{event.index}"))
                 elif isinstance(event, TurnComplete):
                     complete = event
             if complete is None:

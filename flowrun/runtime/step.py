@@ -95,6 +95,8 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
         instructions = render(skill.instructions, step_context(run, record))
         provider = deps.provider_for(model)
         tools = {name: deps.tools[name] for name in skill.allowed_tools if name in deps.tools}
+        if not profile.network:
+            tools.pop("web_fetch", None)  # it runs beside the sandbox: honour the profile's "no network"
         task = AgentTask(
             run_id=run.id, step=index, skill=skill, model=model, provider=provider, sandbox=sandbox, tools=tools,
             system=SYSTEM_PROMPT.format(workspace=sandbox.workspace, run_id=run.id, flow=run.flow.name,
