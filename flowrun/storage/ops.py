@@ -232,8 +232,7 @@ class Transaction:
         state.touched = True
         return events
 
-    def record_decision(self, row: DecisionRow) -> None:
-        json = encode_decision(row)
+    def record_decision(self, row: DecisionRow, json: str) -> None:
         self._decisions[row.decision_id] = json
         self._new_decisions.append((row.decision_id, row.run_id, row.step, json))
 
@@ -443,6 +442,11 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
     events: list[EncodedEvent]
     expected_version: int
     decision: DecisionRow | None = None
+    decision_json: str = ""
+
+    def __post_init__(self) -> None:
+        if self.decision is not None:  # encoded by the caller: a failure is the caller's alone
+            self.decision_json = encode_decision(self.decision)
 
     def run_ids(self) -> Iterable[str]:
         return (self.run.id,)
@@ -475,7 +479,7 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
         tx.update_run(state, self.encoded)
         events = tx.append_events(self.run.id, state, self.events)
         if self.decision is not None:
-            tx.record_decision(self.decision)
+            tx.record_decision(self.decision, self.decision_json)
         return self.run.model_copy(
             update={"version": state.version, "last_seq": state.last_seq}
         ), events
