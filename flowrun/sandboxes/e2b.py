@@ -209,7 +209,10 @@ class E2BBackend:
     def _api(self) -> dict[str, Any]:
         if not self._api_key:
             raise credential_needed("no API key is configured")
-        return {"api_key": self._api_key, **{k: v for k, v in self._params.items() if v}}
+        return {
+            "api_key": self._api_key,
+            **{k: v for k, v in self._params.items() if v is not None},
+        }
 
     async def call(
         self,

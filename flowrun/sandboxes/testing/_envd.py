@@ -48,6 +48,7 @@ class FakeProcess:
         self.events: list[Event] = [Event(event=_oneof("start", Event.StartEvent(pid=self.pid)))]
         self.changed = anyio.Event()
         self.ended = False
+        self.finished = anyio.Event()
 
     def _append(self, event: Event) -> None:
         self.events.append(event)
@@ -62,6 +63,7 @@ class FakeProcess:
         code = await self.process.wait()
         status = f"exit status {code}" if code >= 0 else f"signal: {signal.Signals(-code).name}"
         self.ended = True
+        self.finished.set()
         self._append(
             Event(
                 event=_oneof(
