@@ -363,6 +363,11 @@ class Op(abc.ABC, Generic[T]):
         """Rows this op adds, roughly: the writer caps a group commit by it."""
         return 1
 
+    @property
+    def durable(self) -> bool:
+        """Must be on disk (not just in the OS) before it is acknowledged: a person's decision."""
+        return False
+
     @abc.abstractmethod
     async def plan(self, tx: Transaction) -> Planned[T]: ...
 
@@ -457,6 +462,10 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
     @property
     def size(self) -> int:
         return len(self.events) + 2
+
+    @property
+    def durable(self) -> bool:
+        return self.decision is not None or any(e.type == "decision" for e in self.events)
 
     async def check(self, tx: Transaction) -> _RunState:
         state = await tx.existing_run(self.run.id, self.expected_version)

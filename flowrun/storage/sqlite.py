@@ -471,7 +471,7 @@ async def _connect(path: str, busy_ms: int, *, writer: bool) -> AsyncIterator[ai
                 raise StorageError(
                     f"{path} cannot use WAL mode (journal_mode is {rows[0][0]})", path=path
                 )
-            await conn.execute("PRAGMA synchronous = FULL")
+            await conn.execute("PRAGMA synchronous = NORMAL")  # FULL for decisions: see writer
         else:
             await conn.execute("PRAGMA query_only = ON")
         yield conn

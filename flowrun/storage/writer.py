@@ -174,6 +174,21 @@ class GroupWriter:
             pending.resolve(outcome)
 
     async def _transaction(self, ops: list[Op[Any]]) -> list[_Outcome]:
+        """One transaction for the batch. The connection runs `synchronous=NORMAL`, which in WAL
+        mode survives a crash of the process (not of the machine); a batch that carries a
+        person's decision is committed with `synchronous=FULL`: acknowledged means on disk."""
+        conn = self._conn
+        durable = any(op.durable for op in ops)
+        if durable:
+            await conn.execute("PRAGMA synchronous = FULL")
+        try:
+            return await self._transaction_body(ops)
+        finally:
+            if durable:
+                with anyio.CancelScope(shield=True):
+                    await conn.execute("PRAGMA synchronous = NORMAL")
+
+    async def _transaction_body(self, ops: list[Op[Any]]) -> list[_Outcome]:
         conn = self._conn
         await conn.execute("BEGIN IMMEDIATE")
         try:
