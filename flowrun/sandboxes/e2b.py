@@ -17,15 +17,11 @@ What this adds to the SDK:
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import posixpath
-import tarfile
-import tempfile
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,10 +33,11 @@ from ..flows.run import SandboxLink
 from .base import ExecResult, OutputCallback, SetupCallback
 from .e2b_errors import call, credential_needed, sandbox_gone
 from .e2b_files import E2BFiles
+from .e2b_provision import report, upload_repositories
 from .output import OutputCollector
 from .paths import workspace_parts
 from .process import TIMEOUT_EXIT_CODE
-from .provision import fetch_repository, require_credential
+from .provision import require_credential
 from .state import SandboxState, require_active
 
 logger = logging.getLogger("flowrun.sandboxes")
@@ -55,7 +52,7 @@ class E2BSandbox:
         self.profile = profile
         self.state = SandboxState.ACTIVE
         self._backend = backend
-        self._files = E2BFiles(sandbox, backend.workspace, backend.call)
+        self.files = E2BFiles(sandbox, backend.workspace, backend.call)
 
     @property
     def id(self) -> str:
@@ -103,6 +100,47 @@ class E2BSandbox:
             ),
             sandbox_id=self.id,
         )
+        return await self._follow(handle, limit, output, started)
+
+    async def running_commands(self) -> list[int]:
+        """Pids of commands still running, e.g. one a previous process started before a restart."""
+        processes = await self._backend.call(
+            "list commands", self.sdk.commands.list, sandbox_id=self.id
+        )
+        return [int(p.pid) for p in processes]
+
+    async def attach(
+        self,
+        pid: int,
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the protocol's own deadline
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """Re-attach to a running command and stream the rest of its output to its end, as
+        `exec` would have (same deadline, kill and cancellation rules)."""
+        require_active(self.state, self.id, "attach to a command")
+        limit = timeout if timeout is not None else self.profile.limits.command_timeout_s
+        output = OutputCollector(self.profile.limits.max_output_bytes, on_output)
+        started = time.monotonic()
+
+        async def on_stdout(text: str) -> None:
+            await output.feed("stdout", text)
+
+        async def on_stderr(text: str) -> None:
+            await output.feed("stderr", text)
+
+        handle: AsyncCommandHandle = await self._backend.call(
+            "attach to a command",
+            lambda: self.sdk.commands.connect(
+                pid, timeout=0, on_stdout=on_stdout, on_stderr=on_stderr
+            ),
+            sandbox_id=self.id,
+        )
+        return await self._follow(handle, limit, output, started)
+
+    async def _follow(
+        self, handle: AsyncCommandHandle, limit: float, output: OutputCollector, started: float
+    ) -> ExecResult:
         try:
             with anyio.move_on_after(limit) as deadline:
                 exit_code = await self._wait(handle)
@@ -148,15 +186,15 @@ class E2BSandbox:
 
     async def read_file(self, path: str) -> bytes:
         require_active(self.state, self.id, "read a file")
-        return await self._files.read(path)
+        return await self.files.read(path)
 
     async def write_file(self, path: str, data: bytes) -> None:
         require_active(self.state, self.id, "write a file")
-        await self._files.write(path, data)
+        await self.files.write(path, data)
 
     async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[str]:
         require_active(self.state, self.id, "list files")
-        return await self._files.list(path, recursive)
+        return await self.files.list(path, recursive)
 
 
 class E2BBackend:
@@ -271,7 +309,7 @@ class E2BBackend:
                 lambda: sdk.files.make_dir(self.workspace),
                 sandbox_id=sandbox.id,
             )
-            await _report(
+            await report(
                 on_setup,
                 f"e2b sandbox {sandbox.id} created from template {profile.template or 'base'} "
                 f"({time.monotonic() - started:.2f}s)",
@@ -283,7 +321,9 @@ class E2BBackend:
                 reused=False,
                 duration_s=round(time.monotonic() - started, 3),
             )
-            await self._upload_repositories(sandbox, profile, on_setup)
+            await upload_repositories(
+                sandbox, profile, github_token=self._github_token, on_setup=on_setup
+            )
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(_KILL_TIMEOUT_S):
                 await self.destroy(sandbox.link)
@@ -309,12 +349,12 @@ class E2BBackend:
         )
         sandbox = E2BSandbox(sdk, profile, self)
         try:
-            marker = await sandbox._files.read_absolute(self._marker)
+            marker = await sandbox.files.read_absolute(self._marker)
         except SandboxError:
             marker = b""
         if marker.decode(errors="replace") != run_id:
             raise sandbox_gone(link.id, "it came back without this run's workspace")
-        await _report(
+        await report(
             on_setup,
             f"e2b sandbox {sandbox.id} resumed ({time.monotonic() - started:.2f}s)",
             action="workspace",
@@ -327,50 +367,6 @@ class E2BBackend:
         )
         await _ready(on_setup, started)
         return sandbox
-
-    async def _upload_repositories(
-        self, sandbox: E2BSandbox, profile: SandboxProfile, on_setup: SetupCallback | None
-    ) -> None:
-        for repo in profile.repositories:
-            started = time.monotonic()
-            parts = workspace_parts(repo.path, self.workspace)
-            if not parts:
-                raise SandboxError(
-                    f"repository {repo.url!r} has path {repo.path!r}: it must name a directory "
-                    "inside the workspace",
-                    code="invalid_profile",
-                )
-            with tempfile.TemporaryDirectory(prefix="flowrun-repo-") as tmp:
-                how = await fetch_repository(
-                    repo, Path(tmp) / "repo", profile.source_dir, self._github_token
-                )
-                archive = await anyio.to_thread.run_sync(_tarball, Path(tmp) / "repo")
-            # Relative to the workspace (the command's cwd): no absolute path in the command.
-            relative_target = "/".join(parts)
-            upload = f".flowrun-upload-{parts[-1]}.tgz"
-            await sandbox._files.write_absolute(posixpath.join(self.workspace, upload), archive)
-            result = await sandbox.exec(
-                f"mkdir -p '{relative_target}' && tar -xzf '{upload}' -C '{relative_target}'"
-                f" ; status=$? ; rm -f '{upload}' ; exit $status",
-                timeout=600,
-            )
-            if result.exit_code != 0:
-                raise SandboxError(
-                    f"unpacking {repo.url} in sandbox {sandbox.id} failed: {result.stderr[-500:]}",
-                    code="clone_failed",
-                    repository=repo.url,
-                )
-            duration = round(time.monotonic() - started, 3)
-            await _report(
-                on_setup,
-                f"{how} {repo.url}{'@' + repo.ref if repo.ref else ''} into {repo.path} "
-                f"({duration:.2f}s)",
-                action="clone",
-                url=repo.url,
-                ref=repo.ref,
-                path=repo.path,
-                duration_s=duration,
-            )
 
     async def release(self, sandbox: object, *, keep: bool) -> SandboxLink:
         if not isinstance(sandbox, E2BSandbox):
@@ -394,21 +390,6 @@ class E2BBackend:
         await self.call("kill the sandbox", lambda: AsyncSandbox.kill(link.id, **api))
 
 
-def _tarball(source: Path) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for child in sorted(source.iterdir()):
-            archive.add(child, arcname=child.name)
-    return buffer.getvalue()
-
-
-async def _report(on_setup: SetupCallback | None, text: str, **data: object) -> None:
-    if on_setup is not None:
-        await on_setup(text, dict(data))
-
-
 async def _ready(on_setup: SetupCallback | None, started: float) -> None:
     duration = round(time.monotonic() - started, 3)
-    await _report(
-        on_setup, f"sandbox ready in {duration:.2f}s", action="ready", duration_s=duration
-    )
+    await report(on_setup, f"sandbox ready in {duration:.2f}s", action="ready", duration_s=duration)

@@ -140,7 +140,8 @@ class LocalBackend:
     Args:
         root: where workspaces live, one directory per run.
         isolation: "auto" uses bubblewrap when it works; "bubblewrap" requires it;
-            "process-group" never uses it.
+            "process-group" never uses it. Default: `FLOWRUN_SANDBOX_ISOLATION` from `env`,
+            else "auto".
         sandbox_uid/sandbox_gid: who commands run as when the server is root.
         github_token: the GitHub integration's credential, for private repositories
             (default: `GITHUB_TOKEN` from `env`).
@@ -153,15 +154,16 @@ class LocalBackend:
         self,
         root: Path,
         *,
-        isolation: IsolationChoice = "auto",
+        isolation: IsolationChoice | None = None,
         sandbox_uid: int = SANDBOX_UID,
         sandbox_gid: int = SANDBOX_GID,
         github_token: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
         self.root = Path(root).resolve()
-        github_token = github_token or (env or {}).get("GITHUB_TOKEN") or None
-        self._choice: IsolationChoice = isolation
+        settings = env or {}
+        github_token = github_token or settings.get("GITHUB_TOKEN") or None
+        self._choice = isolation or _isolation_choice(settings.get("FLOWRUN_SANDBOX_ISOLATION"))
         self._uid = sandbox_uid
         self._gid = sandbox_gid
         self._github_token = github_token
@@ -271,6 +273,19 @@ class LocalBackend:
         workspace = self.workspace_path(link.id)
         await anyio.to_thread.run_sync(_remove_tree, workspace)
         logger.info("destroyed local sandbox %s", link.id)
+
+
+def _isolation_choice(value: str | None) -> IsolationChoice:
+    if value in (None, "", "auto"):
+        return "auto"
+    if value == "bubblewrap":
+        return "bubblewrap"
+    if value == "process-group":
+        return "process-group"
+    raise SandboxError(
+        f"FLOWRUN_SANDBOX_ISOLATION={value!r}: expected auto, bubblewrap or process-group",
+        code="invalid_setting",
+    )
 
 
 def _owner(confinement: Confinement) -> tuple[int, int] | None:

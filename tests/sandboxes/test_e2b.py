@@ -234,3 +234,20 @@ async def test_sandbox_killed_under_a_running_step(cloud: FakeE2B, backend: E2BB
     with pytest.raises(BlockedError) as info:
         await sb.exec("true")
     assert info.value.cause == "environment_unhealthy"
+
+
+async def test_reattach_to_a_command_after_a_restart(cloud: FakeE2B, backend: E2BBackend) -> None:
+    sb = await backend.acquire("run_1", PROFILE)
+    # the previous process started a step's command, then died without a word
+    previous = await sb.sdk.commands.run(
+        "echo before; sleep 0.5; echo after; exit 4", background=True, cwd=sb.workspace, timeout=0
+    )
+    await previous.disconnect()
+    restarted = E2BBackend(**cloud.backend_options())
+    again = await restarted.acquire("run_1", PROFILE, link=sb.link)
+    assert await again.running_commands() == [previous.pid]
+    seen = Recorder()
+    with anyio.fail_after(10):
+        result = await again.attach(previous.pid, on_output=seen)
+    assert result.exit_code == 4
+    assert ("stdout", "after\n") in seen.items
