@@ -1,4 +1,4 @@
-"""The writes a store can make, planned inside a group-commit transaction.
+"""The writes a store can make, planned inside a group-commit transaction (in the writer thread).
 
 Each operation first checks everything that can refuse it (a missing run, a version that moved,
 a daily cap) and only then records its rows in the transaction, so a refused operation leaves no
@@ -9,13 +9,12 @@ in a handful of `executemany` calls, whatever the number of operations.
 from __future__ import annotations
 
 import abc
+import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, TypeVar
-
-import aiosqlite
 
 from ..flows.errors import ConcurrentUpdate, DecisionConflict, NotFound, StartRefused, UsageError
 from ..flows.events import DecisionRecorded, Event
@@ -84,7 +83,7 @@ class Planned(Generic[T]):
 class Transaction:
     """One group commit being planned: the stored state it read, and the rows it will write."""
 
-    def __init__(self, conn: aiosqlite.Connection, label: str, step_cache: StepCache) -> None:
+    def __init__(self, conn: sqlite3.Connection, label: str, step_cache: StepCache) -> None:
         self.conn = conn
         self.label = label
         self._step_cache = step_cache
@@ -104,14 +103,15 @@ class Transaction:
 
     # -- reading, inside the write lock ------------------------------------------------------
 
-    async def prefetch(self, ops: Sequence[Op[Any]]) -> None:
+    def prefetch(self, ops: Sequence[Op[Any]]) -> None:
         run_ids = sorted({run_id for op in ops for run_id in op.run_ids()} - self._runs.keys())
         for start in range(0, len(run_ids), _CHUNK):
             chunk = run_ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = await self.conn.execute_fetchall(
+            rows = self.conn.execute(
                 f"SELECT id, version, last_seq FROM runs WHERE id IN ({marks})", chunk
-            )
+            ).fetchall()
+
             for row in rows:
                 self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2])
             for run_id in chunk:
@@ -120,28 +120,29 @@ class Transaction:
         for start in range(0, len(decision_ids), _CHUNK):
             chunk = decision_ids[start : start + _CHUNK]
             marks = ",".join("?" * len(chunk))
-            rows = await self.conn.execute_fetchall(
+            rows = self.conn.execute(
                 f"SELECT decision_id, json FROM decisions WHERE decision_id IN ({marks})", chunk
-            )
+            ).fetchall()
+
             for row in rows:
                 self._decisions[row[0]] = row[1]
             for decision_id in chunk:
                 self._decisions.setdefault(decision_id, None)
 
-    async def run(self, run_id: str) -> _RunState | None:
+    def run(self, run_id: str) -> _RunState | None:
         if run_id not in self._runs:
             rows = list(
-                await self.conn.execute_fetchall(
+                self.conn.execute(
                     "SELECT version, last_seq FROM runs WHERE id = ?", (run_id,)
-                )
+                ).fetchall()
             )
             self._runs[run_id] = (
                 _RunState(version=rows[0][0], last_seq=rows[0][1]) if rows else None
             )
         return self._runs[run_id]
 
-    async def existing_run(self, run_id: str, expected_version: int | None = None) -> _RunState:
-        state = await self.run(run_id)
+    def existing_run(self, run_id: str, expected_version: int | None = None) -> _RunState:
+        state = self.run(run_id)
         if state is None:
             raise NotFound(f"run {run_id} not found", run_id=run_id)
         if expected_version is not None and state.version != expected_version:
@@ -154,28 +155,28 @@ class Transaction:
             )
         return state
 
-    async def absent_run(self, run_id: str) -> None:
-        if await self.run(run_id) is not None:
+    def absent_run(self, run_id: str) -> None:
+        if self.run(run_id) is not None:
             raise UsageError(f"run {run_id} already exists", code="already_exists", run_id=run_id)
 
-    async def stored_decision(self, decision_id: str) -> DecisionRow | None:
+    def stored_decision(self, decision_id: str) -> DecisionRow | None:
         if decision_id not in self._decisions:
             rows = list(
-                await self.conn.execute_fetchall(
+                self.conn.execute(
                     "SELECT json FROM decisions WHERE decision_id = ?", (decision_id,)
-                )
+                ).fetchall()
             )
             self._decisions[decision_id] = rows[0][0] if rows else None
         json = self._decisions[decision_id]
         return None if json is None else decode_decision(self.label, decision_id, json)
 
-    async def runs_started(self, workspace: str, day: str) -> int:
+    def runs_started(self, workspace: str, day: str) -> int:
         key = (workspace, day)
         if key not in self._usage:
             rows = list(
-                await self.conn.execute_fetchall(
+                self.conn.execute(
                     "SELECT runs FROM usage_counters WHERE workspace = ? AND day = ?", key
-                )
+                ).fetchall()
             )
             self._usage[key] = rows[0][0] if rows else 0
         return self._usage[key]
@@ -246,7 +247,7 @@ class Transaction:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def flush(self) -> None:
+    def flush(self) -> None:
         inserts: list[tuple[Any, ...]] = []
         updates: list[tuple[Any, ...]] = []
         seq_only: list[tuple[int, str]] = []
@@ -287,25 +288,25 @@ class Transaction:
                 seq_only.append((state.last_seq, run_id))
         conn = self.conn
         if inserts:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO runs (id, workspace, flow_id, status, started_by, created_at, version, last_seq, json) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 inserts,
             )
         if updates:
-            await conn.executemany(
+            conn.executemany(
                 "UPDATE runs SET workspace = ?, flow_id = ?, status = ?, started_by = ?, created_at = ?, "
                 "version = ?, last_seq = ?, json = ? WHERE id = ?",
                 updates,
             )
         if seq_only:
-            await conn.executemany("UPDATE runs SET last_seq = ? WHERE id = ?", seq_only)
+            conn.executemany("UPDATE runs SET last_seq = ? WHERE id = ?", seq_only)
         if self._truncate:
-            await conn.executemany(
+            conn.executemany(
                 "DELETE FROM steps WHERE run_id = ? AND idx >= ?", list(self._truncate.items())
             )
         if self._steps:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO steps (run_id, idx, json) VALUES (?, ?, ?) "
                 "ON CONFLICT (run_id, idx) DO UPDATE SET json = excluded.json",
                 [
@@ -315,17 +316,17 @@ class Transaction:
                 ],
             )
         if self._events:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO events (run_id, seq, at, type, data) VALUES (?, ?, ?, ?, ?)",
                 self._events,
             )
         if self._new_decisions:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO decisions (decision_id, run_id, step, json) VALUES (?, ?, ?, ?)",
                 self._new_decisions,
             )
         if self._usage_touched:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO usage_counters (workspace, day, runs) VALUES (?, ?, ?) "
                 "ON CONFLICT (workspace, day) DO UPDATE SET runs = excluded.runs",
                 [
@@ -334,7 +335,7 @@ class Transaction:
                 ],
             )
         if self._records:
-            await conn.executemany(
+            conn.executemany(
                 "INSERT INTO records (id, kind, json) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, json = excluded.json",
                 list(self._records.values()),
@@ -369,7 +370,7 @@ class Op(abc.ABC, Generic[T]):
         return False
 
     @abc.abstractmethod
-    async def plan(self, tx: Transaction) -> Planned[T]: ...
+    def plan(self, tx: Transaction) -> Planned[T]: ...
 
 
 @dataclass(slots=True)
@@ -384,8 +385,8 @@ class AppendTranscript(Op[list[Event]]):
     def size(self) -> int:
         return len(self.entries)
 
-    async def plan(self, tx: Transaction) -> Planned[list[Event]]:
-        state = await tx.existing_run(self.run_id)
+    def plan(self, tx: Transaction) -> Planned[list[Event]]:
+        state = tx.existing_run(self.run_id)
         events = tx.append_events(self.run_id, state, self.entries)
         return Planned(events, [(self.run_id, events)])
 
@@ -405,12 +406,12 @@ class CreateRun(Op[tuple[Run, list[Event]]]):
     def size(self) -> int:
         return len(self.events) + len(self.encoded.steps) + 1
 
-    async def check(self, tx: Transaction) -> None:
-        await tx.absent_run(self.run.id)
+    def check(self, tx: Transaction) -> None:
+        tx.absent_run(self.run.id)
         if self.daily_cap is not None:
             assert self.day is not None
             workspace, day = self.run.workspace, format_day(self.day)
-            started = await tx.runs_started(workspace, day)
+            started = tx.runs_started(workspace, day)
             if started >= self.daily_cap:
                 resets_at = datetime.combine(self.day + timedelta(days=1), time(0), tzinfo=UTC)
                 raise StartRefused(
@@ -434,8 +435,8 @@ class CreateRun(Op[tuple[Run, list[Event]]]):
             update={"version": state.version, "last_seq": state.last_seq}
         ), events
 
-    async def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
-        await self.check(tx)
+    def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
+        self.check(tx)
         run, events = self.apply(tx)
         return Planned((run, events), [(run.id, events)])
 
@@ -467,10 +468,10 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
     def durable(self) -> bool:
         return self.decision is not None or any(e.type == "decision" for e in self.events)
 
-    async def check(self, tx: Transaction) -> _RunState:
-        state = await tx.existing_run(self.run.id, self.expected_version)
+    def check(self, tx: Transaction) -> _RunState:
+        state = tx.existing_run(self.run.id, self.expected_version)
         if self.decision is not None:
-            first = await tx.stored_decision(self.decision.decision_id)
+            first = tx.stored_decision(self.decision.decision_id)
             if first is not None:
                 who = "automatically" if first.decision.auto else f"by {first.decision.actor}"
                 raise DecisionConflict(
@@ -493,8 +494,8 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
             update={"version": state.version, "last_seq": state.last_seq}
         ), events
 
-    async def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
-        state = await self.check(tx)
+    def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
+        state = self.check(tx)
         run, events = self.apply(tx, state)
         return Planned((run, events), [(run.id, events)])
 
@@ -511,9 +512,9 @@ class CommitPair(Op[tuple[Run, Run]]):
     def size(self) -> int:
         return self.first.size + self.second.size
 
-    async def plan(self, tx: Transaction) -> Planned[tuple[Run, Run]]:
-        state = await self.first.check(tx)
-        await self.second.check(tx)
+    def plan(self, tx: Transaction) -> Planned[tuple[Run, Run]]:
+        state = self.first.check(tx)
+        self.second.check(tx)
         first, first_events = self.first.apply(tx, state)
         second, second_events = self.second.apply(tx)
         return Planned((first, second), [(first.id, first_events), (second.id, second_events)])
@@ -525,7 +526,7 @@ class PutRecord(Op[None]):
     kind: str
     json: str
 
-    async def plan(self, tx: Transaction) -> Planned[None]:
+    def plan(self, tx: Transaction) -> Planned[None]:
         tx.put_record(self.record_id, self.kind, self.json)
         return Planned(None, [])
 

@@ -139,9 +139,13 @@ class SQLiteStore:
             self._readers = pool = _ReaderPool(readers, self.path)
             stack.push_async_callback(pool.close)
             stack.callback(self._bus.close)
+            raw = await anyio.to_thread.run_sync(_open_writer_connection, self.path, self._busy_ms)
+            stack.callback(
+                raw.close
+            )  # registered before the task group: closed after the writer ends
             task_group = await stack.enter_async_context(anyio.create_task_group())
             self._writer = writer = GroupWriter(
-                conn, self.path, self._bus, self._step_cache, max_batch_rows=self._max_batch_rows
+                raw, self.path, self._bus, self._step_cache, max_batch_rows=self._max_batch_rows
             )
             stack.callback(writer.close)
             await task_group.start(writer.run)
@@ -458,6 +462,15 @@ class SQLiteStore:
 
 
 # -- connections -------------------------------------------------------------------------------------
+
+
+def _open_writer_connection(path: str, busy_ms: int) -> sqlite3.Connection:
+    """The group writer's own connection: plain sqlite3, driven one transaction per thread hop
+    (aiosqlite would cost a hop per statement). WAL mode was set by the migrating connection."""
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
+    conn.execute("PRAGMA synchronous = NORMAL")  # FULL for decisions: see the writer
+    return conn
 
 
 @asynccontextmanager

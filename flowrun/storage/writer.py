@@ -20,7 +20,6 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
-import aiosqlite
 import anyio
 from anyio.abc import TaskStatus
 
@@ -69,7 +68,7 @@ class _Pending(Generic[T]):
 class GroupWriter:
     def __init__(
         self,
-        conn: aiosqlite.Connection,
+        conn: sqlite3.Connection,
         label: str,
         bus: EventBus,
         step_cache: StepCache,
@@ -77,7 +76,8 @@ class GroupWriter:
         max_batch_ops: int = 2000,
         max_batch_rows: int = 20000,
     ) -> None:
-        self._conn = conn
+        self._conn = conn  # used only from the writer's one thread at a time (the limiter)
+        self._limiter = anyio.CapacityLimiter(1)
         self._label = label
         self._bus = bus
         self._step_cache = step_cache
@@ -174,45 +174,45 @@ class GroupWriter:
             pending.resolve(outcome)
 
     async def _transaction(self, ops: list[Op[Any]]) -> list[_Outcome]:
-        """One transaction for the batch. The connection runs `synchronous=NORMAL`, which in WAL
-        mode survives a crash of the process (not of the machine); a batch that carries a
-        person's decision is committed with `synchronous=FULL`: acknowledged means on disk."""
-        conn = self._conn
-        durable = any(op.durable for op in ops)
-        if durable:
-            await conn.execute("PRAGMA synchronous = FULL")
-        try:
-            return await self._transaction_body(ops)
-        finally:
-            if durable:
-                with anyio.CancelScope(shield=True):
-                    await conn.execute("PRAGMA synchronous = NORMAL")
-
-    async def _transaction_body(self, ops: list[Op[Any]]) -> list[_Outcome]:
-        conn = self._conn
-        await conn.execute("BEGIN IMMEDIATE")
-        try:
-            tx = Transaction(conn, self._label, self._step_cache)
-            await tx.prefetch(ops)
-            outcomes: list[_Outcome] = []
-            for op in ops:
-                try:
-                    outcomes.append(await op.plan(tx))
-                except FlowrunError as refused:
-                    outcomes.append(refused)
-            await tx.flush()
-            await conn.execute("COMMIT")
-        except BaseException:
-            await self._rollback()
-            raise
+        """One transaction for the batch, run whole in the writer's thread: one thread hop per
+        group commit rather than one per statement. Caches are updated back on the loop."""
+        outcomes, tx = await anyio.to_thread.run_sync(
+            self._transaction_sync, ops, limiter=self._limiter
+        )
         self.stats.transactions += 1
         tx.committed()
         return outcomes
 
-    async def _rollback(self) -> None:
-        # no transaction may be open (BEGIN itself failed), or SQLite already rolled back
-        with contextlib.suppress(sqlite3.OperationalError):
-            await self._conn.execute("ROLLBACK")
+    def _transaction_sync(self, ops: list[Op[Any]]) -> tuple[list[_Outcome], Transaction]:
+        """The connection runs `synchronous=NORMAL`, which in WAL mode survives a crash of the
+        process (not of the machine); a batch that carries a person's decision is committed
+        with `synchronous=FULL`: acknowledged means on disk."""
+        conn = self._conn
+        durable = any(op.durable for op in ops)
+        if durable:
+            conn.execute("PRAGMA synchronous = FULL")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                tx = Transaction(conn, self._label, self._step_cache)
+                tx.prefetch(ops)
+                outcomes: list[_Outcome] = []
+                for op in ops:
+                    try:
+                        outcomes.append(op.plan(tx))
+                    except FlowrunError as refused:
+                        outcomes.append(refused)
+                tx.flush()
+                conn.execute("COMMIT")
+            except BaseException:
+                # no transaction may be open (BEGIN itself failed), or SQLite already rolled back
+                with contextlib.suppress(sqlite3.OperationalError):
+                    conn.execute("ROLLBACK")
+                raise
+        finally:
+            if durable:
+                conn.execute("PRAGMA synchronous = NORMAL")
+        return outcomes, tx
 
     def _translate(self, exc: Exception, op: Op[Any]) -> BaseException:
         if isinstance(exc, FlowrunError):

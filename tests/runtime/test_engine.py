@@ -419,7 +419,7 @@ async def test_scopes_are_enforced_in_the_engine(tmp_path: Path) -> None:
 
 async def test_a_run_left_running_by_a_dead_process_becomes_interrupted_and_retry_completes(tmp_path: Path) -> None:
     provider = scripts(plan=[{"delay_s": 30, **submit("slow")}])
-    cat = catalog([{"name": "Plan", "skill": "plan"}])
+    cat = catalog([{"name": "Plan", "skill": "plan"}], defaults={"sandbox_profile": "local"})
     async with running_engine(tmp_path, cat, provider) as engine:
         run = await engine.start_run(ANA, "test-flow")
         await step_running(engine, run)
