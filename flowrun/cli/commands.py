@@ -211,3 +211,20 @@ async def cancel(args: argparse.Namespace) -> int:
         after = await engine.cancel(LOCAL_OPERATOR, args.run_id)
         console.print(f"cancelled {after.id}")
     return 0
+
+
+async def health(args: argparse.Namespace) -> int:
+    settings = _settings()
+    async with _engine(settings) as engine:
+        if args.resolve:
+            event = await engine.resolve_health_event(LOCAL_OPERATOR, args.resolve)
+            console.print(f"resolved {event.id}; resume the run with: flowrun resume {event.data.get('run_id')}")
+            return 0
+        events = await engine.health_events(LOCAL_OPERATOR, open_only=not args.all)
+    if not events:
+        console.print("no open health events" if not args.all else "no health events")
+    for event in events:
+        data = event.data
+        console.print(f"[bold]{event.id}[/] ({data.get('status')}) run {data.get('run_id')} profile {data.get('profile')}")
+        console.print(f"  {event.title}\n  fix: {event.body}", style="dim")
+    return 0

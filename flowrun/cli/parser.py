@@ -76,4 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.set_defaults(handler="cancel")
 
+    from .server_commands import add_server_commands
+
+    add_server_commands(sub)
+    p = sub.add_parser("health", help="open health events (why runs are blocked on their environment)")
+    p.add_argument("--all", action="store_true", help="resolved ones too")
+    p.add_argument("--resolve", metavar="EVENT_ID", help="mark a health event resolved (then resume the run)")
+    p.set_defaults(handler="health")
+
     return parser

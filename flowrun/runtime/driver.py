@@ -176,6 +176,11 @@ class RunDriver:
         transition_events += events
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)
+            lost = run.links.sandbox
+            if outcome.blocked.details.get("sandbox_lost") and lost is not None:
+                self.deps.sandboxes.pop(run.id, None)
+                run, more = machine.link_sandbox(run, lost.model_copy(update={"state": "destroyed"}))
+                events = [*events, *more]
         elif outcome.result.outcome == Outcome.ERROR:
             run, events = machine.fail(run, f"Step {index + 1} {run.steps[index].name!r} failed: {outcome.result.summary}")
         else:

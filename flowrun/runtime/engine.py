@@ -20,14 +20,15 @@ from anyio.abc import TaskGroup
 
 from ..flows import machine
 from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, LaunchKind, RunStatus, Scope
-from ..flows.errors import ConcurrentUpdate, StartRefused
+from ..flows.errors import ConcurrentUpdate, NotFound, StartRefused
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
-from ..storage.base import RunFilter
+from ..storage.base import RecordRow, RunFilter
 from .access import Actor
 from .context import EngineDeps
 from .driver import RunDriver
+from .health import HEALTH_EVENT, get_health_event, resolve_health_event
 from .preflight import preflight, select_profile_name
 from .step import release_sandbox
 
@@ -350,6 +351,28 @@ class Engine:
                 if event.data.type == "run_status" and event.data.status in wanted:
                     break
         return await self.deps.store.get_run(run_id)
+
+    async def health_events(self, actor: Actor, *, open_only: bool = True) -> list[RecordRow]:
+        """Health events of this workspace's runs (the link a blocked run's banner shows)."""
+        actor.require(Scope.READ, "view health events")
+        events = await self.deps.store.list_records(HEALTH_EVENT)
+        mine = []
+        for event in events:
+            run_id = str(event.data.get("run_id", ""))
+            try:
+                await self.get_run(actor, run_id)
+            except NotFound:
+                continue
+            if not open_only or event.data.get("status") == "open":
+                mine.append(event)
+        return mine
+
+    async def resolve_health_event(self, actor: Actor, event_id: str) -> RecordRow:
+        """Mark a health event resolved; resume the run it blocked to continue."""
+        actor.require(Scope.RUN, "resolve a health event")
+        record = await get_health_event(self.deps.store, event_id)
+        await self.get_run(actor, str(record.data.get("run_id", "")))
+        return await resolve_health_event(self.deps.store, event_id, actor.id)
 
     async def idle(self, timeout_s: float = 30.0) -> None:
         """Wait until no run has an active task (tests, the CLI before it exits)."""

@@ -17,6 +17,7 @@ from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
 from .agent import AgentTask, run_agent
 from .context import EngineDeps, step_context
+from .health import check_health, open_health_event
 from .transcript import TranscriptSink
 
 log = logging.getLogger("flowrun.runtime")
@@ -55,11 +56,17 @@ async def acquire_sandbox(deps: EngineDeps, run: Run, sink: TranscriptSink, step
     verb = "Reconnecting to" if link else "Provisioning"
     await on_setup(f"{verb} a {profile.backend} sandbox (profile {profile.name})",
                    {"backend": profile.backend, "profile": profile.name, "template": profile.template})
-    sandbox = await backend.acquire(run.id, profile, link=link, on_setup=on_setup)
+    try:
+        sandbox = await backend.acquire(run.id, profile, link=link, on_setup=on_setup)
+    except BlockedError as exc:
+        if link is not None and exc.cause == BlockedCause.ENVIRONMENT_UNHEALTHY.value:
+            exc.details["sandbox_lost"] = True  # resuming provisions a new one
+        raise
+    deps.sandboxes[run.id] = sandbox  # held from here: parking the run releases it
+    await on_link(sandbox.link)
+    await check_health(sandbox, profile)
     await on_setup(f"Sandbox ready in {anyio.current_time() - started:.2f}s",
                    {"sandbox": sandbox.link.id, "workspace": sandbox.workspace})
-    deps.sandboxes[run.id] = sandbox
-    await on_link(sandbox.link)
     return sandbox
 
 
@@ -114,9 +121,13 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
                                         text=f"Step {index + 1} {spec.name!r} running /{skill.slug} on {model}"))
         outcome = await run_agent(task)
     except BlockedError as exc:
-        await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=f"{exc.message} Fix: {exc.fix}", is_error=True))
-        blocked = Blocked(cause=BlockedCause(exc.cause), message=exc.message, fix=exc.fix, step=index,
-                          details={k: v for k, v in exc.details.items() if k not in ("cause", "fix")})
+        details = {k: v for k, v in exc.details.items() if k not in ("cause", "fix")}
+        if exc.cause == BlockedCause.ENVIRONMENT_UNHEALTHY.value:
+            details["health_event"] = await open_health_event(deps.store, run_id=run.id, step=index,
+                                                              profile=profile.name, exc=exc)
+        await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=f"{exc.message} Fix: {exc.fix}",
+                                        is_error=True, data=details))
+        blocked = Blocked(cause=BlockedCause(exc.cause), message=exc.message, fix=exc.fix, step=index, details=details)
         return StepOutcome(StepResult(outcome=Outcome.BLOCKED, summary=exc.message), blocked=blocked)
     except TimeoutError:
         text = f"The step exceeded its time budget of {deps.config.step_timeout_s:.0f}s."

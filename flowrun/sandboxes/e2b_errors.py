@@ -47,7 +47,7 @@ def sandbox_gone(sandbox_id: str, detail: str) -> BlockedError:
         "environment_unhealthy",
         f"e2b sandbox {sandbox_id} is gone: {detail}",
         fix=f"the sandbox {sandbox_id} cannot be recovered (killed, expired, or replaced by a "
-        "blank one); retry the run as a fresh clone to start in a new sandbox, and raise the "
+        "blank one); resume the run to continue in a new sandbox, and raise the "
         "profile's lifetime_s if it expired",
         sandbox=sandbox_id,
     )

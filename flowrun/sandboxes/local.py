@@ -224,7 +224,7 @@ class LocalBackend:
             raise BlockedError(
                 "environment_unhealthy",
                 f"the local workspace of sandbox {key} is gone ({workspace})",
-                fix="retry the run as a fresh clone (its workspace cannot be recovered)",
+                fix="resume the run: it continues in a new sandbox (the old workspace cannot be recovered)",
                 sandbox=key,
             )
         owner = _owner(confinement)

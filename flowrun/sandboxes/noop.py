@@ -112,7 +112,7 @@ class NoopBackend:
             raise BlockedError(
                 "environment_unhealthy",
                 f"noop sandbox {key} is gone",
-                fix="retry the run as a fresh clone",
+                fix="resume the run: it continues in a new sandbox (the old workspace is lost)",
                 sandbox=key,
             )
         files = self._files.setdefault(key, {})

@@ -449,6 +449,14 @@ class SQLiteStore:
             )
         return decode_record(self.path, record_id, rows[0][0]) if rows else None
 
+    async def list_records(self, kind: str) -> list[RecordRow]:
+        """Records of one kind (plans, initiatives, health events), in id order."""
+        async with self._reading() as conn:
+            rows = list(
+                await conn.execute_fetchall("SELECT id, json FROM records WHERE kind = ? ORDER BY id", (kind,))
+            )
+        return [decode_record(self.path, row[0], row[1]) for row in rows]
+
     async def runs_started(self, workspace: str, day: date) -> int:
         """Runs counted against `workspace`'s daily cap on `day` (UTC)."""
         async with self._reading() as conn:

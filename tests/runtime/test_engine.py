@@ -463,3 +463,31 @@ async def test_a_vanished_sandbox_blocks_the_run_as_environment_unhealthy(tmp_pa
         run = await settle(engine, await engine.retry(ANA, run.id))
         assert run.status == RunStatus.BLOCKED and run.blocked is not None
         assert run.blocked.cause == BlockedCause.ENVIRONMENT_UNHEALTHY and run.blocked.fix
+        # the banner links a health event; resolving it and resuming continues in a new sandbox
+        [event] = await engine.health_events(ANA)
+        assert run.blocked.details["health_event"] == event.id and event.data["run_id"] == run.id
+        assert run.links.sandbox is not None and run.links.sandbox.state == "destroyed"
+        await engine.resolve_health_event(ANA, event.id)
+        assert await engine.health_events(ANA) == []
+        provider.scripts["plan"] = scripts(plan=[submit("done")]).scripts["plan"]
+        run = await settle(engine, await engine.resume(ANA, run.id))
+        assert run.status == RunStatus.COMPLETED
+
+
+async def test_a_failing_health_check_blocks_with_a_health_event_and_resume_continues(tmp_path: Path) -> None:
+    from flowrun.flows.profiles import SandboxProfile
+
+    broken = SandboxProfile(name="tooled", backend="local", tools=["git", "no-such-tool-xyz"])
+    cat = catalog([{"name": "Plan", "skill": "plan"}], defaults={"sandbox_profile": "tooled"}, profiles=[broken])
+    async with running_engine(tmp_path, cat, scripts(plan=[submit("planned")])) as engine:
+        run = await settle(engine, await engine.start_run(ANA, "test-flow"))
+        assert run.status == RunStatus.BLOCKED and run.blocked is not None
+        assert run.blocked.cause == BlockedCause.ENVIRONMENT_UNHEALTHY
+        assert "no-such-tool-xyz" in run.blocked.message and "no-such-tool-xyz" in run.blocked.fix
+        [event] = await engine.health_events(ANA)
+        with pytest.raises(PermissionDenied):
+            await engine.resolve_health_event(READER, event.id)
+        cat.profiles["tooled"] = broken.model_copy(update={"tools": ["git"]})  # the fix
+        await engine.resolve_health_event(ANA, event.id)
+        run = await settle(engine, await engine.resume(ANA, run.id))
+        assert run.status == RunStatus.COMPLETED and run.steps[0].summary == "planned"

@@ -47,6 +47,8 @@ CREATE TABLE records (
     json  TEXT NOT NULL
 );
 
+CREATE INDEX records_kind ON records (kind, id);
+
 CREATE TABLE usage_counters (
     workspace  TEXT NOT NULL,
     day        TEXT NOT NULL,           -- UTC date, YYYY-MM-DD
