@@ -1,0 +1,134 @@
+"""The one ASGI app (`flowrun serve`) and the stdio MCP server (`flowrun mcp`).
+
+Both run the engine in the same process and event loop as the MCP server, so the runs a client
+starts are driven right here: the HTTP app opens the engine in its lifespan, together with the
+MCP session manager (a mounted app's own lifespan is never run); stdio opens it around the
+server. Later issues add the JSON API, the websocket and the pages to `create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .config import Settings, ensure_demo_remote, open_engine
+from .flows.errors import FlowrunError
+from .runtime.access import LOCAL_OPERATOR
+from .tools.auth import BearerTokens, TokenTable
+from .tools.face import EngineSlot
+
+if TYPE_CHECKING:
+    from mcp.server.transport_security import TransportSecuritySettings
+
+log = logging.getLogger("flowrun.tools")
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+async def prepare_demo(settings: Settings) -> None:
+    """The demo Flow's sample repository, so `start_flow full-sdlc` passes pre-flight on a fresh
+    home. Best effort: without git the server is still useful for other Flows."""
+    try:
+        await anyio.to_thread.run_sync(ensure_demo_remote, settings.home)
+    except (FlowrunError, OSError) as exc:
+        log.warning("the demo repository is not available: %s", exc)
+
+
+def transport_security(host: str, public_url: str) -> TransportSecuritySettings | None:
+    """None on a loopback bind: the SDK then turns Origin/Host checks on for loopback itself.
+    Anywhere else, keep them on explicitly, allowing loopback and the public URL's origin."""
+    if host in LOOPBACK:
+        return None
+    from mcp.server.transport_security import TransportSecuritySettings
+
+    public = urlsplit(public_url)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=["127.0.0.1:*", "localhost:*", "[::1]:*", public.netloc],
+        allowed_origins=["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*",
+                         f"{public.scheme}://{public.netloc}"],
+    )
+
+
+class _ExactMount:
+    """Serves `/mcp` itself (not only `/mcp/...`), so clients need no redirect round-trip."""
+
+    def __init__(self, app: ASGIApp, prefix: str) -> None:
+        self.app = app
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        root = scope.get("root_path", "")
+        await self.app({**scope, "path": root + self.prefix + "/", "root_path": root + self.prefix}, receive, send)
+
+
+def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: str = "127.0.0.1") -> Starlette:
+    """The ASGI app: `/mcp` (streamable HTTP, bearer tokens required) and `/healthz`.
+
+    `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`).
+    """
+    from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
+
+    bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
+    if not len(bearer.table):
+        log.warning("no bearer tokens are configured: every /mcp request will be refused (401)")
+    slot = EngineSlot()
+    mcp = build_mcp_server(slot, settings.public_url, bearer.current_actor, tokens=bearer)
+    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
+                                      transport_security=transport_security(host, settings.public_url))
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await prepare_demo(settings)
+        async with open_engine(settings) as engine:
+            slot.engine = engine
+            try:
+                async with mcp.session_manager.run():
+                    yield
+            finally:
+                slot.engine = None
+
+    async def healthz(request: Request) -> JSONResponse:
+        ready = slot.engine is not None and slot.engine.ready
+        return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
+
+    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
+              Mount("/mcp", app=mcp_app)]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def run_stdio(settings: Settings) -> None:
+    """`flowrun mcp`: the MCP server on stdin/stdout, as the local operator, until stdin closes
+    or a signal arrives; then the engine shuts down and marks in-flight runs interrupted."""
+    from .tools.server import build_mcp_server
+
+    slot = EngineSlot()
+    server = build_mcp_server(slot, settings.public_url, lambda: LOCAL_OPERATOR)
+    await prepare_demo(settings)
+    async with open_engine(settings) as engine, anyio.create_task_group() as tg:
+        slot.engine = engine
+
+        async def stop_on_signal() -> None:
+            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
+                async for signum in signals:
+                    log.info("stopping on signal %s", signum)
+                    tg.cancel_scope.cancel()
+                    return
+
+        tg.start_soon(stop_on_signal)
+        try:
+            await server.run_stdio_async()
+        finally:
+            slot.engine = None
+            tg.cancel_scope.cancel()
