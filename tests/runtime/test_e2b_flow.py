@@ -5,6 +5,7 @@ the same workspace."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +28,7 @@ def shell(command: str) -> dict[str, object]:
 
 
 async def test_background_checkpoint_pauses_and_resumes_the_same_e2b_sandbox(tmp_path: Path) -> None:
-    steps = [{"name": "Write", "skill": "write"},
+    steps: list[dict[str, Any]] = [{"name": "Write", "skill": "write"},
              {"name": "Read", "skill": "read", "checkpoint": {"message": "Read it back?"}}]
     profile = SandboxProfile(name="cloud", backend="e2b", template="base")
     cat = catalog(steps, defaults={"sandbox_profile": "cloud"}, profiles=[profile])

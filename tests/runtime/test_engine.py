@@ -464,10 +464,10 @@ async def test_a_vanished_sandbox_blocks_the_run_as_environment_unhealthy(tmp_pa
         assert run.status == RunStatus.BLOCKED and run.blocked is not None
         assert run.blocked.cause == BlockedCause.ENVIRONMENT_UNHEALTHY and run.blocked.fix
         # the banner links a health event; resolving it and resuming continues in a new sandbox
-        [event] = await engine.health_events(ANA)
-        assert run.blocked.details["health_event"] == event.id and event.data["run_id"] == run.id
+        [health] = await engine.health_events(ANA)
+        assert run.blocked.details["health_event"] == health.id and health.data["run_id"] == run.id
         assert run.links.sandbox is not None and run.links.sandbox.state == "destroyed"
-        await engine.resolve_health_event(ANA, event.id)
+        await engine.resolve_health_event(ANA, health.id)
         assert await engine.health_events(ANA) == []
         provider.scripts["plan"] = scripts(plan=[submit("done")]).scripts["plan"]
         run = await settle(engine, await engine.resume(ANA, run.id))
