@@ -73,8 +73,20 @@ class Engine:
         for run in await self.deps.store.runs_with_status([RunStatus.RUNNING, RunStatus.PENDING]):
             if run.owner == self.deps.config.owner:
                 await self._mark_interrupted(run, "The engine shut down while the run was in flight.")
-        for run_id in list(self.deps.sandboxes):  # held by paused interactive runs: park them
-            await release_sandbox(self.deps, await self.deps.store.get_run(run_id), keep=True)
+        for run_id in list(self.deps.sandboxes):
+            run = await self.deps.store.get_run(run_id)
+            if run.status != RunStatus.PAUSED:
+                # interrupted: its sandbox is kept as it is, so a retry continues in it
+                self.deps.sandboxes.pop(run_id, None)
+                continue
+            # an interactive run waiting for a person: nobody holds it now, so park it
+            link = await release_sandbox(self.deps, run, keep=True)
+            if link is not None and link != run.links.sandbox:
+                new, events = machine.link_sandbox(run, link)
+                try:
+                    await self.deps.store.commit(new, events, expected_version=new.version)
+                except ConcurrentUpdate:
+                    log.info("run %s changed while its sandbox was parked", run_id)
 
     async def _mark_interrupted(self, run: Run, reason: str) -> None:
         new, events = machine.interrupt(run, reason)

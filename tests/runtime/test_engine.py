@@ -491,3 +491,17 @@ async def test_a_failing_health_check_blocks_with_a_health_event_and_resume_cont
         await engine.resolve_health_event(ANA, event.id)
         run = await settle(engine, await engine.resume(ANA, run.id))
         assert run.status == RunStatus.COMPLETED and run.steps[0].summary == "planned"
+
+
+async def test_a_paused_interactive_run_parks_its_sandbox_when_the_engine_stops(tmp_path: Path) -> None:
+    cat = catalog(THREE_STEPS, defaults={"sandbox_profile": "local"})
+    async with running_engine(tmp_path, cat, simple_provider()) as engine:
+        run = await settle(engine, await engine.start_run(ANA, "test-flow"))
+        assert run.links.sandbox is not None and run.links.sandbox.state == "active"
+    async with running_engine(tmp_path, cat, simple_provider()) as engine:
+        run = await engine.get_run(ANA, run.id)
+        assert run.status == RunStatus.PAUSED  # a parked run is data: it survives the restart
+        assert run.links.sandbox is not None and run.links.sandbox.state == "released"
+        # any process can decide it; the new one reacquires the same workspace and finishes
+        run = await settle(engine, await engine.decide(ANA, run.id, "approve", comment="after the restart"))
+        assert run.status == RunStatus.COMPLETED
