@@ -41,6 +41,18 @@ class TranscriptEntry(_Data):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class AgentMessages(_Data):
+    """The step agent's conversation, appended as it grows (the assistant's turn as soon as it
+    ends, the tool results once they are in), so that after a restart the step can continue from
+    its last turn instead of starting over. `messages` are the model layer's provider-neutral
+    messages as plain JSON (the domain does not import that layer). Log-only: never rendered."""
+
+    type: Literal["agent_messages"] = "agent_messages"
+    step: int
+    attempt: int
+    messages: list[dict[str, Any]]
+
+
 class RunCreated(_Data):
     type: Literal["run_created"] = "run_created"
     flow: str
@@ -108,6 +120,7 @@ class RetryLinked(_Data):
 
 EventData = Annotated[
     TranscriptEntry
+    | AgentMessages
     | RunCreated
     | RunStatusChanged
     | StepStatusChanged
@@ -121,6 +134,9 @@ EventData = Annotated[
 ]
 
 event_data_adapter: TypeAdapter[EventData] = TypeAdapter(EventData)
+
+LogOnly = TranscriptEntry | AgentMessages
+"""Events that add to the log without changing the run row (appended, group-committed)."""
 
 
 class Event(BaseModel):

@@ -15,6 +15,10 @@ from typing import Literal, Protocol
 from ..flows.profiles import SandboxProfile
 from ..flows.run import SandboxLink
 
+CALL_ENV = "FLOWRUN_CALL_ID"
+"""Set in the environment of every command a tool call starts, so a backend whose commands
+outlive the engine process (e2b) can find the one a step was running before a restart."""
+
 OutputCallback = Callable[[Literal["stdout", "stderr"], str], Awaitable[None]]
 SetupCallback = Callable[[str, dict[str, object]], Awaitable[None]]
 

@@ -30,7 +30,7 @@ from e2b import AsyncCommandHandle, AsyncSandbox, CommandExitException
 from ..flows.errors import SandboxError
 from ..flows.profiles import SandboxProfile
 from ..flows.run import SandboxLink
-from .base import ExecResult, OutputCallback, SetupCallback
+from .base import CALL_ENV, ExecResult, OutputCallback, SetupCallback
 from .e2b_errors import call, credential_needed, sandbox_gone
 from .e2b_files import E2BFiles
 from .e2b_provision import report, upload_repositories
@@ -108,6 +108,14 @@ class E2BSandbox:
             "list commands", self.sdk.commands.list, sandbox_id=self.id
         )
         return [int(p.pid) for p in processes]
+
+    async def running_calls(self) -> dict[str, int]:
+        """Running commands started for a tool call (tagged `FLOWRUN_CALL_ID` in their env), by call
+        id: what a step that was in flight before a restart can re-attach to."""
+        processes = await self._backend.call(
+            "list commands", self.sdk.commands.list, sandbox_id=self.id
+        )
+        return {p.envs[CALL_ENV]: int(p.pid) for p in processes if p.envs and CALL_ENV in p.envs}
 
     async def attach(
         self,

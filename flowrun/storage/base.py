@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, Field
 
 from ..flows.enums import RunStatus
-from ..flows.events import Event, EventData, TranscriptEntry
+from ..flows.events import Event, EventData, LogOnly
 from ..flows.run import Decision, Run, now
 
 
@@ -86,7 +86,7 @@ class Store(Protocol):
         """Update one run (CAS) and create another in one transaction (retry as a clone)."""
         ...
 
-    async def append_transcript(self, run_id: str, entries: Sequence[TranscriptEntry]) -> list[Event]:
+    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly]) -> list[Event]:
         """Append transcript entries; returns once they are committed and published.
 
         Many concurrent appends are group-committed into one transaction."""

@@ -16,7 +16,14 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
 
 from ..flows.errors import UsageError
-from ..flows.events import Event, EventData, TranscriptEntry, event_data_adapter
+from ..flows.events import (
+    AgentMessages,
+    Event,
+    EventData,
+    LogOnly,
+    TranscriptEntry,
+    event_data_adapter,
+)
 from ..flows.run import Run, StepRun
 from .base import DecisionRow, RecordRow
 from .errors import StorageCorrupt
@@ -94,12 +101,13 @@ def encode_events(run_id: str, events: Sequence[EventData]) -> list[EncodedEvent
     return encoded
 
 
-def encode_entries(run_id: str, entries: Sequence[TranscriptEntry]) -> list[EncodedEvent]:
+def encode_entries(run_id: str, entries: Sequence[LogOnly]) -> list[EncodedEvent]:
     encoded: list[EncodedEvent] = []
     for i, entry in enumerate(entries):
-        if not isinstance(entry, TranscriptEntry):
+        if not isinstance(entry, TranscriptEntry | AgentMessages):
             raise UsageError(
-                f"run {run_id}: entries[{i}] is a {type(entry).__name__}, not a TranscriptEntry"
+                f"run {run_id}: entries[{i}] is a {type(entry).__name__}, not a TranscriptEntry "
+                "or AgentMessages"
             )
         encoded.append(EncodedEvent(entry.type, _dump(entry, f"run {run_id}: entries[{i}]"), entry))
     return encoded

@@ -28,7 +28,7 @@ import anyio
 
 from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
-from ..flows.events import Event, EventData, TranscriptEntry
+from ..flows.events import Event, EventData, LogOnly
 from ..flows.run import Run, now
 from .base import DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
@@ -287,7 +287,7 @@ class SQLiteStore:
         return CommitRun(run, encoded, encoded_events, expected_version, decision)
 
     async def append_transcript(
-        self, run_id: str, entries: Sequence[TranscriptEntry]
+        self, run_id: str, entries: Sequence[LogOnly]
     ) -> list[Event]:
         """Append transcript entries; returns their events once committed and published.
 

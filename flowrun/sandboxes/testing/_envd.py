@@ -42,8 +42,9 @@ def _oneof(name: str, value: object) -> Any:
 class FakeProcess:
     """One command: its events so far, and a signal for each new one."""
 
-    def __init__(self, process: Process) -> None:
+    def __init__(self, process: Process, config: process_pb.ProcessConfig | None = None) -> None:
         self.process = process
+        self.config = config or process_pb.ProcessConfig()
         self.pid = process.pid
         self.events: list[Event] = [Event(event=_oneof("start", Event.StartEvent(pid=self.pid)))]
         self.changed = anyio.Event()
@@ -124,7 +125,7 @@ class FakeProcessService(ProcessService):
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
-        fake = FakeProcess(process)
+        fake = FakeProcess(process, config)
         sandbox.processes[fake.pid] = fake
         self.cloud.commands.append(list(config.args)[-1] if config.args else config.cmd)
         self.tasks.start_soon(fake.pump)
@@ -164,7 +165,7 @@ class FakeProcessService(ProcessService):
         sandbox = _sandbox(self.cloud, ctx)
         running = [p for p in sandbox.processes.values() if not p.ended]
         return process_pb.ListResponse(
-            processes=[process_pb.ProcessInfo(pid=p.pid) for p in running]
+            processes=[process_pb.ProcessInfo(pid=p.pid, config=p.config) for p in running]
         )
 
 
