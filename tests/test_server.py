@@ -15,6 +15,10 @@ import anyio
 import httpx2
 import pytest
 from anyio.streams.text import TextReceiveStream
+from mcp.client.client import Client
+from mcp.client.context import ClientRequestContext
+from mcp.client.streamable_http import streamable_http_client
+from mcp_types import ElicitRequestParams, ElicitResult, ErrorData
 
 from .tools.mcpkit import (
     ANA,
@@ -169,3 +173,26 @@ async def test_flowrun_serve_writes_a_token_on_first_start_and_serves_mcp(tmp_pa
         with anyio.fail_after(15):
             await process.wait()
         await process.aclose()
+
+
+async def test_the_stateless_2026_protocol_over_http_carries_the_tokens_actor(tmp_path: Path) -> None:
+    async def person(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        return ElicitResult(action="accept", content={"decision": "approve"})
+
+    async with served(environment(tmp_path)) as base:
+        for token, allowed in ((ANA, True), (READER, False)):
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as http:
+                transport = streamable_http_client(f"{base}/mcp", http_client=http)
+                with anyio.fail_after(60):
+                    async with Client(transport, mode="auto", elicitation_callback=person) as client:
+                        assert client.session.discover_result is not None
+                        started = await client.call_tool("start_flow", {"flow": "full-sdlc"})
+                        if not allowed:
+                            assert started.is_error and "needs the flows.run scope" in str(started.content)
+                            continue
+                        assert started.structured_content is not None
+                        run_id = started.structured_content["id"]
+                        await client.call_tool("wait_for_run", {"run_id": run_id, "timeout_s": 20})
+                        decided = await client.call_tool("decide_checkpoint", {"run_id": run_id})
+                        assert decided.structured_content is not None
+                        assert decided.structured_content["steps"][3]["decision"]["actor"] == "ana"

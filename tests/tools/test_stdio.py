@@ -8,10 +8,12 @@ from typing import Any
 
 import anyio
 import pytest
+from mcp.client.client import Client
 from mcp.client.context import ClientRequestContext
+from mcp.client.stdio import StdioServerParameters
 from mcp_types import ElicitRequestParams, ElicitResult, ErrorData, TextResourceContents
 
-from .mcpkit import call, environment, refusal, stdio_session, wait
+from .mcpkit import FLOWRUN, call, environment, refusal, stdio_session, wait
 
 pytestmark = pytest.mark.anyio
 
@@ -219,3 +221,27 @@ async def test_every_bad_input_is_a_tool_error_and_the_server_carries_on(tmp_pat
 
             assert (await call(session, "get_run", run_id=run))["status"] == "paused"  # nothing was lost
             assert len((await call(session, "list_flows"))["flows"]) == 5
+
+
+async def test_the_stateless_2026_protocol_elicits_through_input_required(tmp_path: Path) -> None:
+    """The SDK's high-level client negotiates 2026-07-28 when it can; there elicitation rides on
+    InputRequiredResult retries instead of a server-to-client request, and still asks the person."""
+    asked: list[str] = []
+
+    async def person(context: ClientRequestContext, params: ElicitRequestParams) -> ElicitResult | ErrorData:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"decision": "skip", "comment": "Not needed."})
+
+    params = StdioServerParameters(command=str(FLOWRUN), args=["mcp"], env=environment(tmp_path))
+    with anyio.fail_after(60):
+        async with Client(params, mode="auto", elicitation_callback=person) as client:
+            assert client.session.discover_result is not None  # not the initialize handshake
+            started = await client.call_tool("start_flow", {"flow": "full-sdlc"})
+            assert started.structured_content is not None
+            run_id = started.structured_content["id"]
+            waited = await client.call_tool("wait_for_run", {"run_id": run_id, "timeout_s": 20})
+            assert waited.structured_content is not None and waited.structured_content["reached"]
+            decided = await client.call_tool("decide_checkpoint", {"run_id": run_id})
+    assert not decided.is_error and decided.structured_content is not None
+    assert decided.structured_content["steps"][3]["decision"]["kind"] == "skip"
+    assert len(asked) == 1 and "Sign off before the PR opens." in asked[0]
