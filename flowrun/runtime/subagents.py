@@ -2,40 +2,67 @@
 
 Each sub-agent is an agent conversation of its own, in its own working subdirectory unless told
 otherwise, with the parent's tools (a sub-agent's own `spawn_subagents` is rejected as a tool
-error). Every transcript entry it makes carries its id; its turns and cost roll into the step.
-One failing sub-agent does not stop the others; cancelling the run cancels all of them.
+error). Every transcript entry it makes carries its id; its turns and cost roll into the step
+through the parent's usage callback. One failing sub-agent does not stop the others; cancelling
+the run cancels all of them (they are tasks of the tool call's task group, inside the step).
 """
 
 from __future__ import annotations
 
 import json
+import posixpath
 import shlex
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, ClassVar
 
 import anyio
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 
 from ..flows.enums import Outcome, TranscriptKind
-from ..flows.errors import FlowrunError
+from ..flows.errors import BlockedError, FlowrunError
 from ..flows.events import TranscriptEntry
 from ..flows.skills import Skill
 from ..flows.template import MAX_SUBAGENTS_PER_BATCH
-from .agent import AgentOutcome, AgentTask, run_agent
+from .agent import AgentTask, run_agent
 from .tools.base import ToolContext, ToolOutput
 
 SPAWN = "spawn_subagents"
 
+SUBAGENT_PROMPT = """
+
+You are sub-agent {id}, started by the step's agent for one self-contained task. Your working
+directory is {cwd!r} (relative to the workspace): relative file paths and shell commands start
+there. Other sub-agents work beside you at the same time, so stay inside your directory unless
+the task says otherwise. When done, call submit_result; you cannot start sub-agents yourself."""
+
 
 class SubagentSpec(BaseModel):
-    task: str = Field(description="What this sub-agent should do, self-contained.")
-    id: str | None = Field(default=None, description="A short id; defaults to sub-N.")
+    task: str = Field(min_length=1, description="What this sub-agent should do, self-contained.")
+    id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
+                           description="A short id (letters, digits, '_', '.', '-'); defaults to sub-N.")
     cwd: str | None = Field(default=None, description="Working directory relative to the workspace; "
                             "defaults to its own subagents/<id>.")
+
+    @field_validator("cwd")
+    @classmethod
+    def _inside_workspace(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        normal = posixpath.normpath(value)
+        if posixpath.isabs(normal) or normal == ".." or normal.startswith("../"):
+            raise ValueError(f"cwd {value!r} must be a directory inside the workspace, given relative to it")
+        return normal
 
 
 class SpawnInput(BaseModel):
     tasks: list[SubagentSpec] = Field(min_length=1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    id: str
+    task: str
+    cwd: str
 
 
 def _subagent_skill(parent: Skill) -> Skill:
@@ -46,62 +73,92 @@ class SpawnSubagents:
     name: ClassVar[str] = SPAWN
     description: ClassVar[str] = (
         f"Run up to {MAX_SUBAGENTS_PER_BATCH} sub-agents concurrently on this sandbox, each with a "
-        "self-contained task; returns each one's outcome, summary and output. Sub-agents cannot spawn "
-        "their own sub-agents."
+        "self-contained task and its own working directory (subagents/<id> unless you give a cwd); "
+        "returns each one's outcome, summary and output. Sub-agents cannot spawn their own sub-agents."
     )
     input_model: ClassVar[type[BaseModel]] = SpawnInput
 
     def __init__(self, parent: AgentTask, limit: int) -> None:
         self.parent = parent
         self.limit = min(limit, MAX_SUBAGENTS_PER_BATCH)
+        self._used: set[str] = set()  # ids taken in this step: a transcript id names one sub-agent
         self._count = 0
 
     async def preview(self, ctx: ToolContext, args: SpawnInput) -> dict[str, Any]:
         return {"tasks": [t.task for t in args.tasks]}
 
-    async def run(self, ctx: ToolContext, args: SpawnInput) -> ToolOutput:
+    def _plan(self, args: SpawnInput) -> list[_Planned] | str:
+        """Ids and directories for a batch, or why it is refused."""
         if len(args.tasks) > self.limit:
-            return ToolOutput(f"too many sub-agents: {len(args.tasks)} asked, at most {self.limit} per batch; "
-                              "split the work into batches", is_error=True)
-        specs = []
+            return (f"too many sub-agents: {len(args.tasks)} asked, at most {self.limit} per batch; "
+                    "split the work into batches")
+        chosen = [t.id for t in args.tasks if t.id is not None]
+        twice = sorted({i for i in chosen if chosen.count(i) > 1})
+        if twice:
+            return f"sub-agent id {twice[0]!r} is given more than once; ids must be unique"
+        taken = sorted(set(chosen) & self._used)
+        if taken:
+            return f"sub-agent id {taken[0]!r} was already used in this step; choose another id"
+        reserved = self._used | set(chosen)
+        planned = []
         for spec in args.tasks:
-            self._count += 1
-            sub_id = spec.id or f"sub-{self._count}"
-            specs.append((sub_id, spec.task, spec.cwd or f"subagents/{sub_id}"))
+            sub_id = spec.id
+            while sub_id is None or (spec.id is None and sub_id in reserved):
+                self._count += 1
+                sub_id = f"sub-{self._count}"
+            reserved.add(sub_id)
+            planned.append(_Planned(sub_id, spec.task, spec.cwd or f"subagents/{sub_id}"))
+        self._used |= reserved
+        return planned
+
+    async def run(self, ctx: ToolContext, args: SpawnInput) -> ToolOutput:
+        planned = self._plan(args)
+        if isinstance(planned, str):
+            return ToolOutput(planned, is_error=True)
         results: dict[str, dict[str, Any]] = {}
 
-        async def one(sub_id: str, text: str, cwd: str) -> None:
-            results[sub_id] = await self._run_one(sub_id, text, cwd)
+        async def one(sub: _Planned) -> None:
+            results[sub.id] = await self._run_one(sub)
 
         async with anyio.create_task_group() as tg:
-            for sub_id, text, cwd in specs:
-                tg.start_soon(one, sub_id, text, cwd)
-        ordered = [results[sub_id] for sub_id, _, _ in specs]
+            for sub in planned:
+                tg.start_soon(one, sub, name=f"sub-agent {sub.id}")
+        ordered = [results[sub.id] for sub in planned]
         failed = sum(r["outcome"] == Outcome.ERROR.value for r in ordered)
         return ToolOutput(json.dumps(ordered, indent=1), is_error=failed == len(ordered),
                           data={"subagents": [{k: r[k] for k in ("id", "outcome", "summary", "turns")} for r in ordered]})
 
-    async def _run_one(self, sub_id: str, text: str, cwd: str) -> dict[str, Any]:
+    async def _run_one(self, sub: _Planned) -> dict[str, Any]:
         parent = self.parent
-        await parent.emit(TranscriptEntry(kind=TranscriptKind.INFO, step=parent.step, subagent=sub_id,
-                                          text=f"Sub-agent {sub_id} started: {text}", data={"task": text, "cwd": cwd}))
-        tools = {**parent.tools, SPAWN: _NestedSpawnRejected()}
-        task = replace(parent, subagent=sub_id, cwd=cwd, instructions=text, tools=tools,
-                       skill=_subagent_skill(parent.skill), extras={})
+        await parent.emit(TranscriptEntry(kind=TranscriptKind.INFO, step=parent.step, subagent=sub.id,
+                                          text=f"Sub-agent {sub.id} started: {sub.task}",
+                                          data={"task": sub.task, "cwd": sub.cwd}))
+        task = replace(
+            parent, subagent=sub.id, cwd=sub.cwd, instructions=sub.task, skill=_subagent_skill(parent.skill),
+            system=parent.system + SUBAGENT_PROMPT.format(id=sub.id, cwd=sub.cwd),
+            tools={**parent.tools, SPAWN: _NestedSpawnRejected()}, extras=dict(parent.extras),
+        )
         turns = 0
         try:
-            await parent.sandbox.exec(f"mkdir -p {shlex.quote(cwd)}")
-            outcome: AgentOutcome = await run_agent(task)
+            made = await parent.sandbox.exec(f"mkdir -p -- {shlex.quote(sub.cwd)}")
+            if made.exit_code != 0:
+                raise FlowrunError(f"could not create its working directory {sub.cwd!r}: "
+                                   f"{(made.stderr or made.stdout).strip()}")
+            outcome = await run_agent(task)
             result, turns = outcome.result, outcome.turns
             entry = {"outcome": result.outcome.value, "summary": result.summary, "output": result.output}
+        except BlockedError as exc:
+            entry = {"outcome": Outcome.ERROR.value, "summary": f"{exc.message} Fix: {exc.fix}", "output": {}}
         except FlowrunError as exc:
             entry = {"outcome": Outcome.ERROR.value, "summary": exc.message, "output": {}}
+        except TimeoutError:  # the step's deadline, which bounds every turn of every sub-agent
+            entry = {"outcome": Outcome.ERROR.value, "summary": "ran out of the step's time budget", "output": {}}
         except Exception as exc:  # one failing sub-agent does not stop the others
             entry = {"outcome": Outcome.ERROR.value, "summary": f"{type(exc).__name__}: {exc}", "output": {}}
         if entry["outcome"] == Outcome.ERROR.value:
-            await parent.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=parent.step, subagent=sub_id,
-                                              text=f"Sub-agent {sub_id} failed: {entry['summary']}", is_error=True))
-        return {"id": sub_id, "task": text, "turns": turns, **entry}
+            await parent.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=parent.step, subagent=sub.id,
+                                              text=f"Sub-agent {sub.id} failed: {entry['summary']}", is_error=True))
+        return {"id": sub.id, "task": sub.task, "cwd": sub.cwd, "turns": turns, **entry}
 
 
 class _NestedSpawnInput(BaseModel):

@@ -41,7 +41,8 @@ class Shell:
         async def on_output(stream: Literal["stdout", "stderr"], text: str) -> None:
             await ctx.emit(TranscriptEntry(
                 kind=TranscriptKind.TOOL_DELTA, step=ctx.step, text=text, tool=self.name, call_id=ctx.call_id,
-                stream=f"{ctx.call_id}:{stream}", subagent=ctx.subagent, data={"stream": stream},
+                stream=f"{ctx.subagent}.{ctx.call_id}:{stream}" if ctx.subagent else f"{ctx.call_id}:{stream}",
+                subagent=ctx.subagent, data={"stream": stream},
             ))
 
         cwd = _path(ctx, args.cwd) if args.cwd else ctx.cwd
