@@ -8,7 +8,9 @@ No `from __future__ import annotations` here: the SDK reads the handlers' annota
 registration, and `Resolve(ask_decision)` names a closure that only exists in `register`.
 """
 
-from typing import Annotated, Any, Literal
+import inspect
+from collections.abc import Callable, Coroutine
+from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
 from mcp.server.elicitation import AcceptedElicitation, CancelledElicitation, DeclinedElicitation
@@ -32,6 +34,7 @@ RunStatusName = Literal["pending", "running", "paused", "completed", "failed", "
 RunId = Annotated[str, Field(description="the run id, e.g. 'run_01J…', from start_flow or list_runs")]
 Answer = AcceptedElicitation[DecisionForm] | DeclinedElicitation | CancelledElicitation
 
+_Handler = TypeVar("_Handler", bound=Callable[..., Coroutine[Any, Any, Any]])
 READ = ToolAnnotations(read_only_hint=True, open_world_hint=False)
 STEER = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
 
@@ -57,7 +60,13 @@ def _elicitation_supported(ctx: Context[Any, Any]) -> bool:
 def register(server: MCPServer[Any], face: Face) -> None:
     """Add every tool and resource to `server`; handlers reach the engine through `face`."""
 
-    @server.tool(title="Start a Flow run", annotations=ToolAnnotations(
+    def tool(title: str, annotations: ToolAnnotations) -> Callable[[_Handler], _Handler]:
+        def add(fn: _Handler) -> _Handler:  # the docstring, dedented, is the description
+            server.add_tool(fn, title=title, description=inspect.cleandoc(fn.__doc__ or ""), annotations=annotations)
+            return fn
+        return add
+
+    @tool("Start a Flow run", ToolAnnotations(
         read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=True))
     async def start_flow(
         flow: Annotated[str, Field(description="the Flow id from list_flows, e.g. 'full-sdlc'")],
@@ -107,7 +116,7 @@ def register(server: MCPServer[Any], face: Face) -> None:
         return Elicit(f"{run.flow.name} ({run.id}) waits before {where}: {cp.message}{previous}\n"
                       "Approve to continue, reject to stop the run, or skip this step.", DecisionForm)
 
-    @server.tool(title="Decide a checkpoint", annotations=STEER)
+    @tool("Decide a checkpoint", STEER)
     async def decide_checkpoint(
         run_id: RunId,
         answer: Annotated[Answer, Resolve(ask_decision)],
@@ -136,7 +145,7 @@ def register(server: MCPServer[Any], face: Face) -> None:
         )
         return face.view(run)
 
-    @server.tool(title="Get a run", annotations=READ)
+    @tool("Get a run", READ)
     async def get_run(
         run_id: RunId,
         transcript_tail: Annotated[int | None, Field(
@@ -151,7 +160,7 @@ def register(server: MCPServer[Any], face: Face) -> None:
             lines = transcript_lines(await engine.events(actor, run_id), tail=transcript_tail)
         return face.view(run, lines)
 
-    @server.tool(title="List runs", annotations=READ)
+    @tool("List runs", READ)
     async def list_runs(
         status: Annotated[RunStatusName | list[RunStatusName] | None, Field(
             description="only runs in this status (or any of these)")] = None,
@@ -164,26 +173,26 @@ def register(server: MCPServer[Any], face: Face) -> None:
                                              flow=flow, limit=limit)
         return RunList(runs=[face.view(r) for r in runs], count=len(runs))
 
-    @server.tool(title="List Flows", annotations=READ)
+    @tool("List Flows", READ)
     async def list_flows() -> FlowList:
         """The Flows you can start: id, description, parameters (type, required, default) and steps,
         with the checkpoints where a person signs off."""
         return FlowList(flows=[flow_view(f) for f in face.engine().list_flows(face.actor())])
 
-    @server.tool(title="Cancel a run", annotations=ToolAnnotations(
+    @tool("Cancel a run", ToolAnnotations(
         read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False))
     async def cancel_run(run_id: RunId) -> RunView:
         """Stop a running or paused run. Its workspace is kept, so resume_run can continue it later.
         You may cancel your own runs; cancelling another person's needs flows.cancel.any."""
         return face.view(await face.engine().cancel(face.actor(), run_id))
 
-    @server.tool(title="Resume a run", annotations=STEER)
+    @tool("Resume a run", STEER)
     async def resume_run(run_id: RunId) -> RunView:
         """Continue a blocked or cancelled run from its first step that did not complete. For a
         blocked run, apply the fix its `blocked.fix` names first."""
         return face.view(await face.engine().resume(face.actor(), run_id))
 
-    @server.tool(title="Retry a run", annotations=STEER)
+    @tool("Retry a run", STEER)
     async def retry_run(
         run_id: RunId,
         clone: Annotated[bool, Field(
@@ -193,7 +202,7 @@ def register(server: MCPServer[Any], face: Face) -> None:
         earlier transcript stays. Returns the run that continues (the new one when clone is true)."""
         return face.view(await face.engine().retry(face.actor(), run_id, clone=clone))
 
-    @server.tool(title="Wait for a run", annotations=READ)
+    @tool("Wait for a run", READ)
     async def wait_for_run(
         run_id: RunId,
         ctx: Context[Any, Any],

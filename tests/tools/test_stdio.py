@@ -29,6 +29,7 @@ async def test_tools_and_resources_are_listed_with_their_schemas(tmp_path: Path)
     assert set(tools) == TOOLS
     for tool in tools.values():
         assert tool.description and len(tool.description) > 60, tool.name
+        assert "\n " not in tool.description, "descriptions are dedented"
         assert tool.output_schema is not None, f"{tool.name} has no structured output"
         assert tool.input_schema["type"] == "object"
     start = tools["start_flow"].input_schema
