@@ -29,6 +29,9 @@ async def serve(args: argparse.Namespace) -> int:
     if "FLOWRUN_PUBLIC_URL" not in settings.env:  # page links point at where we actually listen
         host = f"[{args.host}]" if ":" in args.host else args.host
         settings = dataclasses.replace(settings, public_url=f"http://{host}:{args.port}")
+        if args.host not in ("127.0.0.1", "localhost", "::1"):
+            print("Set FLOWRUN_PUBLIC_URL to the address clients use: Host and Origin checks admit only it "
+                  "and loopback.", file=sys.stderr)
     tokens = TokenTable.from_config(settings.env, settings.home)
     if not len(tokens):
         create_operator_token(settings.home)
