@@ -3,7 +3,7 @@ and the transcript as readable lines."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -11,6 +11,7 @@ from flowrun.flows import machine
 from flowrun.flows.enums import (
     BlockedCause,
     CheckpointMode,
+    DecisionKind,
     ExecutionMode,
     RunStatus,
     TranscriptKind,
@@ -18,6 +19,8 @@ from flowrun.flows.enums import (
 from flowrun.flows.events import Event, StepStatusChanged, TranscriptEntry
 from flowrun.flows.run import Blocked, Checkpoint, Links, Run
 from flowrun.flows.template import FlowTemplate
+from flowrun.tools.handlers import RunStatusName
+from flowrun.tools.models import DecisionLiteral
 from flowrun.tools.views import run_view, transcript_lines, transcript_markdown
 
 FLOW = FlowTemplate.model_validate({
@@ -87,3 +90,8 @@ def test_transcript_lines_join_streams_drop_deltas_and_cut_long_text() -> None:
     assert transcript_lines(events, tail=0) == []
     markdown = transcript_markdown(_run(RunStatus.RUNNING), transcript_lines(events))
     assert "## Setup" in markdown and "## Step 1: Build" in markdown and "▸ shell ls -a" in markdown
+
+
+def test_the_tool_literals_match_the_domain_enums() -> None:
+    assert set(get_args(RunStatusName)) == {s.value for s in RunStatus}
+    assert set(get_args(DecisionLiteral)) == {d.value for d in DecisionKind}
