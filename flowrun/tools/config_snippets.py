@@ -47,8 +47,8 @@ def snippet(client: Client, *, http: bool, command: str, home: Path, url: str,
     server_env = {"FLOWRUN_HOME": str(home.expanduser().absolute())}
     server_env.update({k: v for k, v in (env or {}).items() if k in PASSED_ENV and v})
     stdio = {"command": command, "args": ["mcp"], "env": server_env}
-    token_note = (f"Set {TOKEN_ENV} to a token from FLOWRUN_TOKENS or {home}/tokens "
-                  "(`flowrun serve` writes one there on first start).")
+    source = f"a token from FLOWRUN_TOKENS or {home}/tokens (`flowrun serve` writes one there on first start)"
+    token_note = f"Set {TOKEN_ENV} to {source}."
     if client == "claude-code":
         if http:
             text = (f"claude mcp add --transport http {shlex.quote(name)} {shlex.quote(url)} "
@@ -79,6 +79,6 @@ def snippet(client: Client, *, http: bool, command: str, home: Path, url: str,
                   "env": {"FLOWRUN_AUTH": "Bearer YOUR_FLOWRUN_TOKEN"}}
         return Snippet(_json({"mcpServers": {name: bridge}}),
                        "Add to claude_desktop_config.json (Settings > Developer > Edit Config) and replace "
-                       f"YOUR_FLOWRUN_TOKEN; needs Node's npx. {token_note}")
+                       f"YOUR_FLOWRUN_TOKEN with {source}; needs Node's npx.")
     return Snippet(_json({"mcpServers": {name: stdio}}),
                    "Add to claude_desktop_config.json (Settings > Developer > Edit Config), then restart Claude.")
