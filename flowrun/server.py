@@ -9,7 +9,6 @@ server. Later issues add the JSON API, the websocket and the pages to `create_ap
 from __future__ import annotations
 
 import logging
-import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -109,26 +108,19 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
 
 async def run_stdio(settings: Settings) -> None:
-    """`flowrun mcp`: the MCP server on stdin/stdout, as the local operator, until stdin closes
-    or a signal arrives; then the engine shuts down and marks in-flight runs interrupted."""
+    """`flowrun mcp`: the MCP server on stdin/stdout, as the local operator, until the client
+    closes stdin (how MCP clients stop a stdio server); the engine then shuts down and marks
+    in-flight runs interrupted. A signal is not caught: the SDK reads stdin in a worker thread
+    that cannot be cancelled, so the default action (exit now) is the only prompt one, and the
+    next engine start marks this process's runs interrupted, as after any crash."""
     from .tools.server import build_mcp_server
 
     slot = EngineSlot()
     server = build_mcp_server(slot, settings.public_url, lambda: LOCAL_OPERATOR)
     await prepare_demo(settings)
-    async with open_engine(settings) as engine, anyio.create_task_group() as tg:
+    async with open_engine(settings) as engine:
         slot.engine = engine
-
-        async def stop_on_signal() -> None:
-            with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGHUP) as signals:
-                async for signum in signals:
-                    log.info("stopping on signal %s", signum)
-                    tg.cancel_scope.cancel()
-                    return
-
-        tg.start_soon(stop_on_signal)
         try:
             await server.run_stdio_async()
         finally:
             slot.engine = None
-            tg.cancel_scope.cancel()
