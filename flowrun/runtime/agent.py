@@ -182,9 +182,17 @@ def _tool_spec(name: str, description: str, input_model: type[BaseModel]) -> Too
     return ToolSpec(name=name, description=description, input_schema=input_model.model_json_schema())
 
 
+def _spec(tool: Tool) -> ToolSpec:
+    """A tool that carries its own JSON schema (an MCP server's tool) is shown with it as is."""
+    schema: dict[str, Any] | None = getattr(tool, "input_schema", None)
+    if schema is not None:
+        return ToolSpec(name=tool.name, description=tool.description, input_schema=schema)
+    return _tool_spec(tool.name, tool.description, tool.input_model)
+
+
 async def run_agent(task: AgentTask) -> AgentOutcome:
     """Drive one agent conversation to its result. Raises on model failures it cannot retry."""
-    specs = [_tool_spec(t.name, t.description, t.input_model) for t in task.tools.values()]
+    specs = [_spec(t) for t in task.tools.values()]
     specs += [result_tool(task.skill), BLOCKED_TOOL]
     messages: list[Message] = [Message(role="user", content=[TextBlock(text=task.instructions)])]
     validation_failures = 0

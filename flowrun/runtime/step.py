@@ -18,6 +18,7 @@ from ..storage.base import RecordRow
 from .agent import AgentTask, run_agent
 from .context import EngineDeps, step_context
 from .health import check_health, open_health_event
+from .tools.mcp_client import mcp_server_tools
 from .transcript import TranscriptSink
 
 log = logging.getLogger("flowrun.runtime")
@@ -117,9 +118,12 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
             from .subagents import enable_subagents
 
             enable_subagents(task, limit=spec.subagents)
-        await sink.emit(TranscriptEntry(kind=TranscriptKind.INFO, step=index,
-                                        text=f"Step {index + 1} {spec.name!r} running /{skill.slug} on {model}"))
-        outcome = await run_agent(task)
+        # the profile's MCP servers live exactly as long as the agent loop, in this task
+        async with mcp_server_tools(profile, emit=sink.emit, step=index) as external:
+            task.tools = {**task.tools, **external}
+            await sink.emit(TranscriptEntry(kind=TranscriptKind.INFO, step=index,
+                                            text=f"Step {index + 1} {spec.name!r} running /{skill.slug} on {model}"))
+            outcome = await run_agent(task)
     except BlockedError as exc:
         details = {k: v for k, v in exc.details.items() if k not in ("cause", "fix")}
         if exc.cause == BlockedCause.ENVIRONMENT_UNHEALTHY.value:
