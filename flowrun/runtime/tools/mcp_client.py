@@ -208,6 +208,9 @@ async def _serve(spec: McpServerSpec, stop: anyio.Event, timeout_s: float, cwd: 
     from mcp.client.session import ClientSession
     from mcp.client.stdio import StdioServerParameters, stdio_client
     from mcp.client.streamable_http import streamable_http_client
+    from mcp_types import Implementation
+
+    from ... import __version__
 
     begun = anyio.current_time()
     started = False
@@ -226,7 +229,7 @@ async def _serve(spec: McpServerSpec, stop: anyio.Event, timeout_s: float, cwd: 
                         raise _NotUp(f"cannot run {spec.command[0]!r}: {exc.strerror or exc}") from exc
                 else:
                     read, write = await stack.enter_async_context(streamable_http_client(str(spec.url)))
-                session = await stack.enter_async_context(ClientSession(read, write))
+                session = await stack.enter_async_context(ClientSession(read, write, client_info=Implementation(name="flowrun", version=__version__)))
                 await session.initialize()
                 tools = await _list_tools(session)
                 scope.deadline = math.inf
@@ -265,40 +268,42 @@ async def mcp_server_tools(profile: SandboxProfile, *, emit: Emit, step: int,
         yield {}
         return
     stop = anyio.Event()
-    tools: dict[str, Tool] = {}
-    failed: list[tuple[McpServerSpec, str]] = []
+    servers = list(profile.mcp_servers)
+    up: dict[int, _Started] = {}
+    failed: dict[int, str] = {}
 
     async def setup(text: str, **data: Any) -> None:
         await emit(TranscriptEntry(kind=TranscriptKind.SETUP, step=step, text=text, data=data))
 
     async with anyio.create_task_group() as tg:
 
-        async def start(spec: McpServerSpec) -> None:
+        async def start(i: int, spec: McpServerSpec) -> None:
             if bool(spec.command) == bool(spec.url):
-                failed.append((spec, "it needs exactly one of `command` (stdio) or `url` (streamable HTTP)"))
+                failed[i] = "it needs exactly one of `command` (stdio) or `url` (streamable HTTP)"
                 return
             verb = "Starting" if spec.command else "Connecting to"
             await setup(f"{verb} MCP server {spec.name!r} ({_where(spec)})", server=spec.name)
             try:
-                up: _Started = await tg.start(_serve, spec, stop, timeout_s, profile.source_dir,
-                                              name=f"MCP server {spec.name}")
+                up[i] = await tg.start(_serve, spec, stop, timeout_s, profile.source_dir,
+                                       name=f"MCP server {spec.name}")
             except _NotUp as exc:
-                failed.append((spec, str(exc)))
+                failed[i] = str(exc)
                 return
-            names = []
-            for remote in up.tools:
-                name, n = tool_name(spec.name, remote.name), 1
-                while name in tools:  # two servers of one name, or names equal once made safe
-                    n += 1
-                    name = tool_name(spec.name, f"{remote.name}_{n}")
-                tools[name] = bind(spec.name, remote, up.session, name=name)
-                names.append(name)
-            await setup(f"MCP server {spec.name!r} ready in {up.seconds:.2f}s with {len(names)} tools: "
+            names = [tool_name(spec.name, t.name) for t in up[i].tools]
+            await setup(f"MCP server {spec.name!r} ready in {up[i].seconds:.2f}s with {len(names)} tools: "
                         + ", ".join(names), server=spec.name, tools=names)
 
-        async with anyio.create_task_group() as starting:
-            for spec in profile.mcp_servers:
-                starting.start_soon(start, spec)
+        async with anyio.create_task_group() as starting:  # all at once: the slowest sets the wait
+            for i, spec in enumerate(servers):
+                starting.start_soon(start, i, spec)
+        tools: dict[str, Tool] = {}
+        for i in sorted(up):  # in the profile's order, whichever came up first: a stable tool list
+            for remote in up[i].tools:
+                name, n = tool_name(servers[i].name, remote.name), 1
+                while name in tools:  # two servers of one name, or names equal once made safe
+                    n += 1
+                    name = tool_name(servers[i].name, f"{remote.name}_{n}")
+                tools[name] = bind(servers[i].name, remote, up[i].session, name=name)
         body_error: Exception | None = None
         try:
             if not failed:
@@ -310,7 +315,8 @@ async def mcp_server_tools(profile: SandboxProfile, *, emit: Emit, step: int,
     if body_error is not None:
         raise body_error
     if failed:
-        spec, error = failed[0]
+        first = min(failed)
+        spec, error = servers[first], failed[first]
         others = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
         raise BlockedError(BlockedCause.INTEGRATION_UNAVAILABLE.value,
                            f"MCP server {spec.name!r} did not come up: {error}{others}",
