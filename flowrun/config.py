@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .flows.enums import Plan
 from .flows.errors import UsageError
-from .flows.events import TranscriptEntry
+from .flows.events import AgentMessages, LogOnly
 from .flows.profiles import RepositorySpec, SandboxProfile
 from .llm.base import ModelProvider
 from .runtime.catalog import Catalog
@@ -136,7 +136,10 @@ def make_redact(settings: Settings) -> Redact:
 
     redactor = Redactor(settings.secrets)
 
-    def redact(entry: TranscriptEntry) -> TranscriptEntry:
+    def redact(entry: LogOnly) -> LogOnly:
+        if isinstance(entry, AgentMessages):
+            messages = redactor.redact_obj(entry.messages)
+            return entry if messages is entry.messages else entry.model_copy(update={"messages": messages})
         text = redactor.redact(entry.text)
         data = redactor.redact_obj(entry.data) if entry.data else entry.data
         if text is entry.text and data is entry.data:

@@ -95,6 +95,12 @@ class AgentTask:
     subagent: str | None = None
     cwd: str | None = None
     extras: dict[str, Any] = field(default_factory=dict)
+    # durability: `record(messages, before_tools)` appends to the persisted conversation (the
+    # step's main agent only); `history` continues one after a restart, `attach` maps the call
+    # ids of commands still running then to their pids
+    record: Callable[[list[Message], bool], Awaitable[None]] | None = None
+    history: list[Message] = field(default_factory=list)
+    attach: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -140,8 +146,9 @@ async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
     tool = task.tools.get(call.name)
     if tool is None:
         return ToolOutput(f"unknown tool {call.name!r}; available: {', '.join(sorted(task.tools))}", is_error=True)
+    attach_pid = task.attach.get(call.id)
     ctx = ToolContext(run_id=task.run_id, step=task.step, call_id=call.id, sandbox=task.sandbox, emit=task.emit,
-                      subagent=task.subagent, cwd=task.cwd, extras=task.extras)
+                      subagent=task.subagent, cwd=task.cwd, extras=task.extras, attach_pid=attach_pid)
     try:
         args = tool.input_model.model_validate(call.input)
     except ValidationError as exc:
@@ -150,12 +157,16 @@ async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
                                data={"input": call.input}))
         await task.emit(_entry(task, TranscriptKind.TOOL_END, output.content, tool=call.name, call_id=call.id, is_error=True))
         return output
-    try:
-        detail = await tool.preview(ctx, args)
-    except FlowrunError:
-        detail = {}
-    await task.emit(_entry(task, TranscriptKind.TOOL_START, call.name, tool=call.name, call_id=call.id,
-                           data={"input": call.input, **detail}))
+    if attach_pid is not None:  # its tool_start was written before the restart
+        await task.emit(_entry(task, TranscriptKind.INFO, f"Reattached to the running {call.name} call after a restart",
+                               call_id=call.id, tool=call.name, data={"pid": attach_pid}))
+    else:
+        try:
+            detail = await tool.preview(ctx, args)
+        except FlowrunError:
+            detail = {}
+        await task.emit(_entry(task, TranscriptKind.TOOL_START, call.name, tool=call.name, call_id=call.id,
+                               data={"input": call.input, **detail}))
     try:
         output = await tool.run(ctx, args)
     except FlowrunError as exc:
@@ -190,75 +201,114 @@ def _spec(tool: Tool) -> ToolSpec:
     return _tool_spec(tool.name, tool.description, tool.input_model)
 
 
+PURE_CALLS = frozenset({SUBMIT, REPORT_BLOCKED})  # change nothing outside the conversation
+
+
+@dataclass
+class _State:
+    turns: int = 0
+    validation_failures: int = 0
+    outcome: AgentOutcome | None = None
+
+
+async def _record(task: AgentTask, messages: list[Message], *, before_tools: bool = False) -> None:
+    if task.record is not None:
+        await task.record(messages, before_tools)
+
+
+async def _handle_calls(task: AgentTask, calls: list[ToolUseBlock], state: _State) -> list[ToolResultBlock]:
+    results: list[ToolResultBlock] = []
+    for call in calls:
+        if state.outcome is not None:
+            results.append(ToolResultBlock(tool_use_id=call.id, content="not run: the step already ended", is_error=True))
+            continue
+        if call.name == SUBMIT:
+            result, errors = _check_result(task, call)
+            await task.emit(_entry(task, TranscriptKind.TOOL_START, SUBMIT, tool=SUBMIT, call_id=call.id,
+                                   data={"input": call.input}))
+            if result is not None:
+                await task.emit(_entry(task, TranscriptKind.TOOL_END, f"result accepted: {result.outcome.value}",
+                                       tool=SUBMIT, call_id=call.id))
+                state.outcome = AgentOutcome(result, state.turns)
+                results.append(ToolResultBlock(tool_use_id=call.id, content="result accepted"))
+                continue
+            state.validation_failures += 1
+            text = "The result does not match the required shape:\n- " + "\n- ".join(errors)
+            await task.emit(_entry(task, TranscriptKind.TOOL_END, text, tool=SUBMIT, call_id=call.id, is_error=True))
+            if state.validation_failures > task.skill.max_validation_passes:
+                state.outcome = AgentOutcome(StepResult(outcome=Outcome.ERROR, summary=(
+                    f"The result failed validation {state.validation_failures} times: " + "; ".join(errors))),
+                    state.turns, error="result failed the skill's schema")
+            results.append(ToolResultBlock(tool_use_id=call.id, content=text + "\nFix it and call submit_result again.",
+                                           is_error=True))
+        elif call.name == REPORT_BLOCKED:
+            reason = str(call.input.get("reason") or "The agent reported it cannot proceed.")
+            needs = str(call.input.get("needs") or "")
+            await task.emit(_entry(task, TranscriptKind.TOOL_START, REPORT_BLOCKED, tool=REPORT_BLOCKED,
+                                   call_id=call.id, data={"input": call.input}))
+            await task.emit(_entry(task, TranscriptKind.TOOL_END, reason, tool=REPORT_BLOCKED, call_id=call.id))
+            summary = reason + (f" Needs: {needs}" if needs else "")
+            state.outcome = AgentOutcome(StepResult(outcome=Outcome.BLOCKED, summary=summary), state.turns,
+                                         blocked_reason=summary)
+            results.append(ToolResultBlock(tool_use_id=call.id, content="reported; the run pauses for a person"))
+        else:
+            output = await _run_tool(task, call)
+            results.append(ToolResultBlock(tool_use_id=call.id, content=cap_output(output.content),
+                                           is_error=output.is_error))
+    return results
+
+
+def _pending_calls(messages: list[Message]) -> list[ToolUseBlock]:
+    """Tool calls of a conversation's last assistant turn that have no results yet."""
+    if not messages or messages[-1].role != "assistant":
+        return []
+    return [b for b in messages[-1].content if isinstance(b, ToolUseBlock)]
+
+
 async def run_agent(task: AgentTask) -> AgentOutcome:
-    """Drive one agent conversation to its result. Raises on model failures it cannot retry."""
+    """Drive one agent conversation to its result. Raises on model failures it cannot retry.
+
+    With `task.history` it continues a conversation a restart interrupted: calls of the last
+    assistant turn that have no results yet run first (re-attaching to commands still running)."""
     specs = [_spec(t) for t in task.tools.values()]
     specs += [result_tool(task.skill), BLOCKED_TOOL]
-    messages: list[Message] = [Message(role="user", content=[TextBlock(text=task.instructions)])]
-    validation_failures = 0
-    turns = 0
+    messages: list[Message] = list(task.history)
+    if not messages:
+        messages = [Message(role="user", content=[TextBlock(text=task.instructions)])]
+        await _record(task, messages)
+    state = _State(turns=sum(m.role == "assistant" for m in messages))
     request = ModelRequest(model=task.model, system=task.system, messages=messages, tools=specs,
                            skill=task.skill.slug, run_id=task.run_id, step=task.step, subagent=task.subagent)
-    outcome: AgentOutcome | None = None
-    while outcome is None:
-        if turns >= task.max_turns:
-            outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
-                f"The step used its {task.max_turns} turns without submitting its result.")), turns)
-            break
-        if anyio.current_time() >= task.deadline:
-            outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
-                "The step ran out of its time budget before submitting its result.")), turns)
-            break
-        request = request.model_copy(update={"messages": list(messages)})
-        with anyio.fail_after(max(task.deadline - anyio.current_time(), 0.001) if task.deadline != math.inf else None):
-            complete = await _stream_turn(task, request, turns)
-        turns += 1
-        await task.on_usage(complete.usage)
-        messages.append(complete.message)
-        calls = [b for b in complete.message.content if isinstance(b, ToolUseBlock)]
+    calls = _pending_calls(messages)
+    while state.outcome is None:
         if not calls:
-            outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
-                "The agent stopped without submitting its result.")), turns)
-            break
-        results: list[ToolResultBlock] = []
-        for call in calls:
-            if outcome is not None:
-                results.append(ToolResultBlock(tool_use_id=call.id, content="not run: the step already ended", is_error=True))
-                continue
-            if call.name == SUBMIT:
-                result, errors = _check_result(task, call)
-                await task.emit(_entry(task, TranscriptKind.TOOL_START, SUBMIT, tool=SUBMIT, call_id=call.id,
-                                       data={"input": call.input}))
-                if result is not None:
-                    await task.emit(_entry(task, TranscriptKind.TOOL_END, f"result accepted: {result.outcome.value}",
-                                           tool=SUBMIT, call_id=call.id))
-                    outcome = AgentOutcome(result, turns)
-                    results.append(ToolResultBlock(tool_use_id=call.id, content="result accepted"))
-                    continue
-                validation_failures += 1
-                text = "The result does not match the required shape:\n- " + "\n- ".join(errors)
-                await task.emit(_entry(task, TranscriptKind.TOOL_END, text, tool=SUBMIT, call_id=call.id, is_error=True))
-                if validation_failures > task.skill.max_validation_passes:
-                    outcome = AgentOutcome(StepResult(outcome=Outcome.ERROR, summary=(
-                        f"The result failed validation {validation_failures} times: " + "; ".join(errors))), turns,
-                        error="result failed the skill's schema")
-                results.append(ToolResultBlock(tool_use_id=call.id, content=text + "\nFix it and call submit_result again.",
-                                               is_error=True))
-            elif call.name == REPORT_BLOCKED:
-                reason = str(call.input.get("reason") or "The agent reported it cannot proceed.")
-                needs = str(call.input.get("needs") or "")
-                await task.emit(_entry(task, TranscriptKind.TOOL_START, REPORT_BLOCKED, tool=REPORT_BLOCKED,
-                                       call_id=call.id, data={"input": call.input}))
-                await task.emit(_entry(task, TranscriptKind.TOOL_END, reason, tool=REPORT_BLOCKED, call_id=call.id))
-                summary = reason + (f" Needs: {needs}" if needs else "")
-                outcome = AgentOutcome(StepResult(outcome=Outcome.BLOCKED, summary=summary), turns, blocked_reason=summary)
-                results.append(ToolResultBlock(tool_use_id=call.id, content="reported; the run pauses for a person"))
-            else:
-                output = await _run_tool(task, call)
-                results.append(ToolResultBlock(tool_use_id=call.id, content=cap_output(output.content),
-                                               is_error=output.is_error))
+            if state.turns >= task.max_turns:
+                state.outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
+                    f"The step used its {task.max_turns} turns without submitting its result.")), state.turns)
+                break
+            if anyio.current_time() >= task.deadline:
+                state.outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
+                    "The step ran out of its time budget before submitting its result.")), state.turns)
+                break
+            request = request.model_copy(update={"messages": list(messages)})
+            budget = max(task.deadline - anyio.current_time(), 0.001) if task.deadline != math.inf else None
+            with anyio.fail_after(budget):
+                complete = await _stream_turn(task, request, state.turns)
+            state.turns += 1
+            await task.on_usage(complete.usage)
+            messages.append(complete.message)
+            calls = [b for b in complete.message.content if isinstance(b, ToolUseBlock)]
+            # durable before any tool with effects runs, so a restart never runs it twice
+            await _record(task, [complete.message], before_tools=any(c.name not in PURE_CALLS for c in calls))
+            if not calls:
+                state.outcome = AgentOutcome(StepResult(outcome=Outcome.PARTIAL, summary=(
+                    "The agent stopped without submitting its result.")), state.turns)
+                break
+        results = await _handle_calls(task, calls, state)
+        calls = []
         messages.append(Message(role="user", content=list(results)))
+        await _record(task, messages[-1:])
     done = getattr(task.provider, "conversation_done", None)
     if done is not None:
         done(request.model_copy(update={"messages": messages}))
-    return outcome
+    return state.outcome

@@ -12,14 +12,16 @@ import logging
 import anyio
 
 from ..flows import machine
-from ..flows.enums import CheckpointMode, ExecutionMode, Outcome, RunStatus
+from ..flows.enums import CheckpointMode, ExecutionMode, Outcome, RunStatus, TranscriptKind
 from ..flows.errors import ConcurrentUpdate, FlowrunError
-from ..flows.events import EventData
+from ..flows.events import AgentMessages, EventData, TranscriptEntry
 from ..flows.expressions import evaluate_condition
 from ..flows.run import Run, SandboxLink, Usage
+from ..llm.base import Message
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
 from .context import EngineDeps, step_context
+from .continuation import Continuation
 from .step import acquire_sandbox, execute_step, release_sandbox
 from .transcript import TranscriptSink
 
@@ -45,9 +47,10 @@ def checkpoint_message(run: Run, index: int) -> str | None:
 
 
 class RunDriver:
-    def __init__(self, deps: EngineDeps, run: Run) -> None:
+    def __init__(self, deps: EngineDeps, run: Run, continuation: Continuation | None = None) -> None:
         self.deps = deps
         self.run = run
+        self.continuation = continuation
         self.sink = TranscriptSink(deps.store, run.id, redact=deps.redact)
         self._pending_usage = Usage()
         self._usage_step: int | None = None
@@ -127,6 +130,9 @@ class RunDriver:
         if run.status == RunStatus.PENDING:
             run = await self.apply(machine.start(run))
         record = await self._record()
+        if self.continuation is not None:  # a step that was streaming when the process died
+            continuation, self.continuation = self.continuation, None
+            run = await self._run_step(continuation.step, record, continuation)
         while run.status == RunStatus.RUNNING:
             index = machine.first_unfinished(run)
             if index is None:
@@ -156,16 +162,31 @@ class RunDriver:
                     return
             run = await self._run_step(index, record)
 
-    async def _run_step(self, index: int, record: RecordRow | None) -> Run:
-        run = await self.apply(machine.begin_step(self.run, index))
+    async def _run_step(self, index: int, record: RecordRow | None, continuation: Continuation | None = None) -> Run:
+        if continuation is None:
+            run = await self.apply(machine.begin_step(self.run, index))
+        else:
+            run = self.run
+            await self.sink.emit(TranscriptEntry(
+                kind=TranscriptKind.INFO, step=index,
+                text=f"The engine restarted; step {index + 1} continues where it was, re-attached to its running command.",
+            ))
         self._usage_step = index
         self._last_usage_commit = anyio.current_time()
         step_for_setup = None if all(s.started_at is None for s in run.steps if s.index != index) else index
+        attempt = run.steps[index].attempt
 
         async def acquire() -> Sandbox:
             return await acquire_sandbox(self.deps, self.run, self.sink, step_for_setup, self._on_link)
 
-        outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage)
+        async def persist(messages: list[Message], before_tools: bool) -> None:
+            dumped = [m.model_dump(mode="json") for m in messages]
+            await self.sink.log(AgentMessages(step=index, attempt=attempt, messages=dumped))
+            if before_tools:
+                await self.sink.flush()
+
+        outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage,
+                                     persist=persist, continuation=continuation)
         transition_events: list[EventData] = []
         if self._pending_usage.turns or self._pending_usage.cost_usd:
             delta, self._pending_usage = self._pending_usage, Usage()

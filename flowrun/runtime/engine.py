@@ -20,13 +20,15 @@ from anyio.abc import TaskGroup
 
 from ..flows import machine
 from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, LaunchKind, RunStatus, Scope
-from ..flows.errors import ConcurrentUpdate, NotFound, StartRefused
+from ..flows.errors import ConcurrentUpdate, FlowrunError, NotFound, StartRefused
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
 from ..storage.base import RecordRow, RunFilter
+from . import continuation
 from .access import Actor
 from .context import EngineDeps
+from .continuation import Continuation
 from .driver import RunDriver
 from .health import HEALTH_EVENT, get_health_event, resolve_health_event
 from .preflight import preflight, select_profile_name
@@ -97,16 +99,41 @@ class Engine:
 
     async def recover(self) -> list[str]:
         """Runs left running by a process that died become interrupted; their sandboxes are kept
-        so a retry continues. Runs driven by another live process on this host are left alone."""
+        so a retry continues. A step that was streaming a command in a sandbox that outlived the
+        process re-attaches and keeps going instead (see `continuation`). Runs driven by another
+        live process on this host are left alone. Returns the ids of the interrupted runs."""
         interrupted = []
         for run in await self.deps.store.runs_with_status([RunStatus.RUNNING, RunStatus.PENDING]):
             if run.owner and run.owner != self.deps.config.owner and _owner_alive(run.owner):
+                continue
+            continued = await self._continuation(run)
+            if continued is not None:
+                taken = run.model_copy(update={"owner": self.deps.config.owner})
+                try:
+                    run, _ = await self.deps.store.commit(taken, [], expected_version=taken.version)
+                except ConcurrentUpdate:
+                    continue  # another process took it meanwhile
+                self._spawn(run, continued)
                 continue
             await self._mark_interrupted(run, "Interrupted: the platform restarted while the run was in flight.")
             interrupted.append(run.id)
         if interrupted:
             log.info("marked %d run(s) interrupted after a restart: %s", len(interrupted), ", ".join(interrupted))
         return interrupted
+
+    async def _continuation(self, run: Run) -> Continuation | None:
+        link = run.links.sandbox
+        if continuation.in_flight(run) is None or link is None or link.state != "active":
+            return None
+        try:
+            sandbox = await self.deps.backend_for(link.backend).acquire(run.id, self.deps.profile(run), link=link)
+        except FlowrunError as exc:
+            log.info("run %s: its sandbox cannot be reconnected (%s); parking it", run.id, exc.message)
+            return None
+        planned = await continuation.plan(self.deps.store, run, sandbox)
+        if planned is not None:
+            self.deps.sandboxes[run.id] = sandbox  # the driver goes on with it
+        return planned
 
     @property
     def ready(self) -> bool:
@@ -172,19 +199,19 @@ class Engine:
         self._spawn(run)
         return run
 
-    def _spawn(self, run: Run) -> None:
+    def _spawn(self, run: Run, resume_step: Continuation | None = None) -> None:
         assert self._tg is not None, "the engine is not running (use `async with engine`)"
         if run.id in self._active:
             return
         active = _Active()
         self._active[run.id] = active
-        self._tg.start_soon(self._drive, run, active, name=f"run {run.id}")
+        self._tg.start_soon(self._drive, run, active, resume_step, name=f"run {run.id}")
 
-    async def _drive(self, run: Run, active: _Active) -> None:
+    async def _drive(self, run: Run, active: _Active, resume_step: Continuation | None = None) -> None:
         try:
             with active.scope:
                 try:
-                    await RunDriver(self.deps, run).drive()
+                    await RunDriver(self.deps, run, resume_step).drive()
                 except Exception as exc:  # a bug must fail this run, not the engine and every other run
                     log.exception("the task of run %s crashed", run.id)
                     with anyio.CancelScope(shield=True):

@@ -13,10 +13,12 @@ from ..flows.errors import BlockedError, FlowrunError
 from ..flows.events import TranscriptEntry
 from ..flows.expressions import render
 from ..flows.run import Blocked, Run, SandboxLink, StepResult, Usage
+from ..llm.base import Message
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
 from .agent import AgentTask, run_agent
 from .context import EngineDeps, step_context
+from .continuation import Continuation
 from .health import check_health, open_health_event
 from .tools.mcp_client import mcp_server_tools
 from .transcript import TranscriptSink
@@ -91,9 +93,14 @@ async def release_sandbox(deps: EngineDeps, run: Run, *, keep: bool) -> SandboxL
 
 async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable[[], Awaitable[Sandbox]],
                        sink: TranscriptSink, record: RecordRow | None,
-                       on_usage: Callable[[Usage], Awaitable[None]]) -> StepOutcome:
+                       on_usage: Callable[[Usage], Awaitable[None]], *,
+                       persist: Callable[[list[Message], bool], Awaitable[None]] | None = None,
+                       continuation: Continuation | None = None) -> StepOutcome:
     """Acquire the sandbox and run the step's agent to a result. Failures (of the sandbox, the
-    model or the agent) become outcomes; cancellation propagates."""
+    model or the agent) become outcomes; cancellation propagates.
+
+    `persist` appends to the step's stored conversation; `continuation` picks a conversation up
+    where a restart left it."""
     spec = run.flow.steps[index]
     skill = deps.catalog.skill(spec.skill)
     profile = deps.profile(run)
@@ -113,6 +120,9 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
             max_turns=spec.max_turns or skill.max_turns,
             deadline=anyio.current_time() + deps.config.step_timeout_s,
             extras={"profile": profile},
+            record=persist,
+            history=list(continuation.history) if continuation else [],
+            attach=dict(continuation.attach) if continuation else {},
         )
         if spec.subagents:
             from .subagents import enable_subagents

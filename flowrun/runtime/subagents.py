@@ -137,6 +137,7 @@ class SpawnSubagents:
             parent, subagent=sub.id, cwd=sub.cwd, instructions=sub.task, skill=_subagent_skill(parent.skill),
             system=parent.system + SUBAGENT_PROMPT.format(id=sub.id, cwd=sub.cwd),
             tools={**parent.tools, SPAWN: _NestedSpawnRejected()}, extras=dict(parent.extras),
+            record=None, history=[], attach={},  # only the step's own conversation is persisted
         )
         turns = 0
         try:

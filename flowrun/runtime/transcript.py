@@ -15,10 +15,10 @@ from types import TracebackType
 import anyio
 from anyio.abc import TaskGroup
 
-from ..flows.events import TranscriptEntry
+from ..flows.events import LogOnly, TranscriptEntry
 from ..storage.base import Store
 
-Redact = Callable[[TranscriptEntry], TranscriptEntry]
+Redact = Callable[[LogOnly], LogOnly]
 
 
 class TranscriptSink:
@@ -29,7 +29,7 @@ class TranscriptSink:
         self._redact = redact
         self._max_batch = max_batch
         self._interval = interval
-        self._buffer: list[TranscriptEntry] = []
+        self._buffer: list[LogOnly] = []
         self._lock = anyio.Lock()
         self._wake = anyio.Event()
         self._tg: TaskGroup | None = None
@@ -55,6 +55,10 @@ class TranscriptSink:
             await self.flush()
 
     async def emit(self, entry: TranscriptEntry) -> None:
+        await self.log(entry)
+
+    async def log(self, entry: LogOnly) -> None:
+        """Buffer any log-only event (a transcript entry, the agent's messages)."""
         if self._redact is not None:
             entry = self._redact(entry)
         self._buffer.append(entry)
@@ -64,7 +68,7 @@ class TranscriptSink:
             self._wake.set()
 
     @asynccontextmanager
-    async def taken(self) -> AsyncIterator[list[TranscriptEntry]]:
+    async def taken(self) -> AsyncIterator[list[LogOnly]]:
         """The buffered entries, taken under the flush lock, for a caller that commits them in
         its own transaction (a state change): one commit instead of two, order kept. If the
         caller fails, the entries are written on their own so none is lost."""

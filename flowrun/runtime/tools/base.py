@@ -36,6 +36,7 @@ class ToolContext:
     subagent: str | None = None
     cwd: str | None = None  # working directory relative to the workspace (sub-agents get their own)
     extras: dict[str, Any] = field(default_factory=dict)  # loop-provided services (e.g. sub-agent spawner)
+    attach_pid: int | None = None  # after a restart: the command this call started is still running
 
 
 class Tool(Protocol):

@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from ...flows.enums import TranscriptKind
 from ...flows.errors import SandboxError
 from ...flows.events import TranscriptEntry
+from ...sandboxes.base import CALL_ENV, ExecResult
 from .base import ToolContext, ToolOutput, cap_output
 
 
@@ -45,9 +46,18 @@ class Shell:
                 subagent=ctx.subagent, data={"stream": stream},
             ))
 
-        cwd = _path(ctx, args.cwd) if args.cwd else ctx.cwd
-        result = await ctx.sandbox.exec(args.command, cwd=cwd, timeout=args.timeout_s, on_output=on_output)
+        attach = getattr(ctx.sandbox, "attach", None)
+        if ctx.attach_pid is not None and attach is not None:
+            # the engine restarted while this command ran on a sandbox that outlives it: keep
+            # streaming the same command rather than running it again
+            result: ExecResult = await attach(ctx.attach_pid, timeout=args.timeout_s, on_output=on_output)
+        else:
+            cwd = _path(ctx, args.cwd) if args.cwd else ctx.cwd
+            result = await ctx.sandbox.exec(args.command, cwd=cwd, timeout=args.timeout_s, on_output=on_output,
+                                            env={CALL_ENV: ctx.call_id})
         parts = [f"exit code: {result.exit_code}" + (" (timed out)" if result.timed_out else "")]
+        if ctx.attach_pid is not None:
+            parts.append("[the engine restarted while this ran: the output below is what came after it]")
         if result.stdout:
             parts.append(f"stdout:\n{result.stdout}")
         if result.stderr:
