@@ -80,3 +80,20 @@ async def test_a_streaming_step_reattaches_after_a_restart_and_the_run_goes_on(t
             assert [c for c in cloud.commands if "before-restart" in c] == [cloud.commands[0]]  # started once
             seqs = [e.seq for e in events]
             assert seqs == list(range(1, len(seqs) + 1)) and set(seen) <= set(seqs)
+
+
+async def test_a_command_that_ended_while_nobody_listened_parks_the_run_interrupted(tmp_path: Path) -> None:
+    async with serve_fake_e2b(tmp_path / "cloud") as cloud:
+        options = cloud.backend_options()
+        run_id, _ = await run_child_until_streaming(tmp_path, options)
+        [sandbox] = cloud.sandboxes.values()
+        (sandbox.host_path("/home/user/workspace") / "go").touch()
+        with anyio.fail_after(10):
+            for process in sandbox.processes.values():
+                await process.finished.wait()
+        async with running_engine(tmp_path, flow(), provider(), backends={"e2b": E2BBackend(**options)}) as engine:
+            run = await engine.get_run(ANA, run_id)
+            assert run.status == RunStatus.INTERRUPTED  # its result is unknown: a person retries
+            assert run.links.sandbox is not None and run.links.sandbox.state == "active"  # kept
+            run = await engine.wait_until(ANA, (await engine.retry(ANA, run_id)).id, timeout_s=30)
+            assert run.status == RunStatus.COMPLETED and run.steps[0].attempt == 2
