@@ -12,6 +12,7 @@ its own bounded backoff.
 from __future__ import annotations
 
 import email.utils
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -72,3 +73,22 @@ def model_error(message: str, *, code: str, retryable: bool, **details: Any) -> 
     error = ModelError(message, code=code, **details)
     error.retryable = retryable
     return error
+
+
+def parse_tool_input(tool: str, raw: str, *, cut: bool) -> dict[str, Any]:
+    """A streamed tool call's input, assembled from its JSON fragments.
+
+    Raises:
+        ModelError: malformed JSON (not retryable when the turn was cut off at max_tokens, since
+            the same request would be cut again) or input that is not an object.
+    """
+    try:
+        parsed = json.loads(raw) if raw.strip() else {}
+    except json.JSONDecodeError as exc:
+        reason = " because the turn hit max_tokens; raise the step's max_tokens" if cut else f": {exc}"
+        raise model_error(f"the model's call to {tool!r} arrived with malformed input{reason}",
+                          code="model_bad_tool_input", retryable=not cut) from exc
+    if not isinstance(parsed, dict):
+        raise model_error(f"the model's call to {tool!r} has non-object input",
+                          code="model_bad_tool_input", retryable=True)
+    return parsed

@@ -13,13 +13,12 @@ imports `anthropic` only for type checking. The rules that matter:
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..flows.errors import UsageError
-from ._support import model_error
+from ._support import parse_tool_input
 from .base import (
     ContentBlock,
     Message,
@@ -163,27 +162,7 @@ class TurnAssembler:
         fragments = self.json.pop(index, None)
         if fragments is None:
             return
-        raw = "".join(fragments)
-        try:
-            parsed = json.loads(raw) if raw.strip() else {}
-        except json.JSONDecodeError as exc:
-            cut = stop_reason == "max_tokens"
-            raise model_error(
-                f"the model's call to {block['name']!r} arrived with malformed input"
-                + (
-                    " because the turn hit max_tokens; raise the step's max_tokens"
-                    if cut
-                    else f": {exc}"
-                ),
-                code="model_bad_tool_input",
-                retryable=not cut,
-            ) from exc
-        if not isinstance(parsed, dict):
-            raise model_error(
-                f"the model's call to {block['name']!r} has non-object input",
-                code="model_bad_tool_input",
-                retryable=True,
-            )
+        parsed = parse_tool_input(block["name"], "".join(fragments), cut=stop_reason == "max_tokens")
         block["input"] = parsed
 
     def message(self) -> Message:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..flows.run import Usage
-from ._support import model_error
+from ._support import model_error, parse_tool_input
 from .base import (
     ContentBlock,
     Message,
@@ -185,27 +185,7 @@ class ChatTurn:
                     code="model_bad_tool_input",
                     retryable=True,
                 )
-            raw = "".join(call.arguments)
-            try:
-                args = json.loads(raw) if raw.strip() else {}
-            except json.JSONDecodeError as exc:
-                cut = self.finish == "length"
-                raise model_error(
-                    f"the model's call to {call.name!r} arrived with malformed arguments"
-                    + (
-                        " because the turn hit max_tokens; raise the step's max_tokens"
-                        if cut
-                        else f": {exc}"
-                    ),
-                    code="model_bad_tool_input",
-                    retryable=not cut,
-                ) from exc
-            if not isinstance(args, dict):
-                raise model_error(
-                    f"the model's call to {call.name!r} has non-object arguments",
-                    code="model_bad_tool_input",
-                    retryable=True,
-                )
+            args = parse_tool_input(call.name, "".join(call.arguments), cut=self.finish == "length")
             blocks.append(
                 (
                     call.block,
