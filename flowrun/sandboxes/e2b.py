@@ -75,47 +75,40 @@ class E2BSandbox:
         timeout: float | None = None,  # noqa: ASYNC109 - the protocol's own deadline
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
-        require_active(self.state, self.id, "run a command")
-        limit = timeout if timeout is not None else self.profile.limits.command_timeout_s
         workdir = posixpath.join(self.workspace, *workspace_parts(cwd or ".", self.workspace))
-        output = OutputCollector(self.profile.limits.max_output_bytes, on_output)
-        started = time.monotonic()
-
-        async def on_stdout(text: str) -> None:
-            await output.feed("stdout", text)
-
-        async def on_stderr(text: str) -> None:
-            await output.feed("stderr", text)
-
-        handle: AsyncCommandHandle = await self._backend.call(
+        return await self._stream(
+            "run a command",
             "start a command",
-            lambda: self.sdk.commands.run(
+            timeout,
+            on_output,
+            lambda on_stdout, on_stderr: self.sdk.commands.run(
                 command,
                 background=True,
                 envs=dict(env or {}),
                 cwd=workdir,
                 on_stdout=on_stdout,
                 on_stderr=on_stderr,
-                timeout=0,  # the SDK's timeout covers the whole stream: ours is below
+                timeout=0,  # the SDK's timeout covers the whole stream: ours is in _follow
             ),
-            sandbox_id=self.id,
         )
-        return await self._follow(handle, limit, output, started)
 
     async def running_commands(self) -> list[int]:
         """Pids of commands still running, e.g. one a previous process started before a restart."""
-        processes = await self._backend.call(
-            "list commands", self.sdk.commands.list, sandbox_id=self.id
-        )
-        return [int(p.pid) for p in processes]
+        return [int(p.pid) for p in await self._processes()]
 
     async def running_calls(self) -> dict[str, int]:
         """Running commands started for a tool call (tagged `FLOWRUN_CALL_ID` in their env), by call
         id: what a step that was in flight before a restart can re-attach to."""
-        processes = await self._backend.call(
-            "list commands", self.sdk.commands.list, sandbox_id=self.id
+        return {
+            p.envs[CALL_ENV]: int(p.pid)
+            for p in await self._processes()
+            if p.envs and CALL_ENV in p.envs
+        }
+
+    async def _processes(self) -> list[Any]:
+        return list(
+            await self._backend.call("list commands", self.sdk.commands.list, sandbox_id=self.id)
         )
-        return {p.envs[CALL_ENV]: int(p.pid) for p in processes if p.envs and CALL_ENV in p.envs}
 
     async def attach(
         self,
@@ -126,7 +119,29 @@ class E2BSandbox:
     ) -> ExecResult:
         """Re-attach to a running command and stream the rest of its output to its end, as
         `exec` would have (same deadline, kill and cancellation rules)."""
-        require_active(self.state, self.id, "attach to a command")
+        return await self._stream(
+            "attach to a command",
+            "attach to a command",
+            timeout,
+            on_output,
+            lambda on_stdout, on_stderr: self.sdk.commands.connect(
+                pid, timeout=0, on_stdout=on_stdout, on_stderr=on_stderr
+            ),
+        )
+
+    async def _stream(
+        self,
+        doing: str,
+        call: str,
+        timeout: float | None,  # noqa: ASYNC109 - the protocol's own deadline
+        on_output: OutputCallback | None,
+        start: Callable[
+            [Callable[[str], Awaitable[None]], Callable[[str], Awaitable[None]]],
+            Awaitable[AsyncCommandHandle],
+        ],
+    ) -> ExecResult:
+        """Start (or re-attach to) a command and follow it to its end with our own deadline."""
+        require_active(self.state, self.id, doing)
         limit = timeout if timeout is not None else self.profile.limits.command_timeout_s
         output = OutputCollector(self.profile.limits.max_output_bytes, on_output)
         started = time.monotonic()
@@ -138,11 +153,7 @@ class E2BSandbox:
             await output.feed("stderr", text)
 
         handle: AsyncCommandHandle = await self._backend.call(
-            "attach to a command",
-            lambda: self.sdk.commands.connect(
-                pid, timeout=0, on_stdout=on_stdout, on_stderr=on_stderr
-            ),
-            sandbox_id=self.id,
+            call, lambda: start(on_stdout, on_stderr), sandbox_id=self.id
         )
         return await self._follow(handle, limit, output, started)
 
