@@ -88,6 +88,10 @@ class StepResult(_Model):
 
 
 class StepRun(_Model):
+    """Frozen: a change is a copy (the store reuses the JSON of a step object it has seen)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
     index: int
     name: str
     skill: str

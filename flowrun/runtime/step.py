@@ -120,7 +120,9 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
             max_turns=spec.max_turns or skill.max_turns,
             deadline=anyio.current_time() + deps.config.step_timeout_s,
             extras={"profile": profile},
-            record=persist,
+            # only a sandbox whose commands outlive this process lets a step continue after a
+            # restart (see continuation): elsewhere the conversation need not be stored
+            record=persist if hasattr(sandbox, "running_calls") else None,
             history=list(continuation.history) if continuation else [],
             attach=dict(continuation.attach) if continuation else {},
         )

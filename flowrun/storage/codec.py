@@ -7,6 +7,7 @@ unreadable row into `StorageCorrupt` naming the file, the table and the key.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,7 +30,7 @@ from .base import DecisionRow, RecordRow
 from .errors import StorageCorrupt
 
 EVENT_TYPES: tuple[type[BaseModel], ...] = get_args(get_args(EventData)[0])
-_RUN_EXCLUDE = {"steps", "version", "last_seq"}
+_RUN_EXCLUDE = {"steps", "flow", "version", "last_seq"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,7 @@ class EncodedRun:
     created_at: str
     json: str
     steps: tuple[str, ...]
+    flow: str = ""  # the frozen template: encoded for a new run only (it never changes after)
 
 
 def format_time(value: datetime) -> str:
@@ -71,10 +73,37 @@ def _dump(model: BaseModel, what: str, **kwargs: Any) -> str:
         raise UsageError(f"{what} cannot be stored as JSON: {exc}") from exc
 
 
-def encode_run(run: Run) -> EncodedRun:
+class StepMemo:
+    """The JSON of the step objects last encoded per run. The state machines copy a run with
+    only the changed step replaced, so an unchanged step is the same object: its JSON is reused
+    instead of serialized again on every commit."""
+
+    def __init__(self, capacity: int = 4096) -> None:
+        self._capacity = capacity
+        self._runs: OrderedDict[str, tuple[tuple[StepRun, ...], tuple[str, ...]]] = OrderedDict()
+
+    def encode(self, run: Run) -> tuple[str, ...]:
+        objects, jsons = self._runs.get(run.id, ((), ()))
+        encoded = tuple(
+            jsons[i]
+            if i < len(objects) and objects[i] is step
+            else _dump(step, f"step {step.index} of run {run.id}")
+            for i, step in enumerate(run.steps)
+        )
+        self._runs[run.id] = (tuple(run.steps), encoded)
+        self._runs.move_to_end(run.id)
+        while len(self._runs) > self._capacity:
+            self._runs.popitem(last=False)
+        return encoded
+
+
+def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> EncodedRun:
     if not isinstance(run, Run):
         raise UsageError(f"expected a Run, got {type(run).__name__}")
-    steps = tuple(_dump(step, f"step {step.index} of run {run.id}") for step in run.steps)
+    if memo is not None:
+        steps = memo.encode(run)
+    else:
+        steps = tuple(_dump(step, f"step {step.index} of run {run.id}") for step in run.steps)
     for position, step in enumerate(run.steps):
         if step.index != position:
             raise UsageError(f"run {run.id}: step at position {position} has index {step.index}")
@@ -87,6 +116,7 @@ def encode_run(run: Run) -> EncodedRun:
         created_at=format_time(run.created_at),
         json=_dump(run, f"run {run.id}", exclude=_RUN_EXCLUDE),
         steps=steps,
+        flow=_dump(run.flow, f"the flow of run {run.id}") if new else "",
     )
 
 
@@ -149,10 +179,14 @@ def decode_run(
     version: int,
     last_seq: int,
     json: str,
+    flow: str,
     steps: Sequence[tuple[int, str]],
 ) -> Run:
     try:
-        run = Run.model_validate_json(json)
+        # the row's JSON is an object without "flow": splice the template back in
+        run = Run.model_validate_json(
+            f'{json[:-1]},"flow":{flow}}}' if json.endswith("}") else json
+        )
     except ValidationError as exc:
         raise _corrupt(label, "runs", f"run {run_id}", exc) from exc
     decoded: list[StepRun] = []

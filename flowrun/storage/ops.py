@@ -268,6 +268,7 @@ class Transaction:
                         state.version,
                         state.last_seq,
                         row.json,
+                        row.flow,
                     )
                 )
             elif row is not None:
@@ -289,8 +290,8 @@ class Transaction:
         conn = self.conn
         if inserts:
             conn.executemany(
-                "INSERT INTO runs (id, workspace, flow_id, status, started_by, created_at, version, last_seq, json) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO runs (id, workspace, flow_id, status, started_by, created_at, version, last_seq, json, flow) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 inserts,
             )
         if updates:

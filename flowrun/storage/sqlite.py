@@ -33,6 +33,7 @@ from ..flows.run import Run, now
 from .base import DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
 from .codec import (
+    StepMemo,
     decode_decision,
     decode_event,
     decode_record,
@@ -107,6 +108,7 @@ class SQLiteStore:
         self._max_batch_rows = max_batch_rows
         self._bus = EventBus(mailbox_capacity)
         self._step_cache = StepCache()
+        self._step_memo = StepMemo()
         self._stack: AsyncExitStack | None = None
         self._writer: GroupWriter | None = None
         self._readers: _ReaderPool | None = None
@@ -226,7 +228,9 @@ class SQLiteStore:
             if daily_cap < 0:
                 raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
             day = day if day is not None else now().date()
-        op = CreateRun(run, encode_run(run), encode_events(run.id, events), daily_cap, day)
+        op = CreateRun(
+            run, encode_run(run, new=True), encode_events(run.id, events), daily_cap, day
+        )
         return await writer.submit(op)
 
     async def commit(
@@ -264,7 +268,7 @@ class SQLiteStore:
             raise UsageError(f"commit_pair: both runs have the id {run.id}")
         op = CommitPair(
             self._commit_op(run, events, expected_version, None),
-            CreateRun(clone, encode_run(clone), encode_events(clone.id, clone_events)),
+            CreateRun(clone, encode_run(clone, new=True), encode_events(clone.id, clone_events)),
         )
         return await writer.submit(op)
 
@@ -279,16 +283,14 @@ class SQLiteStore:
             raise UsageError(
                 f"expected_version must be a stored version (>= 1), got {expected_version!r}"
             )
-        encoded = encode_run(run)
+        encoded = encode_run(run, memo=self._step_memo)
         encoded_events = encode_events(run.id, events)
         decision = (
             decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         )
         return CommitRun(run, encoded, encoded_events, expected_version, decision)
 
-    async def append_transcript(
-        self, run_id: str, entries: Sequence[LogOnly]
-    ) -> list[Event]:
+    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly]) -> list[Event]:
         """Append transcript entries; returns their events once committed and published.
 
         Concurrent appends (any runs) share one transaction. Touches only the events table and
@@ -346,7 +348,7 @@ class SQLiteStore:
         async with self._reading(snapshot=True) as conn:
             rows = list(
                 await conn.execute_fetchall(
-                    f"SELECT id, version, last_seq, json FROM runs {where}", params
+                    f"SELECT id, version, last_seq, json, flow FROM runs {where}", params
                 )
             )
             steps: dict[str, list[tuple[int, str]]] = {row[0]: [] for row in rows}
@@ -361,8 +363,8 @@ class SQLiteStore:
                 for run_id, index, json in step_rows:
                     steps[run_id].append((index, json))
         runs: list[Run] = []
-        for run_id, version, last_seq, json in rows:
-            run = decode_run(self.path, run_id, version, last_seq, json, steps[run_id])
+        for run_id, version, last_seq, json, flow in rows:
+            run = decode_run(self.path, run_id, version, last_seq, json, flow, steps[run_id])
             self._step_cache.put(run_id, version, tuple(json for _, json in steps[run_id]))
             runs.append(run)
         return runs
@@ -453,7 +455,9 @@ class SQLiteStore:
         """Records of one kind (plans, initiatives, health events), in id order."""
         async with self._reading() as conn:
             rows = list(
-                await conn.execute_fetchall("SELECT id, json FROM records WHERE kind = ? ORDER BY id", (kind,))
+                await conn.execute_fetchall(
+                    "SELECT id, json FROM records WHERE kind = ? ORDER BY id", (kind,)
+                )
             )
         return [decode_record(self.path, row[0], row[1]) for row in rows]
 

@@ -10,7 +10,8 @@ CREATE TABLE runs (
     created_at  TEXT NOT NULL,          -- UTC, fixed-width ISO 8601: sorts as text
     version     INTEGER NOT NULL,       -- compare-and-set counter
     last_seq    INTEGER NOT NULL,       -- highest event seq of this run
-    json        TEXT NOT NULL           -- the Run without steps, version and last_seq
+    json        TEXT NOT NULL,          -- the Run without steps, flow, version and last_seq
+    flow        TEXT NOT NULL           -- the Flow template frozen at start: written once
 );
 CREATE INDEX runs_created ON runs (created_at, id);
 CREATE INDEX runs_status ON runs (status, created_at);
