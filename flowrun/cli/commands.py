@@ -125,7 +125,8 @@ async def runs(args: argparse.Namespace) -> int:
         found = await engine.list_runs(LOCAL_OPERATOR, status=[RunStatus(s) for s in args.status or []],
                                        flow=args.flow, limit=args.limit)
     table = Table(box=None, header_style="bold")
-    for column in ("run", "flow", "status", "step", "started", "by", "turns", "cost"):
+    table.add_column("run", no_wrap=True, min_width=30)  # copied into other commands: never cut
+    for column in ("flow", "status", "step", "started", "by", "turns", "cost"):
         table.add_column(column)
     for r in found:
         current = r.current_step
