@@ -65,7 +65,9 @@ class Engine:
         self._ready = False
         self._tg.cancel_scope.cancel()
         try:
-            await self._tg.__aexit__(et, e, tb)
+            # the body's own exception propagates as it is (not wrapped in an ExceptionGroup with
+            # the cancelled run tasks): callers catch FlowrunError, not groups
+            await self._tg.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
                 await self._interrupt_active()

@@ -43,7 +43,7 @@ class TranscriptSink:
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()
-        await self._tg.__aexit__(et, e, tb)
+        await self._tg.__aexit__(None, None, None)  # the body's exception propagates unwrapped
         with anyio.CancelScope(shield=True):
             await self.flush()
 
