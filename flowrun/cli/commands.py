@@ -147,6 +147,10 @@ async def show_run(args: argparse.Namespace) -> int:
             console.print_json(found.model_dump_json())
             return 0
         show(console, found, _url(settings, found))
+        if args.outputs:
+            from .render import step_outputs
+
+            console.print(step_outputs(found))
         if args.transcript:
             printer = EventPrinter(console)
             for event in await engine.events(LOCAL_OPERATOR, found.id):

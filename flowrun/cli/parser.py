@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="a run's summary and timeline")
     p.add_argument("run_id")
     p.add_argument("--transcript", action="store_true", help="print the whole transcript too")
+    p.add_argument("--outputs", action="store_true",
+                   help="each step's summary, artifacts, raw structured output and auto-resolved calls")
     p.add_argument("--json", action="store_true", help="the run as JSON")
     p.set_defaults(handler="show_run")
 

@@ -208,3 +208,30 @@ class EventPrinter:
             self.console.print(label)
         else:
             self.console.print(label)
+
+
+def step_outputs(run: Run) -> Group:
+    """What the run page's Inspect Output drawer shows, per step that produced something."""
+    import json
+
+    from rich.json import JSON
+
+    parts: list[Panel] = []
+    for step in run.steps:
+        if step.outcome is None and not step.auto_resolved and step.decision is None:
+            continue
+        body: list[Text | JSON] = [Text(step.summary or "(no summary)")]
+        for artifact in step.artifacts:
+            body.append(Text(f"artifact {artifact.kind}: {artifact.ref}" + (f" ({artifact.label})" if artifact.label else ""),
+                             style="cyan"))
+        if step.output:
+            body.append(JSON(json.dumps(step.output)))
+        for call in step.auto_resolved:
+            body.append(Text(f"auto-resolved {call.tool}: {call.detail}", style="yellow"))
+        if step.decision is not None:
+            d = step.decision
+            body.append(Text(f"checkpoint: {d.kind.value}{' (auto)' if d.auto else ''} by {d.actor} at "
+                             f"{d.at:%Y-%m-%d %H:%M:%S}{': ' + d.comment if d.comment else ''}", style="bold"))
+        title = f"{step.index + 1}. {step.name} /{step.skill} · {step.outcome.value if step.outcome else step.status.value}"
+        parts.append(Panel(Group(*body), title=title, title_align="left", expand=False))
+    return Group(*parts)

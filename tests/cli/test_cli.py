@@ -41,8 +41,11 @@ def test_demo_without_a_terminal_parks_at_the_checkpoint_and_approve_finishes(
     [run_id] = [w for w in capsys.readouterr().out.split() if w.startswith("run_")]
     assert main(["approve", run_id, "-m", "ship it"]) == 0
     assert "completed" in capsys.readouterr().out
-    assert main(["show", run_id, "--transcript"]) == 0
-    assert "ship it" in capsys.readouterr().out
+    assert main(["show", run_id, "--transcript", "--outputs"]) == 0
+    out = capsys.readouterr().out
+    assert "ship it" in out
+    assert "artifact pull_request: orcette/insights#flowrun/csv-export" in out  # Inspect Output
+    assert '"tests_passed": true' in out
 
 
 @pytest.mark.parametrize(("argv", "message"), [
