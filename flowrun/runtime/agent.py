@@ -23,7 +23,7 @@ from ..flows.enums import Outcome, TranscriptKind
 from ..flows.errors import FlowrunError, ModelError
 from ..flows.events import TranscriptEntry
 from ..flows.loading import describe_validation_error
-from ..flows.run import StepResult, Usage
+from ..flows.run import Artifact, StepResult, Usage
 from ..flows.skills import RESULT_ENVELOPE, Skill, validate_output
 from ..llm.base import (
     Message,
@@ -98,6 +98,7 @@ class AgentTask:
     # durability: `record(messages, before_tools)` appends to the persisted conversation (the
     # step's main agent only); `history` continues one after a restart, `attach` maps the call
     # ids of commands still running then to their pids
+    collected: list[Artifact] = field(default_factory=list)  # artifacts tools made (a pushed PR)
     record: Callable[[list[Message], bool], Awaitable[None]] | None = None
     history: list[Message] = field(default_factory=list)
     attach: dict[str, int] = field(default_factory=dict)
@@ -173,6 +174,8 @@ async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
         output = ToolOutput(exc.message, is_error=True, data={"code": exc.code})
     await task.emit(_entry(task, TranscriptKind.TOOL_END, cap_output(output.content, 4000), tool=call.name,
                            call_id=call.id, is_error=output.is_error, data=output.data))
+    if not output.is_error and isinstance(output.data.get("artifact"), dict):
+        task.collected.append(Artifact.model_validate(output.data["artifact"]))
     return output
 
 
@@ -311,4 +314,9 @@ async def run_agent(task: AgentTask) -> AgentOutcome:
     done = getattr(task.provider, "conversation_done", None)
     if done is not None:
         done(request.model_copy(update={"messages": messages}))
+    if task.collected:  # what a tool really made is on the record, whatever the agent reported
+        result = state.outcome.result
+        known = {(a.kind, a.ref) for a in result.artifacts}
+        extra = [a for a in task.collected if (a.kind, a.ref) not in known]
+        state.outcome.result = result.model_copy(update={"artifacts": [*result.artifacts, *extra]})
     return state.outcome

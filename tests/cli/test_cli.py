@@ -44,7 +44,7 @@ def test_demo_without_a_terminal_parks_at_the_checkpoint_and_approve_finishes(
     assert main(["show", run_id, "--transcript", "--outputs"]) == 0
     out = capsys.readouterr().out
     assert "ship it" in out
-    assert "artifact pull_request: orcette/insights#flowrun/csv-export" in out  # Inspect Output
+    assert f"artifact pull_request: {home / 'demo' / 'insights.git'}#flowrun/csv-export@" in out.replace("\n", "")
     assert '"tests_passed": true' in out
 
 

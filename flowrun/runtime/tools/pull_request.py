@@ -92,5 +92,8 @@ class OpenPullRequest:
 
         sha = await anyio.to_thread.run_sync(push)
         pr = f"{origin}#{args.branch}@{sha}"
-        return ToolOutput(f"pull request opened: {args.title}\nbranch {args.branch} at {sha} on {origin}\nref: {pr}",
-                          data={"pull_request": pr, "branch": args.branch, "commit": sha, "origin": origin})
+        return ToolOutput(
+            f"pull request opened: {args.title}\nbranch {args.branch} at {sha} on {origin}\nref: {pr}",
+            data={"pull_request": pr, "branch": args.branch, "commit": sha, "origin": origin,
+                  "artifact": {"kind": "pull_request", "ref": pr, "label": f"PR: {args.title}"}},
+        )
