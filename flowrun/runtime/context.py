@@ -19,6 +19,11 @@ from .tools.base import Tool
 from .transcript import Redact
 
 
+class RunStopped(Exception):
+    """The run was changed by someone else (e.g. cancelled from another process): its driver
+    stops. Not a failure of the step: every catch-all in the step lets it through."""
+
+
 def process_owner() -> str:
     """Identifies this engine process in `runs.owner`, so recovery after a restart can tell a run
     left behind by a dead process from one another live process is driving."""

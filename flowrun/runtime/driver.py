@@ -20,7 +20,7 @@ from ..flows.run import Run, SandboxLink, Usage
 from ..llm.base import Message
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
-from .context import EngineDeps, step_context
+from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
 from .step import acquire_sandbox, execute_step, release_sandbox
 from .transcript import TranscriptSink
@@ -28,10 +28,6 @@ from .transcript import TranscriptSink
 log = logging.getLogger("flowrun.runtime")
 
 USAGE_COMMIT_INTERVAL_S = 2.0
-
-
-class RunStopped(Exception):
-    """The run was changed by someone else (e.g. cancelled from another process): stop driving."""
 
 
 def checkpoint_message(run: Run, index: int) -> str | None:

@@ -35,6 +35,7 @@ from .preflight import preflight, select_profile_name
 from .step import release_sandbox
 
 log = logging.getLogger("flowrun.runtime")
+CANCEL_WATCH_DELAY_S = 0.5
 
 
 @dataclass
@@ -42,6 +43,7 @@ class _Active:
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     done: anyio.Event = field(default_factory=anyio.Event)
     cancelled_by: str | None = None
+    cancelled_elsewhere: bool = False
 
 
 class Engine:
@@ -212,18 +214,37 @@ class Engine:
     async def _drive(self, run: Run, active: _Active, resume_step: Continuation | None = None) -> None:
         try:
             with active.scope:
-                try:
-                    await RunDriver(self.deps, run, resume_step).drive()
-                except Exception as exc:  # a bug must fail this run, not the engine and every other run
-                    log.exception("the task of run %s crashed", run.id)
-                    with anyio.CancelScope(shield=True):
-                        await self._fail_crashed(run.id, exc)
-            if active.scope.cancelled_caught and active.cancelled_by is not None:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._watch_for_cancel, run, active)
+                    try:
+                        await RunDriver(self.deps, run, resume_step).drive()
+                    except Exception as exc:  # a bug must fail this run, not the engine and every other run
+                        log.exception("the task of run %s crashed", run.id)
+                        with anyio.CancelScope(shield=True):
+                            await self._fail_crashed(run.id, exc)
+                    tg.cancel_scope.cancel()
+            if active.scope.cancelled_caught:
                 with anyio.CancelScope(shield=True):
-                    await self._commit_cancel(run.id, active.cancelled_by)
+                    if active.cancelled_by is not None:  # cancelled here
+                        await self._commit_cancel(run.id, active.cancelled_by)
+                    elif active.cancelled_elsewhere:  # already recorded: just let go of the sandbox
+                        await release_sandbox(self.deps, await self.deps.store.get_run(run.id), keep=True)
         finally:
             self._active.pop(run.id, None)
             active.done.set()
+
+    async def _watch_for_cancel(self, run: Run, active: _Active) -> None:
+        """A run cancelled by another process (its CLI, another server) stops here too: the log
+        is shared, so this task sees the `cancelled` status and stops the driver. It starts
+        reading after a moment (from where the run was, so it misses nothing): a run that parks
+        quickly never pays for it, and the driver's own compare-and-set catches it then."""
+        await anyio.sleep(CANCEL_WATCH_DELAY_S)
+        async for event in self.deps.store.subscribe(run.id, run.last_seq):
+            data = event.data
+            if data.type == "run_status" and data.status == RunStatus.CANCELLED and active.cancelled_by is None:
+                active.cancelled_elsewhere = True
+                active.scope.cancel()
+                return
 
     async def _fail_crashed(self, run_id: str, exc: Exception) -> None:
         run = await self.deps.store.get_run(run_id)

@@ -17,7 +17,7 @@ from ..llm.base import Message
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
 from .agent import AgentTask, run_agent
-from .context import EngineDeps, step_context
+from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
 from .health import check_health, open_health_event
 from .tools.mcp_client import mcp_server_tools
@@ -149,6 +149,8 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
         text = f"The step exceeded its time budget of {deps.config.step_timeout_s:.0f}s."
         await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=text, is_error=True))
         return StepOutcome(StepResult(outcome=Outcome.PARTIAL, summary=text))
+    except RunStopped:
+        raise
     except FlowrunError as exc:
         await sink.emit(TranscriptEntry(kind=TranscriptKind.ERROR, step=index, text=exc.message, is_error=True,
                                         data={"code": exc.code}))

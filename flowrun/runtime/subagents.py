@@ -24,6 +24,7 @@ from ..flows.events import TranscriptEntry
 from ..flows.skills import Skill
 from ..flows.template import MAX_SUBAGENTS_PER_BATCH
 from .agent import AgentTask, run_agent
+from .context import RunStopped
 from .tools.base import ToolContext, ToolOutput
 
 SPAWN = "spawn_subagents"
@@ -120,9 +121,12 @@ class SpawnSubagents:
         async def one(sub: _Planned) -> None:
             results[sub.id] = await self._run_one(sub)
 
-        async with anyio.create_task_group() as tg:
-            for sub in planned:
-                tg.start_soon(one, sub, name=f"sub-agent {sub.id}")
+        try:
+            async with anyio.create_task_group() as tg:
+                for sub in planned:
+                    tg.start_soon(one, sub, name=f"sub-agent {sub.id}")
+        except* RunStopped:
+            raise RunStopped from None  # as itself, for the step's driver to see
         ordered = [results[sub.id] for sub in planned]
         failed = sum(r["outcome"] == Outcome.ERROR.value for r in ordered)
         return ToolOutput(json.dumps(ordered, indent=1), is_error=failed == len(ordered),
@@ -148,6 +152,8 @@ class SpawnSubagents:
             outcome = await run_agent(task)
             result, turns = outcome.result, outcome.turns
             entry = {"outcome": result.outcome.value, "summary": result.summary, "output": result.output}
+        except RunStopped:
+            raise  # the run was stopped from elsewhere: not this sub-agent's failure
         except BlockedError as exc:
             entry = {"outcome": Outcome.ERROR.value, "summary": f"{exc.message} Fix: {exc.fix}", "output": {}}
         except FlowrunError as exc:

@@ -505,3 +505,20 @@ async def test_a_paused_interactive_run_parks_its_sandbox_when_the_engine_stops(
         # any process can decide it; the new one reacquires the same workspace and finishes
         run = await settle(engine, await engine.decide(ANA, run.id, "approve", comment="after the restart"))
         assert run.status == RunStatus.COMPLETED
+
+
+async def test_a_cancel_from_another_process_stops_the_driving_one(tmp_path: Path) -> None:
+    provider = scripts(plan=[{"delay_s": 60, **submit("slow")}])
+    cat = catalog([{"name": "Plan", "skill": "plan"}], defaults={"sandbox_profile": "local"})
+    async with (
+        running_engine(tmp_path, cat, provider, config=EngineConfig(owner="host-a:1")) as driving,
+        running_engine(tmp_path, cat, provider, config=EngineConfig(owner="host-b:2")) as other,
+    ):
+        run = await driving.start_run(ANA, "test-flow")
+        await step_running(driving, run)
+        cancelled = await other.cancel(ANA, run.id)  # not driven there: recorded directly
+        assert cancelled.status == RunStatus.CANCELLED
+        await driving.idle(timeout_s=5)  # the driving process noticed and stopped its task
+        run = await driving.get_run(ANA, run.id)
+        assert run.status == RunStatus.CANCELLED and run.steps[0].status == StepStatus.CANCELLED
+        assert run.id not in driving.deps.sandboxes
