@@ -104,30 +104,28 @@ class Transaction:
     # -- reading, inside the write lock ------------------------------------------------------
 
     def prefetch(self, ops: Sequence[Op[Any]]) -> None:
+        """Read every run row and decision the batch names, a few queries for the whole batch."""
         run_ids = sorted({run_id for op in ops for run_id in op.run_ids()} - self._runs.keys())
-        for start in range(0, len(run_ids), _CHUNK):
-            chunk = run_ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT id, version, last_seq FROM runs WHERE id IN ({marks})", chunk
-            ).fetchall()
-
-            for row in rows:
-                self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2])
-            for run_id in chunk:
-                self._runs.setdefault(run_id, None)
+        for row in self._rows_in(
+            "SELECT id, version, last_seq FROM runs WHERE id IN ({})", run_ids
+        ):
+            self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2])
+        for run_id in run_ids:
+            self._runs.setdefault(run_id, None)
         decision_ids = sorted({d for op in ops for d in op.decision_ids()} - self._decisions.keys())
-        for start in range(0, len(decision_ids), _CHUNK):
-            chunk = decision_ids[start : start + _CHUNK]
-            marks = ",".join("?" * len(chunk))
-            rows = self.conn.execute(
-                f"SELECT decision_id, json FROM decisions WHERE decision_id IN ({marks})", chunk
-            ).fetchall()
+        for row in self._rows_in(
+            "SELECT decision_id, json FROM decisions WHERE decision_id IN ({})", decision_ids
+        ):
+            self._decisions[row[0]] = row[1]
+        for decision_id in decision_ids:
+            self._decisions.setdefault(decision_id, None)
 
-            for row in rows:
-                self._decisions[row[0]] = row[1]
-            for decision_id in chunk:
-                self._decisions.setdefault(decision_id, None)
+    def _rows_in(self, sql: str, keys: Sequence[str]) -> list[Any]:
+        rows: list[Any] = []
+        for start in range(0, len(keys), _CHUNK):
+            chunk = keys[start : start + _CHUNK]
+            rows += self.conn.execute(sql.format(",".join("?" * len(chunk))), chunk).fetchall()
+        return rows
 
     def run(self, run_id: str) -> _RunState | None:
         if run_id not in self._runs:
