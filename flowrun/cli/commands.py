@@ -104,7 +104,10 @@ async def flows(args: argparse.Namespace) -> int:
 
 
 async def run(args: argparse.Namespace) -> int:
+    from ..config import ensure_demo_remote
+
     settings = _settings()
+    ensure_demo_remote(settings.home)  # the bundled Flow's sample repository (once; then a no-op)
     launch = Launch(kind="record", ref=args.record) if args.record else Launch()
     async with _engine(settings) as engine:
         started = await engine.start_run(
