@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import anyio
 from rich.console import Console
+from rich.live import Live
 from rich.prompt import Prompt
 
 from ..flows.enums import DecisionKind, RunStatus
@@ -46,33 +47,61 @@ class Asker:
         return await anyio.to_thread.run_sync(prompt)
 
 
+class _LiveTimeline:
+    """In a terminal, the timeline stays at the bottom and updates while the transcript scrolls
+    above it; elsewhere (pipes, CI) nothing is drawn but the feed."""
+
+    def __init__(self, console: Console) -> None:
+        self.live = Live(console=console, refresh_per_second=8, transient=True) if console.is_terminal else None
+
+    def show(self, run: Run) -> None:
+        if self.live is not None:
+            self.live.update(timeline(run))
+            if not self.live.is_started:
+                self.live.start()
+
+    def stop(self) -> None:
+        if self.live is not None and self.live.is_started:
+            self.live.stop()
+
+
+LIVE_UPDATES = frozenset({"run_status", "step_status", "usage", "decision"})
+
+
 async def follow(engine: Engine, actor: Actor, run_id: str, console: Console, asker: Asker,
                  *, after_seq: int = 0, verbose: bool = True) -> Run:
     """Print the run's events from `after_seq` until it parks; answer checkpoints via `asker`."""
     printer = EventPrinter(console, verbose=verbose)
-    async for event in engine.subscribe(actor, run_id, after_seq):
-        printer(event)
-        data = event.data
-        if not (isinstance(data, RunStatusChanged) and data.status in PARKED):
-            continue
-        run = await engine.get_run(actor, run_id)
-        if run.status not in PARKED:
-            continue  # it has moved on since; keep reading
-        if run.status != RunStatus.PAUSED:
-            await engine.idle()
-            return await engine.get_run(actor, run_id)
-        console.print(checkpoint_panel(run))
-        answer = await asker.ask(run)
-        if answer is None:
-            console.print(f"Decide with: flowrun approve|reject|skip {run.id} [--comment TEXT]", style="dim")
-            return run
-        kind, comment = answer
-        try:
-            await engine.decide(actor, run.id, kind, comment=comment, step=run.checkpoint.step if run.checkpoint else None,
-                                expected_version=run.version)
-        except FlowrunError as exc:
-            console.print(f"[red]{exc.message}[/]")
-            return await engine.get_run(actor, run_id)
+    live = _LiveTimeline(console)
+    try:
+        async for event in engine.subscribe(actor, run_id, after_seq):
+            printer(event)
+            data = event.data
+            if data.type in LIVE_UPDATES:
+                live.show(await engine.get_run(actor, run_id))
+            if not (isinstance(data, RunStatusChanged) and data.status in PARKED):
+                continue
+            run = await engine.get_run(actor, run_id)
+            if run.status not in PARKED:
+                continue  # it has moved on since; keep reading
+            if run.status != RunStatus.PAUSED:
+                await engine.idle()
+                return await engine.get_run(actor, run_id)
+            live.stop()
+            console.print(checkpoint_panel(run))
+            answer = await asker.ask(run)
+            if answer is None:
+                console.print(f"Decide with: flowrun approve|reject|skip {run.id} [--comment TEXT]", style="dim")
+                return run
+            kind, comment = answer
+            try:
+                await engine.decide(actor, run.id, kind, comment=comment,
+                                    step=run.checkpoint.step if run.checkpoint else None, expected_version=run.version)
+            except FlowrunError as exc:
+                console.print(f"[red]{exc.message}[/]")
+                return await engine.get_run(actor, run_id)
+    finally:
+        live.stop()
     raise AssertionError("subscription ended")  # pragma: no cover
 
 
