@@ -158,6 +158,7 @@ async def show_run(args: argparse.Namespace) -> int:
             printer = EventPrinter(console)
             for event in await engine.events(LOCAL_OPERATOR, found.id):
                 printer(event)
+            printer.flush()
     return 0
 
 

@@ -81,6 +81,7 @@ async def follow(engine: Engine, actor: Actor, run_id: str, console: Console, as
                 live.show(await engine.get_run(actor, run_id))
             if not (isinstance(data, RunStatusChanged) and data.status in PARKED):
                 continue
+            printer.flush()
             run = await engine.get_run(actor, run_id)
             if run.status not in PARKED:
                 continue  # it has moved on since; keep reading
@@ -88,6 +89,8 @@ async def follow(engine: Engine, actor: Actor, run_id: str, console: Console, as
                 await engine.idle()
                 return await engine.get_run(actor, run_id)
             live.stop()
+            if live.live is not None:
+                console.print(timeline(run))
             console.print(checkpoint_panel(run))
             answer = await asker.ask(run)
             if answer is None:

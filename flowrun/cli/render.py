@@ -124,14 +124,23 @@ class EventPrinter:
     def __init__(self, console: Console, *, verbose: bool = True) -> None:
         self.console = console
         self.verbose = verbose
-        self._stream: str | None = None
+        self._block: tuple[str | None, Text] | None = None  # a streamed text/thinking block so far
+
+    def flush(self) -> None:
+        """Print the streamed block in progress. Deltas are joined and printed whole, so a block
+        wraps cleanly (also above a live timeline)."""
+        if self._block is not None:
+            self.console.print(self._block[1])
+            self._block = None
 
     def __call__(self, event: Event) -> None:
         data = event.data
         if isinstance(data, TranscriptEntry):
             self._entry(data)
             return
-        self._stream = None
+        if data.type == "agent_messages":
+            return  # log-only: the conversation for continuing after a restart
+        self.flush()
         if isinstance(data, StepStatusChanged):
             icon, style = STEP_ICONS[data.status]
             text = Text(f"{icon} step {data.step + 1} {data.status.value}", style=f"bold {style}")
@@ -156,17 +165,15 @@ class EventPrinter:
     def _entry(self, e: TranscriptEntry) -> None:
         who = f"[{e.subagent}] " if e.subagent else ""
         if e.kind in (TranscriptKind.TEXT, TranscriptKind.THINKING):
+            if self._block is not None and self._block[0] == e.stream and e.stream is not None:
+                self._block[1].append(e.text)
+                return
+            self.flush()
+            prefix = "  ∴ " if e.kind == TranscriptKind.THINKING else "  "
             style = "italic dim" if e.kind == TranscriptKind.THINKING else ""
-            if e.stream != self._stream:
-                self._stream = e.stream
-                prefix = "  ∴ " if e.kind == TranscriptKind.THINKING else "  "
-                self.console.print(Text(prefix + who + e.text, style=style), end="")
-            else:
-                self.console.print(Text(e.text, style=style), end="")
-            if not e.text.endswith("\n"):
-                self.console.print()
+            self._block = (e.stream, Text(prefix + who + e.text, style=style))
             return
-        self._stream = None
+        self.flush()
         if e.kind == TranscriptKind.SETUP:
             self.console.print(Text(f"  ⚙ {e.text}", style="dim"))
         elif e.kind == TranscriptKind.INFO:
