@@ -68,8 +68,11 @@ async def acquire_sandbox(deps: EngineDeps, run: Run, sink: TranscriptSink, step
     deps.sandboxes[run.id] = sandbox  # held from here: parking the run releases it
     await on_link(sandbox.link)
     await check_health(sandbox, profile)
-    await on_setup(f"Sandbox ready in {anyio.current_time() - started:.2f}s",
-                   {"sandbox": sandbox.link.id, "workspace": sandbox.workspace})
+    if profile.tools:
+        await on_setup(f"Health check passed: {', '.join(profile.tools)} available",
+                       {"action": "health", "tools": list(profile.tools)})
+    await on_setup(f"Workspace {sandbox.workspace} (sandbox {sandbox.link.id}, {anyio.current_time() - started:.2f}s)",
+                   {"action": "workspace", "sandbox": sandbox.link.id, "workspace": sandbox.workspace})
     return sandbox
 
 
