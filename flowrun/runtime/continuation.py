@@ -11,6 +11,7 @@ re-attaches to the commands, keeps streaming their output, and goes on; anything
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..flows.enums import StepStatus
@@ -45,19 +46,24 @@ def in_flight(run: Run) -> int | None:
     return next((s.index for s in run.steps if s.status == StepStatus.RUNNING), None)
 
 
-async def plan(store: Store, run: Run, sandbox: Sandbox | None) -> Continuation | None:
+async def plan(store: Store, run: Run, connect: Callable[[], Awaitable[Sandbox | None]]) -> Continuation | None:
     """How the running step of `run` can go on, or None when it must be parked.
 
-    `sandbox` is the run's sandbox reconnected, or None if there is none to reconnect to."""
+    `connect` reconnects the run's sandbox (None if it cannot); it is called only when the
+    stored conversation shows commands that might still be running, so parking a run whose step
+    was not streaming costs no reconnect."""
     index = in_flight(run)
-    if index is None or sandbox is None:
+    if index is None:
         return None
     history = await conversation(store, run, index, run.steps[index].attempt)
     if not history or history[-1].role != "assistant":
         return None  # not streaming: no command to re-attach to
     calls = [b for b in history[-1].content if isinstance(b, ToolUseBlock)]
+    if not calls or any(c.name not in REATTACHABLE for c in calls):
+        return None
+    sandbox = await connect()
     running_calls = getattr(sandbox, "running_calls", None)
-    if not calls or running_calls is None or any(c.name not in REATTACHABLE for c in calls):
+    if running_calls is None:
         return None
     running: dict[str, int] = await running_calls()
     if any(c.id not in running for c in calls):

@@ -24,6 +24,7 @@ from ..flows.errors import ConcurrentUpdate, FlowrunError, NotFound, StartRefuse
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
+from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow, RunFilter
 from . import continuation
 from .access import Actor
@@ -127,16 +128,22 @@ class Engine:
 
     async def _continuation(self, run: Run) -> Continuation | None:
         link = run.links.sandbox
-        if continuation.in_flight(run) is None or link is None or link.state != "active":
+        if link is None or link.state != "active":
             return None
-        try:
-            sandbox = await self.deps.backend_for(link.backend).acquire(run.id, self.deps.profile(run), link=link)
-        except FlowrunError as exc:
-            log.info("run %s: its sandbox cannot be reconnected (%s); parking it", run.id, exc.message)
-            return None
-        planned = await continuation.plan(self.deps.store, run, sandbox)
+        connected: list[Sandbox] = []
+
+        async def connect() -> Sandbox | None:
+            try:
+                sandbox = await self.deps.backend_for(link.backend).acquire(run.id, self.deps.profile(run), link=link)
+            except FlowrunError as exc:
+                log.info("run %s: its sandbox cannot be reconnected (%s); parking it", run.id, exc.message)
+                return None
+            connected.append(sandbox)
+            return sandbox
+
+        planned = await continuation.plan(self.deps.store, run, connect)
         if planned is not None:
-            self.deps.sandboxes[run.id] = sandbox  # the driver goes on with it
+            self.deps.sandboxes[run.id] = connected[0]  # the driver goes on with it
         return planned
 
     @property
