@@ -69,3 +69,39 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
                           tools=builtin_tools(), config=config or EngineConfig())
         async with Engine(deps) as engine:
             yield engine
+
+
+async def run_child_until(argv: Sequence[str], marker: str) -> tuple[str, list[int]]:
+    """Run a child engine process (the `*_child.py` scripts) that prints `RUN <id>`, `SEQ <n>`
+    per committed event it sees and `marker` when the moment has come; then SIGKILL it, with no
+    cleanup of any kind. Returns the run id and the seqs the child saw committed."""
+    import os
+    import signal
+    import sys
+
+    import anyio
+    from anyio.streams.text import TextReceiveStream
+
+    run_id, seen = "", []
+    async with await anyio.open_process([sys.executable, *argv]) as proc:
+        assert proc.stdout is not None
+        buffered = ""
+        try:
+            with anyio.fail_after(60):
+                async for chunk in TextReceiveStream(proc.stdout):
+                    buffered += chunk
+                    *lines, buffered = buffered.split("\n")
+                    for line in lines:
+                        kind, *rest = line.split() or [""]
+                        if kind == "RUN":
+                            run_id = rest[0]
+                        elif kind == "SEQ":
+                            seen.append(int(rest[0]))
+                    if marker in lines:
+                        break
+        finally:
+            os.kill(proc.pid, signal.SIGKILL)
+            with anyio.fail_after(10):
+                await proc.wait()
+    assert proc.returncode == -signal.SIGKILL and run_id
+    return run_id, seen

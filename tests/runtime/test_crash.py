@@ -3,48 +3,21 @@ retry completes it."""
 
 from __future__ import annotations
 
-import os
-import signal
-import sys
 from pathlib import Path
 
-import anyio
 import pytest
-from anyio.streams.text import TextReceiveStream
 
 from flowrun.flows.enums import RunStatus, StepStatus
 from flowrun.runtime.access import Actor
 
-from .harness import catalog, running_engine, scripts, submit
+from .harness import catalog, run_child_until, running_engine, scripts, submit
 
 pytestmark = pytest.mark.anyio
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
 async def test_sigkill_mid_step_then_restart_and_retry(tmp_path: Path) -> None:
-    run_id, seen = "", []
-    async with await anyio.open_process([sys.executable, str(CHILD), str(tmp_path)]) as proc:
-        assert proc.stdout is not None
-        lines = TextReceiveStream(proc.stdout)
-        buffered = ""
-        try:
-            with anyio.fail_after(30):
-                async for chunk in lines:
-                    buffered += chunk
-                    *complete, buffered = buffered.split("\n")
-                    for line in complete:
-                        kind, *rest = line.split()
-                        if kind == "RUN":
-                            run_id = rest[0]
-                        elif kind == "SEQ":
-                            seen.append(int(rest[0]))
-                    if any(line.startswith("MIDSTEP") for line in complete):
-                        break
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)  # no cleanup of any kind in the child
-            with anyio.fail_after(10):
-                await proc.wait()
-    assert proc.returncode == -signal.SIGKILL and run_id
+    run_id, seen = await run_child_until([str(CHILD), str(tmp_path)], "MIDSTEP")
 
     provider = scripts(plan=[submit("planned")], build=[submit("built")])
     steps = [{"name": "Plan", "skill": "plan"}, {"name": "Build", "skill": "build"}]

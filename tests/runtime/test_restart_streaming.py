@@ -4,14 +4,10 @@ command, keeps streaming its output and the run goes on, never interrupted."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
 from pathlib import Path
 
 import anyio
 import pytest
-from anyio.streams.text import TextReceiveStream
 
 from flowrun.flows.enums import RunStatus, TranscriptKind
 from flowrun.flows.events import RunStatusChanged, TranscriptEntry
@@ -19,7 +15,7 @@ from flowrun.runtime.access import Actor
 from flowrun.sandboxes.e2b import E2BBackend
 from flowrun.sandboxes.testing import serve_fake_e2b
 
-from .harness import running_engine
+from .harness import run_child_until, running_engine
 from .streaming_child import flow, provider
 
 pytestmark = pytest.mark.anyio
@@ -28,28 +24,7 @@ ANA = Actor("ana")
 
 
 async def run_child_until_streaming(tmp_path: Path, options: dict[str, object]) -> tuple[str, list[int]]:
-    run_id, seen = "", []
-    async with await anyio.open_process([sys.executable, str(CHILD), str(tmp_path), json.dumps(options)]) as proc:
-        assert proc.stdout is not None
-        buffered = ""
-        try:
-            with anyio.fail_after(60):
-                async for chunk in TextReceiveStream(proc.stdout):
-                    buffered += chunk
-                    *lines, buffered = buffered.split("\n")
-                    for line in lines:
-                        kind, *rest = line.split()
-                        if kind == "RUN":
-                            run_id = rest[0]
-                        elif kind == "SEQ":
-                            seen.append(int(rest[0]))
-                    if any(line == "STREAMING" for line in lines):
-                        break
-        finally:
-            os.kill(proc.pid, signal.SIGKILL)
-            with anyio.fail_after(10):
-                await proc.wait()
-    return run_id, seen
+    return await run_child_until([str(CHILD), str(tmp_path), json.dumps(options)], "STREAMING")
 
 
 async def test_a_streaming_step_reattaches_after_a_restart_and_the_run_goes_on(tmp_path: Path) -> None:
