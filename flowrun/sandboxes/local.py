@@ -306,12 +306,32 @@ def _make_workspace(root: Path, workspace: Path, owner: tuple[int, int] | None) 
 
 
 def _chown_tree(path: Path, owner: tuple[int, int] | None) -> None:
+    """Hand a new tree to the sandbox user, one directory fd at a time (a directory swapped for a
+    symlink mid-walk is not followed). A file with other hard links is copied first: its inode
+    may be shared with a file outside the workspace, which must never change hands."""
     if owner is None:
         return
-    for dirpath, dirnames, filenames in os.walk(path):
+    for _top, dirnames, filenames, dir_fd in os.fwalk(path):
+        for name in filenames:
+            _unshare(name, dir_fd)
         for name in (*dirnames, *filenames):
-            os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
+            os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
     os.chown(path, *owner, follow_symlinks=False)
+
+
+def _unshare(name: str, dir_fd: int) -> None:
+    """Replace a hardlinked regular file by a private copy (same content and mode)."""
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink <= 1:
+        return
+    copy = f"{name}.flowrun-unshare"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(src, "rb") as reader:
+        dst = os.open(copy, flags, stat.S_IMODE(info.st_mode), dir_fd=dir_fd)
+        with os.fdopen(dst, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+    os.replace(copy, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _remove_tree(path: Path) -> None:

@@ -46,6 +46,7 @@ from .codec import (
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
 from .migrate import migrate
+from .private import private_database
 from .ops import (
     AppendTranscript,
     CommitPair,
@@ -132,6 +133,7 @@ class SQLiteStore:
             )
         stack = AsyncExitStack()
         try:
+            await anyio.to_thread.run_sync(private_database, self.path)
             conn = await stack.enter_async_context(_connect(self.path, self._busy_ms, writer=True))
             await migrate(conn, self.path)
             readers = [
