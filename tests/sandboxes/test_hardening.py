@@ -93,3 +93,46 @@ async def test_giving_a_tree_away_never_changes_the_owner_of_an_outside_inode(
     assert outside.stat().st_uid == 0
     assert (sb.host_path / "p" / "linked.txt").stat().st_ino != outside.stat().st_ino
     assert (await sb.read_file("p/linked.txt")) == b"host\n"
+
+
+async def test_a_fifo_is_refused_at_once_not_read_for_ever(backend: LocalBackend) -> None:
+    sb = await backend.acquire("run_fifo", profile())
+    assert (await sb.exec("mkfifo pipe")).exit_code == 0
+    with anyio.fail_after(5), pytest.raises(SandboxError) as info:
+        await sb.read_file("pipe")
+    assert info.value.code == "not_a_regular_file" and "FIFO" in info.value.message
+    with anyio.fail_after(5), pytest.raises(SandboxError) as info:
+        await sb.write_file("pipe", b"x")
+    assert info.value.code == "not_a_regular_file"
+
+
+async def test_a_socket_is_a_sandbox_error_that_names_no_host_path(backend: LocalBackend) -> None:
+    sb = await backend.acquire("run_sock", profile())
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(sb.host_path / "sock"))
+        with pytest.raises(SandboxError) as info:
+            await sb.read_file("sock")
+    assert info.value.code == "not_a_regular_file"
+    assert str(sb.host_path) not in info.value.message
+
+
+@pytest.mark.parametrize("target", ["missing-dir", "/nonexistent/elsewhere", "file.txt"])
+async def test_a_bad_cwd_is_a_sandbox_error_that_names_no_host_path(
+    backend: LocalBackend, target: str
+) -> None:
+    sb = await backend.acquire("run_cwd", profile())
+    await sb.write_file("file.txt", b"x")
+    (sb.host_path / "link").symlink_to(target)
+    with pytest.raises(SandboxError) as info:
+        await sb.exec("pwd", cwd="link")
+    assert info.value.code in ("not_found", "not_a_directory", "path_escape")
+    assert str(sb.host_path) not in info.value.message
+    assert "elsewhere" not in info.value.message or info.value.code == "path_escape"
+
+
+async def test_a_cwd_through_a_symlink_inside_the_workspace_works(backend: LocalBackend) -> None:
+    sb = await backend.acquire("run_cwd_ok", profile())
+    await sb.write_file("real/sub/f.txt", b"x")
+    (sb.host_path / "alias").symlink_to("real/sub")
+    result = await sb.exec("ls && pwd", cwd="alias")
+    assert result.exit_code == 0 and "f.txt" in result.stdout
