@@ -9,6 +9,7 @@ the skill's schema goes back to the agent with the validation errors for another
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -163,11 +164,8 @@ async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
                                call_id=call.id, tool=call.name, data={"pid": attach_pid}))
     else:
         detail: dict[str, Any] = {}
-        with anyio.move_on_after(_remaining(task)):
-            try:
-                detail = await tool.preview(ctx, args)
-            except FlowrunError:
-                pass
+        with anyio.move_on_after(_remaining(task)), contextlib.suppress(FlowrunError):
+            detail = await tool.preview(ctx, args)
         await task.emit(_entry(task, TranscriptKind.TOOL_START, call.name, tool=call.name, call_id=call.id,
                                data={"input": call.input, **detail}))
     output = await _bounded_run(task, tool, ctx, args)

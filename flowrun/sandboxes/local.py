@@ -36,7 +36,6 @@ from .isolation import (
     warn_reduced_once,
 )
 from .localfiles import WorkspaceFiles
-from .paths import escape, workspace_parts
 from .process import run_process
 from .provision import clone_repositories
 from .state import SandboxState, require_active

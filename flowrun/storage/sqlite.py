@@ -46,7 +46,6 @@ from .codec import (
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
 from .migrate import migrate
-from .private import private_database
 from .ops import (
     AppendTranscript,
     CommitPair,
@@ -56,6 +55,7 @@ from .ops import (
     StepCache,
     decision_row,
 )
+from .private import private_database
 from .subscription import Subscription
 from .writer import GroupWriter, WriterStats
 
