@@ -46,6 +46,9 @@ log = logging.getLogger("flowrun.runtime")
 SUBMIT = "submit_result"
 REPORT_BLOCKED = "report_blocked"
 TURN_RETRIES = 3
+# a tool that ends its own work at the step's deadline (spawn_subagents collects its sub-agents'
+# results then) gets this long to report before the call is cut off
+TOOL_DEADLINE_GRACE_S = 2.0
 
 Emit = Callable[[TranscriptEntry], Awaitable[None]]
 
@@ -185,7 +188,7 @@ async def _bounded_run(task: AgentTask, tool: Tool, ctx: ToolContext, args: Any)
     the tool did not expect is still a failed call the agent sees, never a crash of the step;
     its message names no host path (`strerror` only)."""
     output: ToolOutput | None = None
-    with anyio.move_on_after(_remaining(task)):
+    with anyio.move_on_after(_remaining(task) + TOOL_DEADLINE_GRACE_S):
         try:
             output = await tool.run(ctx, args)
         except FlowrunError as exc:
