@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -45,11 +44,19 @@ def _origin(profile: SandboxProfile | None, repository: str) -> str | None:
     return None
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+async def _git(*args: str) -> str:
+    done = await anyio.run_process(["git", *args], check=False)
     if done.returncode != 0:
-        raise SandboxError(f"git {args[0]} failed: {done.stderr.strip() or done.stdout.strip()}", code="git_failed")
-    return done.stdout.strip()
+        detail = (done.stderr or done.stdout).decode("utf-8", errors="replace").strip()
+        raise SandboxError(f"git {args[2] if args[0] == '--git-dir' else args[0]} failed: {detail}", code="git_failed")
+    return done.stdout.decode("utf-8", errors="replace").strip()
+
+
+async def default_branch(origin: str) -> str | None:
+    """The branch the origin's HEAD points at (its default branch), if it has one."""
+    done = await anyio.run_process(["git", "--git-dir", origin, "symbolic-ref", "--short", "HEAD"], check=False)
+    name = done.stdout.decode("utf-8", errors="replace").strip()
+    return name if done.returncode == 0 and name else None
 
 
 class OpenPullRequest:
@@ -73,6 +80,12 @@ class OpenPullRequest:
             return ToolOutput(
                 f"opening pull requests on hosted remotes ({origin}) is not supported yet: only local git "
                 "remotes are", is_error=True)
+        default = await default_branch(origin)
+        if args.branch in ("HEAD", default) or args.branch == f"refs/heads/{default}":
+            return ToolOutput(
+                f"{args.branch!r} is the default branch of {origin}: a pull request is opened from a branch of "
+                "its own, never by updating the default branch. Commit to a new branch and open it from there.",
+                is_error=True)
         bundle = f".flowrun/pr-{ctx.call_id}.bundle"
         repo = shlex.quote(args.repository)
         result = await ctx.sandbox.exec(
@@ -82,15 +95,20 @@ class OpenPullRequest:
         data = await ctx.sandbox.read_file(bundle)
         await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
 
-        def push() -> str:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "pr.bundle"
-                path.write_bytes(data)
-                ref = f"refs/heads/{args.branch}"
-                _git("--git-dir", origin, "fetch", "--quiet", str(path), f"+{ref}:{ref}")
-                return _git("--git-dir", origin, "rev-parse", "--short", ref)
-
-        sha = await anyio.to_thread.run_sync(push)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "pr.bundle"
+            await anyio.Path(path).write_bytes(data)
+            ref = f"refs/heads/{args.branch}"
+            # never forced: a branch that exists on the origin only moves forward
+            try:
+                await _git("--git-dir", origin, "fetch", str(path), f"{ref}:{ref}")
+            except SandboxError as exc:
+                if "non-fast-forward" in exc.message or "rejected" in exc.message:
+                    return ToolOutput(
+                        f"branch {args.branch!r} already exists on {origin} with commits your branch does not "
+                        "have; pull requests never force-push: open it from a new branch name", is_error=True)
+                raise
+            sha = await _git("--git-dir", origin, "rev-parse", "--short", ref)
         pr = f"{origin}#{args.branch}@{sha}"
         return ToolOutput(
             f"pull request opened: {args.title}\nbranch {args.branch} at {sha} on {origin}\nref: {pr}",
