@@ -1,5 +1,6 @@
-"""The web face: the JSON API (`/api`, `/openapi.json`), the websocket `/ws`, login, and (in
-their own modules) the pages. `flowrun.web.client` is a standalone client of `/ws`."""
+"""Layer 3: the web face: the JSON API (`/api`, `/openapi.json`), the websocket `/ws`, login,
+`/hooks/github`, and (in their own modules) the pages. `flowrun.web.client` is a standalone
+client of `/ws`."""
 
 from __future__ import annotations
 
