@@ -116,16 +116,11 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-<<<<<<< HEAD
-              Mount("/mcp", app=mcp_app), *web.routes()]
+              Mount("/mcp", app=mcp_app), hook, *web.routes()]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web_auth = web.auth
     app.state.web = web
     return app
-=======
-              Mount("/mcp", app=mcp_app), hook]
-    return Starlette(routes=routes, lifespan=lifespan)
->>>>>>> main
 
 
 async def run_stdio(settings: Settings) -> None:
