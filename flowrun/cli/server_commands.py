@@ -48,8 +48,11 @@ async def serve(args: argparse.Namespace) -> int:
           f"{settings.public_url}/openapi.json)", file=sys.stderr)
     print(f"Open this link to log in (it works once): {app.state.web_auth.login_url(LOCAL_OPERATOR)}",
           file=sys.stderr)
+    # SIGTERM: open streams (a websocket, an MCP wait) get a bounded grace, then the lifespan
+    # stops the engine, which cancels every run task (tool calls included) and marks them interrupted
     config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", ws="websockets-sansio",
-                            ws_max_size=WS_MAX_FRAME_BYTES, log_level="info" if args.debug else "warning")
+                            ws_max_size=WS_MAX_FRAME_BYTES, log_level="info" if args.debug else "warning",
+                            timeout_graceful_shutdown=5)
     await uvicorn.Server(config).serve()
     return 0
 
