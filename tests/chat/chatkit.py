@@ -40,8 +40,8 @@ steps:
 def environment(tmp_path: Path) -> dict[str, str]:
     root, scripts = tmp_path / "catalog", tmp_path / "scripts"
     for folder in ("flows", "skills", "profiles"):
-        (root / folder).mkdir(parents=True)
-    scripts.mkdir()
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    scripts.mkdir(exist_ok=True)
     (root / "profiles" / "quiet.yaml").write_text("name: quiet\nbackend: noop\n")
     (root / "flows" / "tiny.yaml").write_text(TINY)
     for slug, summary in (("draft", "Drafted it."), ("ship", "Shipped it.")):
