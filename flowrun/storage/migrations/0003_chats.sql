@@ -1,4 +1,4 @@
--- 0002: chats. A chat's messages are events in `events` under the chat id (gapless seq, like a
+-- 0003: chats. A chat's messages are events in `events` under the chat id (gapless seq, like a
 -- run's), so the `messages` home of 0001 stays unused; the chat row keeps its owner, the
 -- highest seq of its log and when it last changed (Sessions lists chats by it).
 
