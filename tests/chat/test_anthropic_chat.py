@@ -17,7 +17,7 @@ import pytest
 import respx
 
 from flowrun.flows.chat import ChatDelta, ChatMessage, ChatRole, ChatToolUsed, NoteKind, ReplyStatus
-from flowrun.flows.enums import DecisionKind, LaunchKind, RunStatus
+from flowrun.flows.enums import DecisionKind, LaunchKind, RunStatus, Scope
 from flowrun.llm.anthropic import AnthropicProvider
 from flowrun.runtime.access import Actor
 
@@ -26,7 +26,7 @@ from .chatkit import ANA, message, open_chats, reply_to, wait_for
 pytestmark = pytest.mark.anyio
 URL = "https://api.anthropic.com/v1/messages"
 MODEL = "claude-sonnet-4-6"
-READER = Actor(id="rita", scopes=frozenset({__import__("flowrun.flows.enums", fromlist=["Scope"]).Scope.READ}))
+READER = Actor(id="rita", scopes=frozenset({Scope.READ}))
 
 
 def frame(event: dict[str, Any]) -> str:
@@ -159,7 +159,7 @@ async def test_a_chat_on_anthropic_starts_a_run_keeps_talking_and_decides_in_wor
 
 async def test_a_model_error_mid_reply_keeps_the_partial_text_and_tells_the_person(
         tmp_path: Path, provider: AnthropicProvider) -> None:
-    start = [{"type": "message_start", "message": {
+    start: list[dict[str, Any]] = [{"type": "message_start", "message": {
         "id": "msg_01", "type": "message", "role": "assistant", "model": MODEL, "content": [],
         "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 80, "output_tokens": 1}}},
         {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
