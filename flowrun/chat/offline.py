@@ -100,10 +100,11 @@ class OfflineChatModel:
 
     def _answer(self, messages: list[Message], said: str) -> tuple[str, tuple[str, dict[str, Any]] | None]:
         wanted = intent(said)
-        run_id = _latest_run(messages, waiting=wanted in ("approve", "reject", "skip"))
+        run_id = _latest_run(messages, waiting=wanted in ("approve", "reject", "skip")) or _latest_run(
+            messages, waiting=False)
         if wanted in ("approve", "reject", "skip"):
             if run_id is None:
-                return "No run of this chat is waiting for a decision right now.", None
+                return "This chat has not started a run that could wait for a decision.", None
             return "", ("decide_checkpoint", {"run_id": run_id, "decision": wanted, "comment": said})
         if wanted == "cancel":
             if run_id is None:

@@ -73,7 +73,7 @@ class ChatService:
                         tb: TracebackType | None) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()  # a reply cut here is marked `interrupted` at the next start
-        await self._tg.__aexit__(et, e, tb)
+        await self._tg.__aexit__(None, None, None)  # the caller's own exception goes on unwrapped
         self._tg = None
         self._sessions.clear()
 
