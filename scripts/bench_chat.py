@@ -86,6 +86,14 @@ def summary(values: list[float]) -> dict[str, float]:
             "p99_ms": round(pct(ms, 0.99), 2), "max_ms": round(max(ms), 2)}
 
 
+async def _first_delta(chats: ChatService, chat_id: str, after: int, stamp: list[float], seen: anyio.Event) -> None:
+    async for event in chats.subscribe(ANA, chat_id, after):
+        if isinstance(event.data, ChatDelta):
+            stamp.append(time.perf_counter())
+            seen.set()
+            return
+
+
 async def bench(rounds: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="bench-chat-"))
     model = Instant()
@@ -100,18 +108,10 @@ async def bench(rounds: int) -> dict[str, Any]:
         await chats.wait_idle(chat.id)
         for _ in range(rounds):
             before = (await chats.get(ANA, chat.id)).last_seq
+            seen = anyio.Event()
+            stamp: list[float] = []
             async with anyio.create_task_group() as tg:
-                seen = anyio.Event()
-                stamp: list[float] = []
-
-                async def watch(after: int) -> None:
-                    async for event in chats.subscribe(ANA, chat.id, after):
-                        if isinstance(event.data, ChatDelta):
-                            stamp.append(time.perf_counter())
-                            seen.set()
-                            return
-
-                tg.start_soon(watch, before)
+                tg.start_soon(_first_delta, chats, chat.id, before, stamp, seen)
                 start = time.perf_counter()
                 await chats.post(ANA, chat.id, "hello")
                 with anyio.fail_after(10):
@@ -139,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
-    print(json.dumps(anyio.run(bench, args.rounds), indent=2))  # noqa: T201
+    print(json.dumps(anyio.run(bench, args.rounds), indent=2))
 
 
 if __name__ == "__main__":
