@@ -112,6 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     q = plans.add_parser("show", help="one record, with its body")
     q.add_argument("id")
 
+    p = sub.add_parser("integrations", help="connect GitHub: cloning private repositories, opening pull requests")
+    p.add_argument("action", nargs="?", choices=["list", "connect", "disconnect"], default="list")
+    p.add_argument("service", nargs="?", choices=["github"], default="github")
+    p.add_argument("--token-stdin", action="store_true", help="read the token from standard input")
+    p.add_argument("--actor", help="whose token this is (default: the local operator)")
+    p.set_defaults(handler="integrations:integrations")
+
     p = sub.add_parser("notifications", help="what runs told you: checkpoints, blocks, failures, completions")
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(handler="triggers:notifications")

@@ -20,7 +20,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from ..flows.enums import Outcome, TranscriptKind
-from ..flows.errors import FlowrunError, ModelError
+from ..flows.errors import BlockedError, FlowrunError, ModelError
 from ..flows.events import TranscriptEntry
 from ..flows.loading import describe_validation_error
 from ..flows.run import Artifact, StepResult, Usage
@@ -170,6 +170,8 @@ async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
                                data={"input": call.input, **detail}))
     try:
         output = await tool.run(ctx, args)
+    except BlockedError:
+        raise  # a missing credential blocks the run (with its fix), it is not a failed call
     except FlowrunError as exc:
         output = ToolOutput(exc.message, is_error=True, data={"code": exc.code})
     await task.emit(_entry(task, TranscriptKind.TOOL_END, cap_output(output.content, 4000), tool=call.name,
