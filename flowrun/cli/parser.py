@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="follow a run live until it parks")
     p.add_argument("run_id")
     p.add_argument("--from-start", action="store_true", help="replay the whole transcript first")
+    p.add_argument("--server", metavar="URL", help="follow it on a `flowrun serve` elsewhere (e.g. http://host:8765)")
+    p.add_argument("--token", help="bearer token for --server (default: $FLOWRUN_TOKEN)")
     p.set_defaults(handler="watch")
 
     for name, help_text in (("approve", "approve the checkpoint and continue"),
