@@ -3,8 +3,9 @@
 The agent commits inside the sandbox; this tool carries the branch out as a git bundle (read
 through the sandbox's file API, so it works for every backend) and pushes it to the
 repository's origin from the host, where credentials live. Credentials never enter the sandbox.
-This version opens pull requests on local git remotes (the demo's "GitHub"); a hosted remote
-is refused with a message that says so.
+On a local git remote (the demo's "GitHub") the branch is fetched into it, never forced and
+never into the remote's default branch; on GitHub
+(`github_pr`) it is pushed with the run's person's token and the PR is opened through the API.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 from ...flows.errors import SandboxError
 from ...flows.profiles import SandboxProfile
 from .base import ToolContext, ToolOutput
+from .github_pr import GitHubAccess, open_on_github
 
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]+$")
 
@@ -53,10 +55,23 @@ async def _git(*args: str) -> str:
 
 
 async def default_branch(origin: str) -> str | None:
-    """The branch the origin's HEAD points at (its default branch), if it has one."""
+    """The branch a local remote's HEAD points at (its default branch), if it has one."""
     done = await anyio.run_process(["git", "--git-dir", origin, "symbolic-ref", "--short", "HEAD"], check=False)
     name = done.stdout.decode("utf-8", errors="replace").strip()
     return name if done.returncode == 0 and name else None
+
+
+async def _bundle(ctx: ToolContext, args: PullRequestInput) -> bytes | ToolOutput:
+    """The branch as a git bundle, read out of the sandbox through its file API."""
+    bundle = f".flowrun/pr-{ctx.call_id}.bundle"
+    repo = shlex.quote(args.repository)
+    result = await ctx.sandbox.exec(
+        f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
+    if result.exit_code != 0:
+        return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}", is_error=True)
+    data = await ctx.sandbox.read_file(bundle)
+    await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
+    return data
 
 
 class OpenPullRequest:
@@ -76,38 +91,38 @@ class OpenPullRequest:
         origin = _origin(ctx.extras.get("profile"), args.repository)
         if origin is None:
             return ToolOutput(f"{args.repository!r} is not a repository of this sandbox profile", is_error=True)
+        access = ctx.extras.get("github")
+        hosted = access.github.repository(origin) if isinstance(access, GitHubAccess) else None
+        if hosted is not None and isinstance(access, GitHubAccess):
+            access.github.require_token(access.actor, f"opening a pull request on {hosted}")  # before any work
+            bundled = await _bundle(ctx, args)
+            if isinstance(bundled, ToolOutput):
+                return bundled
+            return await open_on_github(access, hosted, origin, args.branch, args.title, args.body, bundled)
         if not await anyio.Path(origin).is_dir():
             return ToolOutput(
-                f"opening pull requests on hosted remotes ({origin}) is not supported yet: only local git "
-                "remotes are", is_error=True)
+                f"{origin} is not a local git remote nor a repository on the connected GitHub: flowrun cannot "
+                "open a pull request there", is_error=True)
         default = await default_branch(origin)
-        if args.branch in ("HEAD", default) or args.branch == f"refs/heads/{default}":
+        if args.branch in ("HEAD", default):
             return ToolOutput(
-                f"{args.branch!r} is the default branch of {origin}: a pull request is opened from a branch of "
-                "its own, never by updating the default branch. Commit to a new branch and open it from there.",
-                is_error=True)
-        bundle = f".flowrun/pr-{ctx.call_id}.bundle"
-        repo = shlex.quote(args.repository)
-        result = await ctx.sandbox.exec(
-            f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
-        if result.exit_code != 0:
-            return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}", is_error=True)
-        data = await ctx.sandbox.read_file(bundle)
-        await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
-
+                f"refusing to open a pull request from {args.branch!r}, the default branch of {origin}: commit "
+                "to a branch of its own and open the pull request from there", is_error=True)
+        data = await _bundle(ctx, args)
+        if isinstance(data, ToolOutput):
+            return data
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "pr.bundle"
             await anyio.Path(path).write_bytes(data)
             ref = f"refs/heads/{args.branch}"
-            # never forced: a branch that exists on the origin only moves forward
-            try:
+            try:  # never forced: a branch that exists on the origin only moves forward
                 await _git("--git-dir", origin, "fetch", str(path), f"{ref}:{ref}")
             except SandboxError as exc:
-                if "non-fast-forward" in exc.message or "rejected" in exc.message:
-                    return ToolOutput(
-                        f"branch {args.branch!r} already exists on {origin} with commits your branch does not "
-                        "have; pull requests never force-push: open it from a new branch name", is_error=True)
-                raise
+                if "rejected" not in exc.message:
+                    raise
+                return ToolOutput(
+                    f"branch {args.branch!r} already exists on {origin} with commits your branch does not have; "
+                    "pull requests never force-push: open it from a new branch name", is_error=True)
             sha = await _git("--git-dir", origin, "rev-parse", "--short", ref)
         pr = f"{origin}#{args.branch}@{sha}"
         return ToolOutput(

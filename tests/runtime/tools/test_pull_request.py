@@ -77,7 +77,7 @@ async def test_the_default_branch_is_refused_and_left_alone(sandbox_root: Path, 
     made = await sb.exec(f"cd repo && echo rewritten > app.txt && {GIT} commit -qa --amend -m evil && git log --oneline")
     assert made.exit_code == 0, made.stderr
     is_error, text = await _open(sb, profile, "main")
-    assert is_error and "default branch" in text
+    assert is_error and "the default branch" in text
     assert _git("--git-dir", str(origin), "rev-parse", "main", cwd=origin) == before
 
 
