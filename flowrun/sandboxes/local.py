@@ -99,7 +99,6 @@ class LocalSandbox:
             limits=limits,
             network=self.profile.network,
         )
-        uid, gid = self.confinement.spawn_ids
         try:
             return await run_process(
                 argv,
@@ -108,8 +107,7 @@ class LocalSandbox:
                 time_limit=timeout if timeout is not None else limits.command_timeout_s,
                 max_output_bytes=limits.max_output_bytes,
                 on_output=on_output,
-                user=uid,
-                group=gid,
+                supervised=self.confinement.supervised,
             )
         except OSError as exc:  # e.g. the working directory vanished as the command started
             raise SandboxError(

@@ -136,3 +136,36 @@ async def test_a_cwd_through_a_symlink_inside_the_workspace_works(backend: Local
     (sb.host_path / "alias").symlink_to("real/sub")
     result = await sb.exec("ls && pwd", cwd="alias")
     assert result.exit_code == 0 and "f.txt" in result.stdout
+
+
+async def _alive(marker: str) -> list[str]:
+    done = await anyio.run_process(["pgrep", "-f", marker], check=False)
+    return done.stdout.decode().split()
+
+
+async def test_a_setsid_child_dies_with_the_command_on_cancel_timeout_and_exit(
+    backend: LocalBackend,
+) -> None:
+    sb = await backend.acquire("run_tree", profile())
+    escape = "setsid bash -c 'sleep 1.5; touch {name}; exec sleep 3000{n}' >/dev/null 2>&1 < /dev/null &"
+    with anyio.move_on_after(0.5) as scope:
+        await sb.exec(escape.format(name="after-cancel", n=1) + " sleep 30")
+    assert scope.cancelled_caught
+    result = await sb.exec(escape.format(name="after-timeout", n=2) + " sleep 30", timeout=0.5)
+    assert result.timed_out
+    done = await sb.exec(escape.format(name="after-exit", n=3) + " disown; echo left")
+    assert done.exit_code == 0 and done.stdout == "left\n"
+    await anyio.sleep(2.0)  # long enough for an escapee to leave its mark
+    for name in ("after-cancel", "after-timeout", "after-exit"):
+        assert not (sb.host_path / name).exists(), name
+    assert await _alive("sleep 300[0]") == []
+
+
+async def test_many_escaped_children_do_not_pile_up(backend: LocalBackend) -> None:
+    sb = await backend.acquire("run_pile", profile())
+    for _ in range(3):
+        result = await sb.exec(
+            "for i in $(seq 20); do setsid sleep 4000 >/dev/null 2>&1 < /dev/null & done; echo spawned"
+        )
+        assert result.stdout == "spawned\n"
+    assert await _alive("sleep 400[0]") == []
