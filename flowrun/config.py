@@ -16,14 +16,13 @@ from pathlib import Path
 
 from .flows.enums import Plan
 from .flows.errors import UsageError
-from .flows.events import AgentMessages, LogOnly
 from .flows.profiles import RepositorySpec, SandboxProfile
+from .flows.redact import Redactor
 from .llm.base import ModelProvider
 from .runtime.catalog import Catalog
 from .runtime.context import EngineConfig, EngineDeps
 from .runtime.engine import Engine
 from .runtime.tools.base import Tool
-from .runtime.transcript import Redact
 from .sandboxes.base import SandboxBackend
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -130,23 +129,9 @@ class _Backends:
         return self.cache[name]
 
 
-def make_redact(settings: Settings) -> Redact:
-    """Secrets (configured values and common key formats) never reach the transcript or store."""
-    from .llm.redact import Redactor
-
-    redactor = Redactor(settings.secrets)
-
-    def redact(entry: LogOnly) -> LogOnly:
-        if isinstance(entry, AgentMessages):
-            messages = redactor.redact_obj(entry.messages)
-            return entry if messages is entry.messages else entry.model_copy(update={"messages": messages})
-        text = redactor.redact(entry.text)
-        data = redactor.redact_obj(entry.data) if entry.data else entry.data
-        if text is entry.text and data is entry.data:
-            return entry
-        return entry.model_copy(update={"text": text, "data": data})
-
-    return redact
+def make_redactor(settings: Settings) -> Redactor:
+    """Configured secret values and the common key formats: never stored, never sent."""
+    return Redactor(settings.secrets)
 
 
 @asynccontextmanager
@@ -156,7 +141,8 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
 
     settings.home.mkdir(parents=True, exist_ok=True)
     catalog = catalog or load_catalog(settings)
-    async with SQLiteStore(settings.db_path) as store:
+    redactor = make_redactor(settings)
+    async with SQLiteStore(settings.db_path, redactor=redactor) as store:
         deps = EngineDeps(
             store=store,
             catalog=catalog,
@@ -167,7 +153,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
                 run_url=settings.public_url + "/runs/{run_id}",
             ),
-            redact=make_redact(settings),
+            redactor=redactor,
         )
         async with Engine(deps) as engine:
             yield engine

@@ -10,13 +10,13 @@ from typing import Any
 
 from ..flows.enums import Plan
 from ..flows.profiles import SandboxProfile
+from ..flows.redact import Redactor
 from ..flows.run import Run
 from ..llm.base import ModelProvider
 from ..sandboxes.base import Sandbox, SandboxBackend
 from ..storage.base import RecordRow, Store
 from .catalog import Catalog
 from .tools.base import Tool
-from .transcript import Redact
 
 
 class RunStopped(Exception):
@@ -52,7 +52,7 @@ class EngineDeps:
     provider_for: Callable[[str], ModelProvider]
     tools: Mapping[str, Tool]
     config: EngineConfig
-    redact: Redact | None = None
+    redactor: Redactor | None = None  # streamed pieces; the store redacts every write again
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)  # held sandboxes by run id
 
     def profile(self, run: Run) -> SandboxProfile:
