@@ -37,6 +37,7 @@ _STOP_REASONS = {
     "function_call": "tool_use",
     "length": "max_tokens",
     "stop": "end_turn",
+    "content_filter": "refusal",
 }
 
 

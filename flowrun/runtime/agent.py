@@ -261,6 +261,18 @@ async def _handle_calls(task: AgentTask, calls: list[ToolUseBlock], state: _Stat
     return results
 
 
+async def _refused(task: AgentTask, complete: TurnComplete, turns: int) -> AgentOutcome:
+    """The model declined to go on (`stop_reason: refusal`): the step fails saying so, with
+    whatever the model said, rather than looking like an agent that forgot to submit."""
+    said = " ".join(b.text for b in complete.message.content if isinstance(b, TextBlock)).strip()
+    summary = "The model refused to continue this step (stop reason: refusal)."
+    if said:
+        summary += f" It said: {said[:500]}"
+    await task.emit(_entry(task, TranscriptKind.ERROR, summary, is_error=True))
+    return AgentOutcome(StepResult(outcome=Outcome.ERROR, summary=summary), turns,
+                        error="the model refused to continue")
+
+
 def _pending_calls(messages: list[Message]) -> list[ToolUseBlock]:
     """Tool calls of a conversation's last assistant turn that have no results yet."""
     if not messages or messages[-1].role != "assistant":
@@ -300,6 +312,10 @@ async def run_agent(task: AgentTask) -> AgentOutcome:
             state.turns += 1
             await task.on_usage(complete.usage)
             messages.append(complete.message)
+            if complete.stop_reason == "refusal":
+                await _record(task, [complete.message])
+                state.outcome = await _refused(task, complete, state.turns)
+                break
             calls = [b for b in complete.message.content if isinstance(b, ToolUseBlock)]
             # durable before any tool with effects runs, so a restart never runs it twice
             await _record(task, [complete.message], before_tools=any(c.name not in PURE_CALLS for c in calls))

@@ -85,7 +85,7 @@ def _assert_no_key(blob: str | bytes, where: str) -> None:
 
 
 async def test_planted_keys_are_never_stored_or_returned_raw(tmp_path: Path) -> None:
-    steps = [
+    steps: list[dict[str, Any]] = [
         {"name": "Look", "skill": "look"},
         {"name": "Fail", "skill": "fail", "checkpoint": {"message": "Go on?"}},
     ]
