@@ -16,7 +16,16 @@ from flowrun.llm.base import TextBlock, TurnComplete
 from flowrun.runtime.agent import run_agent
 
 from .test_agent_with_providers import Recorder, task
-from .test_anthropic import block_start, block_stop, collect, delta, message_end, message_start, ok, request
+from .test_anthropic import (
+    block_start,
+    block_stop,
+    collect,
+    delta,
+    message_end,
+    message_start,
+    ok,
+    request,
+)
 
 URL = "https://api.anthropic.com/v1/messages"
 pytestmark = pytest.mark.anyio
