@@ -73,16 +73,25 @@ class ThinkingConfig:
             f"FLOWRUN_THINKING={text!r} is not understood: use adaptive, off, or budget:N with N >= 1024"
         )
 
-    def request_params(self, max_tokens: int) -> tuple[dict[str, Any], int]:
-        """The `thinking` parameter and the `max_tokens` to send with it.
+    def request_params(
+        self, max_tokens: int, accepts: frozenset[str] | None = None
+    ) -> tuple[dict[str, Any] | None, int]:
+        """The `thinking` parameter (`None`: send none) and the `max_tokens` to send with it.
 
+        `accepts` is what the model takes (`pricing.thinking_modes`; `None` when unknown, then
+        the mode goes as configured): `off`, or a model without thinking, sends no parameter;
+        `budget_tokens` goes only to a model that accepts it (an adaptive-only model gets
+        `adaptive`), and an adaptive request to a budget-only model gets the configured budget.
         A thinking budget counts toward `max_tokens` and must stay below it, so a budgeted
         request gets at least `budget_tokens + 4096` to leave room for the answer.
         """
-        if self.mode == "off":
-            return {"type": "disabled"}, max_tokens
+        mode = self.mode
+        if mode == "off" or accepts is not None and not accepts:
+            return None, max_tokens
+        if accepts is not None and mode not in accepts:
+            mode = "adaptive" if "adaptive" in accepts else "budgeted"
         param: dict[str, Any] = {"type": "adaptive"}
-        if self.mode == "budgeted":
+        if mode == "budgeted":
             param = {"type": "enabled", "budget_tokens": self.budget_tokens}
             max_tokens = max(max_tokens, self.budget_tokens + 4096)
         if self.display is not None:

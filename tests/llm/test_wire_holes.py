@@ -3,16 +3,19 @@ wire format the providers used to get wrong, driven through the real SDK over re
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 import respx
 
 from flowrun.flows.enums import Outcome, TranscriptKind
 from flowrun.flows.errors import ModelError
-from flowrun.llm.anthropic import AnthropicProvider
-from flowrun.llm.base import TextBlock, TurnComplete
+from flowrun.llm.anthropic import AnthropicProvider, ThinkingConfig
+from flowrun.llm.base import Message, TextBlock, ThinkingBlock, ToolUseBlock, TurnComplete
+from flowrun.llm.openai_compat import OpenAICompatProvider, messages_to_chat
 from flowrun.runtime.agent import run_agent
 
 from .test_agent_with_providers import Recorder, task
@@ -26,6 +29,10 @@ from .test_anthropic import (
     ok,
     request,
 )
+from .test_openai_compat import chunk, fn
+from .test_openai_compat import collect as collect_compat
+from .test_openai_compat import request as compat_request
+from .test_openai_compat import stream as compat_stream
 
 URL = "https://api.anthropic.com/v1/messages"
 pytestmark = pytest.mark.anyio
@@ -104,3 +111,130 @@ async def test_a_server_tool_use_block_with_streamed_input(mock: respx.MockRoute
     await provider.aclose()
     assert isinstance(done, TurnComplete)
     assert done.message.content == [TextBlock(text="Nothing found.")]
+
+
+# -- thinking is sent only as the model accepts it -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("model", "setting", "expected"),
+    [
+        ("claude-sonnet-4-6", "off", None),  # off sends nothing at all
+        ("claude-opus-4-8", "off", None),
+        ("claude-opus-4-8", "budget:2048", {"type": "adaptive"}),  # budget_tokens refused there
+        ("claude-sonnet-4-6", "budget:2048", {"type": "enabled", "budget_tokens": 2048}),
+        ("claude-sonnet-4-5", "adaptive", {"type": "enabled", "budget_tokens": 8192}),
+        ("claude-sonnet-4-5-20250929", "budget:4096", {"type": "enabled", "budget_tokens": 4096}),
+        ("claude-3-5-haiku-20241022", "adaptive", None),  # no extended thinking on this model
+        ("claude-unknown-9", "budget:2048", {"type": "enabled", "budget_tokens": 2048}),  # as configured
+    ],
+)
+def test_thinking_parameter_follows_the_model_catalogue(
+    model: str, setting: str, expected: dict[str, Any] | None
+) -> None:
+    provider = AnthropicProvider(api_key="sk-ant-test", thinking=ThinkingConfig.parse(setting))
+    params = provider.build_params(request(model=f"anthropic:{model}"))
+    assert params.get("thinking") == expected
+    if expected is None:
+        assert "thinking" not in params and params["max_tokens"] == 4096
+
+
+# -- OpenAI-compatible servers ---------------------------------------------------------------------
+
+BASE = "http://127.0.0.1:8000/v1"
+CHAT = f"{BASE}/chat/completions"
+
+
+def _compat(**kw: Any) -> OpenAICompatProvider:
+    return OpenAICompatProvider(base_url=BASE, api_key="k", kind=kw.pop("kind", "openai-compat"), max_retries=0, **kw)
+
+
+async def test_reasoning_content_goes_back_with_the_assistant_message_that_called_tools(
+    mock: respx.MockRouter,
+) -> None:
+    """DeepSeek, GLM and Kimi answer 400 without it; the fake answers the way Kimi does."""
+    result = {"outcome": "success", "summary": "Reports.", "output": {"title": "Insights"}}
+
+    def kimi(req: httpx.Request) -> httpx.Response:
+        sent = json.loads(req.content)
+        for message in sent["messages"]:
+            if message["role"] == "assistant" and message.get("tool_calls") and not message.get("reasoning_content"):
+                return httpx.Response(400, json={"error": {
+                    "message": "thinking is enabled but reasoning_content is missing in assistant tool call message at index 2",
+                    "type": "invalid_request_error"}})
+        if len(sent["messages"]) == 2:
+            return compat_stream(
+                chunk({"role": "assistant", "reasoning_content": "I should read "}),
+                chunk({"reasoning_content": "the README."}),
+                chunk({"tool_calls": [{"index": 0, "id": "call_r", "function": fn("read_file", '{"path": "README.md"}')}]}),
+                chunk({}, finish="tool_calls"),
+            )
+        return compat_stream(
+            chunk({"tool_calls": [{"index": 0, "id": "call_s", "function": fn("submit_result", json.dumps(result))}]}),
+            chunk({}, finish="tool_calls"),
+        )
+
+    route = mock.post(CHAT).mock(side_effect=kimi)
+    provider = _compat()
+    outcome = await run_agent(task(provider, "openai-compat:kimi-k2-thinking", Recorder()))
+    await provider.aclose()
+    assert outcome.result.outcome == Outcome.SUCCESS
+    second = json.loads(route.calls[1].request.content)
+    assert second["messages"][2]["reasoning_content"] == "I should read the README."
+    # OpenAI itself has no such field: nothing extra is sent there
+    thought = Message(role="assistant", content=[ThinkingBlock(thinking="hm"), ToolUseBlock(id="c", name="shell", input={})])
+    assert "reasoning_content" not in messages_to_chat("", [thought], reasoning=False)[0]
+
+
+async def test_kimis_400_about_reasoning_gets_no_tool_support_hint(mock: respx.MockRouter) -> None:
+    mock.post(CHAT).mock(return_value=httpx.Response(400, json={"error": {
+        "message": "thinking is enabled but reasoning_content is missing in assistant tool call message at index 2",
+        "type": "invalid_request_error"}}))
+    provider = _compat()
+    with pytest.raises(ModelError) as caught:
+        await collect_compat(provider, compat_request(model="openai-compat:kimi-k2-thinking"))
+    await provider.aclose()
+    assert "may not support tool calling" not in caught.value.message
+    assert "reasoning_content" in caught.value.message
+    # a server that really cannot call tools still gets that hint
+    mock.post(CHAT).mock(return_value=httpx.Response(400, json={"error": {
+        "message": "registry.ollama.ai/library/gemma:2b does not support tools", "type": "api_error"}}))
+    provider = _compat(kind="ollama")
+    with pytest.raises(ModelError) as caught:
+        await collect_compat(provider, compat_request(model="ollama:gemma:2b"))
+    await provider.aclose()
+    assert "may not support tool calling" in caught.value.message
+
+
+def _raw(body: str) -> httpx.Response:
+    return httpx.Response(200, text=body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # the connection dropped mid-text: no finish_reason, no [DONE]
+        "".join(f"data: {json.dumps(chunk({'content': t}))}\n\n" for t in ("The answer ", "is")),
+        # llama.cpp's legacy error line, which the SDK's SSE reader skips
+        f"data: {json.dumps(chunk({'content': 'The answer '}))}\n\n"
+        'error: {"code":500,"message":"slot unavailable","type":"server_error"}\n\n',
+    ],
+    ids=["cut-mid-text", "llama.cpp-error-line"],
+)
+async def test_a_stream_cut_mid_text_is_a_stream_error(mock: respx.MockRouter, body: str) -> None:
+    mock.post(CHAT).mock(return_value=_raw(body))
+    provider = _compat()
+    with pytest.raises(ModelError) as caught:
+        await collect_compat(provider, compat_request(model="openai-compat:llama"))
+    await provider.aclose()
+    assert caught.value.retryable and caught.value.code == "model_stream_cut"
+
+
+async def test_openai_compatible_429_keeps_retry_after(mock: respx.MockRouter) -> None:
+    mock.post(CHAT).mock(return_value=httpx.Response(
+        429, json={"error": {"message": "slow down", "type": "rate_limit"}}, headers={"retry-after": "30"}))
+    provider = _compat()
+    with pytest.raises(ModelError) as caught:
+        await collect_compat(provider, compat_request(model="openai-compat:llama"))
+    await provider.aclose()
+    assert caught.value.retryable and caught.value.details["retry_after"] == 30.0
