@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .config import Settings, ensure_demo_remote, open_engine
 from .flows.errors import FlowrunError
 from .runtime.access import LOCAL_OPERATOR
+from .runtime.notify import Notifier, Webhooks
 from .runtime.triggers import Triggers
 from .tools.auth import BearerTokens, TokenTable
 from .tools.face import EngineSlot
@@ -89,12 +90,15 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
                                       transport_security=transport_security(host, settings.public_url))
 
+    webhooks = Webhooks.from_env(settings.env)  # a bad webhook setting stops `serve` at once
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await prepare_demo(settings)
         async with open_engine(settings) as engine, anyio.create_task_group() as tg:
             slot.engine = engine
             await tg.start(Triggers(engine).run)  # schedules and checkpoint timeouts
+            await tg.start(Notifier(engine, webhooks, run_url=settings.public_url + "/runs/{run_id}").run)
             try:
                 async with mcp.session_manager.run():
                     yield

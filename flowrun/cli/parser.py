@@ -91,4 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow", nargs="?", help="the Flow to pause or resume")
     p.set_defaults(handler="triggers:schedules")
 
+    p = sub.add_parser("notifications", help="what runs told you: checkpoints, blocks, failures, completions")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler="triggers:notifications")
+
     return parser

@@ -39,3 +39,17 @@ async def schedules(args: argparse.Namespace) -> int:
             for status in found:
                 _print(status)
     return 0
+
+
+async def notifications(args: argparse.Namespace) -> int:
+    from ..runtime.notify import list_notifications
+
+    async with _engine(_settings()) as engine:
+        notes = await list_notifications(engine, LOCAL_OPERATOR.workspace, limit=args.limit)
+    if not notes:
+        console.print("no notifications yet (flowrun serve records them as runs wait, block, fail or complete)")
+    for note in notes:
+        delivery = {None: "", True: "  delivered", False: f"  not delivered: {note.error}"}[note.delivered]
+        console.print(f"{note.at:%Y-%m-%d %H:%M}  {escape(note.title)}  [dim]{note.run_id}{escape(delivery)}[/]")
+        console.print(f"  {escape(note.message)}", style="dim")
+    return 0
