@@ -45,6 +45,8 @@ log = logging.getLogger("flowrun.runtime")
 SUBMIT = "submit_result"
 REPORT_BLOCKED = "report_blocked"
 TURN_RETRIES = 3
+MAX_RETRY_WAIT_S = 60.0  # the most a server's retry-after can hold a turn (the deadline bounds it too)
+_sleep = anyio.sleep  # tests observe the waits here
 
 Emit = Callable[[TranscriptEntry], Awaitable[None]]
 
@@ -116,6 +118,15 @@ def _entry(task: AgentTask, kind: TranscriptKind, text: str = "", **fields: Any)
     return TranscriptEntry(kind=kind, step=task.step, text=text, subagent=task.subagent, **fields)
 
 
+def _retry_delay(exc: ModelError, attempt: int) -> float:
+    """Exponential backoff, or longer when the server asked for longer (`retry-after`), capped."""
+    delay = min(2.0**attempt, 8.0)
+    asked = exc.details.get("retry_after")
+    if isinstance(asked, int | float) and asked > delay:
+        delay = min(float(asked), MAX_RETRY_WAIT_S)
+    return delay
+
+
 async def _stream_turn(task: AgentTask, request: ModelRequest, turn: int) -> TurnComplete:
     """One model turn, with bounded retries of failures the provider marks retryable. A retried
     attempt streams under new stream ids, so a renderer never glues two attempts together."""
@@ -137,9 +148,9 @@ async def _stream_turn(task: AgentTask, request: ModelRequest, turn: int) -> Tur
         except ModelError as exc:
             if not exc.retryable or attempt == TURN_RETRIES:
                 raise
-            delay = min(2.0**attempt, 8.0)
+            delay = _retry_delay(exc, attempt)
             await task.emit(_entry(task, TranscriptKind.INFO, f"Model error, retrying the turn in {delay:.0f}s: {exc.message}"))
-            await anyio.sleep(delay)
+            await _sleep(delay)
     raise AssertionError("unreachable")
 
 

@@ -16,6 +16,7 @@ from flowrun.flows.errors import ModelError
 from flowrun.llm.anthropic import AnthropicProvider, ThinkingConfig
 from flowrun.llm.base import Message, TextBlock, ThinkingBlock, ToolUseBlock, TurnComplete
 from flowrun.llm.openai_compat import OpenAICompatProvider, messages_to_chat
+from flowrun.runtime import agent
 from flowrun.runtime.agent import run_agent
 
 from .test_agent_with_providers import Recorder, task
@@ -238,3 +239,36 @@ async def test_openai_compatible_429_keeps_retry_after(mock: respx.MockRouter) -
         await collect_compat(provider, compat_request(model="openai-compat:llama"))
     await provider.aclose()
     assert caught.value.retryable and caught.value.details["retry_after"] == 30.0
+
+
+# -- the agent loop honours retry-after, capped ----------------------------------------------------
+
+
+@pytest.mark.parametrize(("asked", "waited"), [("30", 30.0), ("3600", 60.0), (None, 1.0)])
+async def test_the_agent_loop_waits_as_long_as_the_server_asks_capped(
+    mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch, asked: str | None, waited: float
+) -> None:
+    waits: list[float] = []
+
+    async def record(delay: float) -> None:
+        waits.append(delay)
+
+    monkeypatch.setattr(agent, "_sleep", record)
+    headers = {"retry-after": asked} if asked else {}
+    result = {"outcome": "success", "summary": "ok", "output": {"title": "Insights"}}
+    mock.post(URL).mock(side_effect=[
+        httpx.Response(429, json={"type": "error", "error": {"type": "rate_limit_error", "message": "slow"}},
+                       headers=headers),
+        ok([
+            message_start(),
+            block_start(0, {"type": "tool_use", "id": "toolu_s", "name": "submit_result", "input": {}}),
+            delta(0, {"type": "input_json_delta", "partial_json": json.dumps(result)}),
+            block_stop(0),
+            *message_end("tool_use", 20),
+        ]),
+    ])
+    provider = AnthropicProvider(api_key="sk-ant-test", max_retries=0, max_retry_after_s=3600)
+    outcome = await run_agent(task(provider, "claude-sonnet-4-6", Recorder()))
+    await provider.aclose()
+    assert outcome.result.outcome == Outcome.SUCCESS
+    assert waits == [waited]
