@@ -80,6 +80,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`).
     """
+    from .tools.jsonrpc_guard import JsonRpcGuard
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
 
     bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
@@ -87,8 +88,8 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
         log.warning("no bearer tokens are configured: every /mcp request will be refused (401)")
     slot = EngineSlot()
     mcp = build_mcp_server(slot, settings.public_url, bearer.current_actor, tokens=bearer)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
-                                      transport_security=transport_security(host, settings.public_url))
+    mcp_app = JsonRpcGuard(mcp.streamable_http_app(streamable_http_path="/", host=host,
+                                                   transport_security=transport_security(host, settings.public_url)))
 
     webhooks = Webhooks.from_env(settings.env)  # a bad webhook setting stops `serve` at once
 
