@@ -61,6 +61,7 @@ from .ops import (
     StepCache,
     decision_row,
 )
+from .private import private_database
 from .subscription import Subscription
 from .writer import GroupWriter, WriterStats
 
@@ -143,6 +144,7 @@ class SQLiteStore:
             )
         stack = AsyncExitStack()
         try:
+            await anyio.to_thread.run_sync(private_database, self.path)
             conn = await stack.enter_async_context(_connect(self.path, self._busy_ms, writer=True))
             await migrate(conn, self.path)
             readers = [
