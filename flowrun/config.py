@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from .llm.base import ModelProvider
 from .runtime.catalog import Catalog
 from .runtime.context import EngineConfig, EngineDeps
 from .runtime.engine import Engine
+from .runtime.integrations import GitHub
 from .runtime.tools.base import Tool
 from .sandboxes.base import SandboxBackend
 
@@ -118,20 +119,26 @@ def make_provider_for(settings: Settings) -> Callable[[str], ModelProvider]:
 class _Backends:
     root: Path
     options: Mapping[str, str]
-    cache: dict[str, SandboxBackend] = field(default_factory=dict)
+    github: GitHub | None = None
+    cache: dict[tuple[str, str | None], SandboxBackend] = field(default_factory=dict)
 
     def __call__(self, name: str) -> SandboxBackend:
-        if name not in self.cache:
+        # the operator's connected GitHub token clones private repositories; connecting (or
+        # reconnecting) while the server runs takes effect for the next sandbox
+        token = self.github.token_for("local") if self.github is not None else None
+        if (name, token) not in self.cache:
             from .sandboxes import get_backend
 
-            options = {} if name == "noop" else {"env": self.options}
-            self.cache[name] = get_backend(name, root=self.root, **options)
-        return self.cache[name]
+            env = {**self.options, "GITHUB_TOKEN": token} if token else self.options
+            options = {} if name == "noop" else {"env": env}
+            self.cache[(name, token)] = get_backend(name, root=self.root, **options)
+        return self.cache[(name, token)]
 
 
-def make_redactor(settings: Settings) -> Redactor:
-    """Configured secret values and the common key formats: never stored, never sent."""
-    return Redactor(settings.secrets)
+def make_redactor(settings: Settings, extra: Sequence[str] = ()) -> Redactor:
+    """Configured secret values (and `extra`, e.g. connected integration tokens) and the common
+    key formats: never stored, never sent."""
+    return Redactor([*settings.secrets, *extra])
 
 
 @asynccontextmanager
@@ -142,12 +149,13 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
 
     private_dir(settings.home)
     catalog = catalog or load_catalog(settings)
-    redactor = make_redactor(settings)
+    github = GitHub.from_env(settings.env, settings.home)
+    redactor = make_redactor(settings, extra=github.tokens())
     async with SQLiteStore(settings.db_path, redactor=redactor) as store:
         deps = EngineDeps(
             store=store,
             catalog=catalog,
-            backend_for=_Backends(settings.home / "sandboxes", settings.env),
+            backend_for=_Backends(settings.home / "sandboxes", settings.env, github),
             provider_for=make_provider_for(settings),
             tools=_tools(),
             config=EngineConfig(
@@ -155,6 +163,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
                 run_url=settings.public_url + "/runs/{run_id}",
             ),
             redactor=redactor,
+            github=github,
         )
         async with Engine(deps) as engine:
             yield engine

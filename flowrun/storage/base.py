@@ -62,6 +62,7 @@ class RunFilter(BaseModel):
     flow: str | None = None
     workspace: str | None = None
     started_by: str | None = None
+    before: str | None = None  # a run id: only runs listed after it (older), for cursor paging
     limit: int = 50
 
 

@@ -350,6 +350,9 @@ class SQLiteStore:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if filter.before is not None:
+            clauses.append("(created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)")
+            params.append(filter.before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return await self._load_runs(
             f"{where} ORDER BY created_at DESC, id DESC LIMIT ?", (*params, filter.limit)
