@@ -80,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_id")
     p.set_defaults(handler="cancel")
 
+    p = sub.add_parser("chat", help="talk to the chat agent: start Flows, decide checkpoints, in words or /commands")
+    p.add_argument("--chat", metavar="CHAT_ID", help="continue this chat (default: a new one)")
+    p.add_argument("--model", help="the chat model (default: FLOWRUN_CHAT_MODEL, else FLOWRUN_MODEL; scripted offline)")
+    p.add_argument("-m", "--message", action="append", default=[], metavar="TEXT",
+                   help="send these messages in order (each waits for the runs to park), then leave")
+    p.set_defaults(handler="chat:chat")
+
     from .server_commands import add_server_commands
 
     add_server_commands(sub)

@@ -115,3 +115,17 @@ async def test_planted_keys_are_never_stored_or_returned_raw(tmp_path: Path) -> 
     shell = "".join(e.text for e in entries if e.kind == TranscriptKind.TOOL_DELTA)
     assert len([e for e in entries if e.kind == TranscriptKind.TOOL_DELTA]) >= 2  # it was chunked
     assert shell.endswith("x [REDACTED] [REDACTED] done")
+
+
+async def test_chats_are_stored_redacted(tmp_path: Path) -> None:
+    from flowrun.flows.chat import Chat, ChatMessage, ChatRole
+    from flowrun.storage.sqlite import SQLiteStore
+
+    async with SQLiteStore(tmp_path / "flowrun.db", redactor=Redactor([CONFIGURED])) as store:
+        chat, _ = await store.create_chat(Chat(owner="ana", title=f"about {GITHUB}"))
+        await store.append_chat(chat.id, [ChatMessage(message_id="m1", role=ChatRole.USER, text=f"my keys: {ALL}")])
+        stored = await store.get_chat(chat.id)
+        events = await store.events(chat.id)
+    _assert_no_key(_database_bytes(tmp_path), "the database file")
+    assert stored.title == "about [REDACTED]"
+    assert "my keys: a=[REDACTED]" in events[-1].model_dump_json()
