@@ -426,8 +426,7 @@ class CreateRun(Op[tuple[Run, list[Event]]]):
 
     def apply(self, tx: Transaction) -> tuple[Run, list[Event]]:
         state = tx.insert_run(self.encoded)
-        if self.daily_cap is not None:
-            assert self.day is not None
+        if self.day is not None:  # every run started counts, capped or not
             tx.count_start(self.run.workspace, format_day(self.day))
         events = tx.append_events(self.run.id, state, self.events)
         return self.run.model_copy(
