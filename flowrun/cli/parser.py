@@ -86,4 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolve", metavar="EVENT_ID", help="mark a health event resolved (then resume the run)")
     p.set_defaults(handler="health")
 
+    p = sub.add_parser("schedules", help="Flows on a schedule: next fire times; pause or resume one")
+    p.add_argument("action", nargs="?", choices=["list", "pause", "resume"], default="list")
+    p.add_argument("flow", nargs="?", help="the Flow to pause or resume")
+    p.set_defaults(handler="triggers:schedules")
+
+    p = sub.add_parser("notifications", help="what runs told you: checkpoints, blocks, failures, completions")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler="triggers:notifications")
+
     return parser
