@@ -238,7 +238,7 @@ class Transaction:
 
     def count_start(self, workspace: str, day: str) -> None:
         key = (workspace, day)
-        self._usage[key] = self._usage.get(key, 0) + 1
+        self._usage[key] = self.runs_started(workspace, day) + 1  # read first when uncapped
         self._usage_touched.add(key)
 
     def put_record(self, record_id: str, kind: str, json: str) -> None:
