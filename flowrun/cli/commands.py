@@ -115,7 +115,7 @@ async def run(args: argparse.Namespace) -> int:
             LOCAL_OPERATOR, args.flow, _parse_params(args.param), sandbox_profile=args.profile,
             execution_mode=args.mode, checkpoint_mode=args.checkpoints, launch=launch,
         )
-        console.print(f"started {started.id} ({started.flow.name})")
+        console.print(text(f"started {started.id} ({started.flow.name})"))
         return await _follow_and_report(engine, LOCAL_OPERATOR, started, args, settings)
 
 
@@ -247,7 +247,7 @@ async def health(args: argparse.Namespace) -> int:
     async with _engine(settings) as engine:
         if args.resolve:
             event = await engine.resolve_health_event(LOCAL_OPERATOR, args.resolve)
-            console.print(f"resolved {event.id}; resume the run with: flowrun resume {event.data.get('run_id')}")
+            console.print(text(f"resolved {event.id}; resume the run with: flowrun resume {event.data.get('run_id')}"))
             return 0
         events = await engine.health_events(LOCAL_OPERATOR, open_only=not args.all)
     if not events:

@@ -16,7 +16,14 @@ from flowrun.cli.follow import show
 from flowrun.cli.render import EventPrinter, step_outputs, timeline
 from flowrun.cli.safe import clean
 from flowrun.flows import machine
-from flowrun.flows.enums import CheckpointMode, DecisionKind, ExecutionMode, Outcome, RunStatus, TranscriptKind
+from flowrun.flows.enums import (
+    CheckpointMode,
+    DecisionKind,
+    ExecutionMode,
+    Outcome,
+    RunStatus,
+    TranscriptKind,
+)
 from flowrun.flows.events import DecisionRecorded, Event, RunStatusChanged, TranscriptEntry
 from flowrun.flows.run import Decision, Run, StepResult
 from flowrun.flows.template import FlowTemplate

@@ -15,7 +15,15 @@ from collections.abc import Callable
 import pytest
 
 from flowrun.flows import machine
-from flowrun.flows.enums import BlockedCause, CheckpointMode, DecisionKind, ExecutionMode, Outcome, RunStatus, StepStatus
+from flowrun.flows.enums import (
+    BlockedCause,
+    CheckpointMode,
+    DecisionKind,
+    ExecutionMode,
+    Outcome,
+    RunStatus,
+    StepStatus,
+)
 from flowrun.flows.errors import InvalidTransition
 from flowrun.flows.machine import RunCommand, StepCommand
 from flowrun.flows.run import Blocked, Checkpoint, Decision, Run, StepResult

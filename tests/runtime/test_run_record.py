@@ -4,23 +4,32 @@ remote repositories, and the scopes as the product document has them."""
 
 from __future__ import annotations
 
-import subprocess
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from flowrun.flows import machine
-from flowrun.flows.enums import CheckpointMode, ExecutionMode, Plan, RunStatus, Scope, StepStatus, TranscriptKind
+from flowrun.flows.enums import (
+    CheckpointMode,
+    ExecutionMode,
+    Plan,
+    RunStatus,
+    Scope,
+    StepStatus,
+    TranscriptKind,
+)
 from flowrun.flows.errors import DecisionConflict, PermissionDenied, StartRefused
 from flowrun.flows.profiles import RepositorySpec, SandboxProfile
 from flowrun.flows.run import Run
 from flowrun.runtime.access import Actor
+from flowrun.runtime.catalog import Catalog
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
 from flowrun.tools.views import next_actions
@@ -31,17 +40,13 @@ pytestmark = pytest.mark.anyio
 
 ANA = Actor("ana")
 PARKED = [s for s in RunStatus if s.finished]
-ONE_STEP = [{"name": "Plan", "skill": "plan"}]
-SIGNED = [{"name": "Plan", "skill": "plan"},
+ONE_STEP: list[dict[str, Any]] = [{"name": "Plan", "skill": "plan"}]
+SIGNED: list[dict[str, Any]] = [{"name": "Plan", "skill": "plan"},
           {"name": "Ship", "skill": "ship", "checkpoint": {"message": "Sign off before the PR opens."}}]
 
 
 async def settle(engine: Engine, run: Run, actor: Actor = ANA) -> Run:
     return await engine.wait_until(actor, run.id, statuses=PARKED, timeout_s=10)
-
-
-def failing() -> object:
-    return scripts(plan=[submit("boom", outcome="error")])
 
 
 # -- the retry chain -----------------------------------------------------------------------------
@@ -222,7 +227,7 @@ def http_404() -> Iterator[str]:
         thread.join(timeout=5)
 
 
-def with_repository(url: str) -> object:
+def with_repository(url: str) -> Catalog:
     profile = SandboxProfile(name="remote", backend="noop", repositories=[RepositorySpec(url=url)])
     return catalog(ONE_STEP, defaults={"sandbox_profile": "remote"}, profiles=[profile])
 
@@ -240,7 +245,7 @@ async def test_a_missing_remote_repository_is_refused_before_the_run_starts(tmp_
 
 async def test_an_existing_remote_repository_passes_pre_flight(tmp_path: Path) -> None:
     remote = tmp_path / "present.git"
-    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+    await anyio.run_process(["git", "init", "-q", "--bare", str(remote)])
     async with running_engine(tmp_path, with_repository(remote.as_uri()), scripts(plan=[submit("planned")])) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))
         assert run.status == RunStatus.COMPLETED
