@@ -53,7 +53,7 @@ def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None 
         blocked = BlockedView(cause=run.blocked.cause.value, message=run.blocked.message, fix=run.blocked.fix)
     return RunView(
         id=run.id, flow=run.flow.id, flow_name=run.flow.name, status=run.status, url=run_url(public_url, run.id),
-        hint=hint(run), next_actions=next_actions(run, actor), started_by=run.started_by, params=run.params,
+        hint=hint(run, actor), next_actions=next_actions(run, actor), started_by=run.started_by, params=run.params,
         execution_mode=run.execution_mode, checkpoint_mode=run.checkpoint_mode, sandbox_profile=run.sandbox_profile,
         steps=[_step_view(run, step) for step in run.steps], checkpoint=checkpoint, blocked=blocked, error=run.error,
         pull_request=run.links.pull_request, retry_of=run.retry_of, retried_as=run.retried_as,
@@ -94,8 +94,9 @@ def next_actions(run: Run, actor: Actor | None = None) -> list[NextTool]:
     return tools
 
 
-def hint(run: Run) -> str:
-    """One line an assistant can act on (and relay) without reading the whole view."""
+def hint(run: Run, actor: Actor | None = None) -> str:
+    """One line an assistant can act on (and relay) without reading the whole view; with `actor`,
+    it never points at a tool they may not call."""
     n = len(run.steps)
     status = run.status
     if status in (RunStatus.PENDING, RunStatus.RUNNING):
@@ -105,8 +106,10 @@ def hint(run: Run) -> str:
                 "needs a person or ends.")
     if status == RunStatus.PAUSED and run.checkpoint is not None:
         cp = run.checkpoint
-        return (f"Waiting for sign-off before step {cp.step + 1}/{n} '{run.steps[cp.step].name}': {cp.message} "
-                "Ask the person, then call decide_checkpoint with decision approve, reject or skip.")
+        waiting = f"Waiting for sign-off before step {cp.step + 1}/{n} '{run.steps[cp.step].name}': {cp.message} "
+        if actor is not None and not actor.may("approve", run):
+            return waiting + "Deciding it needs the flows.run scope; wait_for_run follows the run meanwhile."
+        return waiting + "Ask the person, then call decide_checkpoint with decision approve, reject or skip."
     if status == RunStatus.COMPLETED:
         pr = f" Pull request: {run.links.pull_request}." if run.links.pull_request else ""
         return f"Completed all {n} steps.{pr}"

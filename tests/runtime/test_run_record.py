@@ -32,7 +32,7 @@ from flowrun.runtime.access import Actor
 from flowrun.runtime.catalog import Catalog
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
-from flowrun.tools.views import next_actions
+from flowrun.tools.views import next_actions, run_view
 
 from .harness import catalog, running_engine, scripts, submit
 
@@ -284,6 +284,9 @@ async def test_a_read_only_actor_is_offered_only_what_it_may_do(tmp_path: Path) 
     async with running_engine(tmp_path, catalog(SIGNED), provider) as engine:
         paused = await settle(engine, await engine.start_run(ANA, "test-flow"))
         assert next_actions(paused, READER) == []
+        view = run_view(paused, "http://flowrun.test", actor=READER)
+        assert view.next_actions == [] and "decide_checkpoint" not in view.hint and "flows.run" in view.hint
+        assert "call decide_checkpoint" in run_view(paused, "http://flowrun.test", actor=ANA).hint
         assert next_actions(paused, ANA) == ["decide_checkpoint", "cancel_run"]
         assert next_actions(paused, RUNNER) == ["decide_checkpoint"]  # not their run to cancel
         cancelled = await engine.cancel(ANA, paused.id)

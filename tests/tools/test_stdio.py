@@ -198,7 +198,7 @@ def _bad_inputs(run: str, done: str) -> list[tuple[str, dict[str, Any], str]]:
         ("decide_checkpoint", {"run_id": run, "decision": "approve", "expected_version": 1}, "changed since you saw"),
         ("decide_checkpoint", {"run_id": done, "decision": "approve", "step": "Create PR"},
          "already decided: approve by local"),
-        ("decide_checkpoint", {"run_id": done, "decision": "skip"}, "it is completed"),
+        ("decide_checkpoint", {"run_id": done, "decision": "skip"}, "already decided: approve by local"),
     ]
 
 
