@@ -14,17 +14,19 @@ from ..flows.run import Run
 from ..storage.base import DecisionRow
 
 
-def same_decision(first: DecisionRow, kind: DecisionKind, comment: str) -> bool:
-    return first.decision.kind == kind and first.decision.comment.strip() == comment.strip()
+def same_decision(first: DecisionRow, kind: DecisionKind) -> bool:
+    """The same decision is the same kind: a repeat that only words its comment differently
+    still gets the first answer (whose comment is the one on the record)."""
+    return first.decision.kind == kind
 
 
-def answer_repeat(run: Run, first: DecisionRow, kind: DecisionKind, comment: str) -> Run:
+def answer_repeat(run: Run, first: DecisionRow, kind: DecisionKind) -> Run:
     """The run, if this repeats the first decision under its id.
 
     Raises:
         DecisionConflict: `already_decided`, naming the decision that stands, when this one differs.
     """
-    if same_decision(first, kind, comment):
+    if same_decision(first, kind):
         return run
     d = first.decision
     who = "automatically" if d.auto else f"by {d.actor}"

@@ -309,7 +309,7 @@ class Engine:
         if decision_id is not None:
             prior = await self.deps.store.get_decision(decision_id)
             if prior is not None and prior.run_id == run_id:
-                return deciding.answer_repeat(run, prior, kind, comment)  # the first answer stands
+                return deciding.answer_repeat(run, prior, kind)  # the first answer stands
         index = run.flow.step_index(step) if step is not None else None
         record = Decision(kind=kind, comment=(auto_reason or comment).strip(), actor=actor.id,
                           decision_id=decision_id, auto=auto_reason is not None)
@@ -322,7 +322,7 @@ class Engine:
             # someone decided (or cancelled) between our read and write: answer as the second one
             prior = await self.deps.store.get_decision(decision_id) if decision_id is not None else None
             if prior is not None and prior.run_id == run_id:
-                return deciding.answer_repeat(await self.deps.store.get_run(run_id), prior, kind, comment)
+                return deciding.answer_repeat(await self.deps.store.get_run(run_id), prior, kind)
             if isinstance(exc, DecisionConflict):
                 raise
             target = index if index is not None else (run.checkpoint.step if run.checkpoint else None)
