@@ -29,6 +29,7 @@ from .usage import record_usage_anyway
 
 log = logging.getLogger("flowrun.runtime")
 
+
 def checkpoint_message(run: Run, index: int) -> str | None:
     """The checkpoint message if the checkpoint mode pauses before this step, else None."""
     spec = run.flow.steps[index]
@@ -46,7 +47,7 @@ class RunDriver:
         self.deps = deps
         self.run = run
         self.continuation = continuation
-        self.sink = TranscriptSink(deps.store, run.id, redact=deps.redact)
+        self.sink = TranscriptSink(deps.store, run.id, redactor=deps.redactor)
         self._usage_step: int | None = None
         self._usage_lock = anyio.Lock()  # sub-agents report usage concurrently
         self._deferred: list[EventData] = []
