@@ -84,6 +84,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     """
     from .chat import ChatService
     from .chat.api import chat_endpoints
+    from .tools.jsonrpc_guard import JsonRpcGuard
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
     from .web import build_web
     from .web.chats import ChatSlot
@@ -97,8 +98,8 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     chat_service: list[ChatService] = []  # filled by the lifespan
     web = build_web(slot, settings.public_url, bearer.table, chats=chat_slot,
                     extra=chat_endpoints(lambda: chat_service[0] if chat_service else None, settings.public_url))
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
-                                      transport_security=transport_security(host, settings.public_url))
+    mcp_app = JsonRpcGuard(mcp.streamable_http_app(streamable_http_path="/", host=host,
+                                                   transport_security=transport_security(host, settings.public_url)))
 
     webhooks = Webhooks.from_env(settings.env)  # a bad webhook setting stops `serve` at once
 
