@@ -262,7 +262,7 @@ class Connection:
     async def _decide(self, msg: Decide, actor: Actor) -> None:
         run = await self.slot.get().decide(actor, msg.run_id, msg.decision, comment=msg.comment, step=msg.step,
                                            expected_version=msg.expected_version, decision_id=msg.decision_id)
-        view = run_view(run, self.hub.public_url)
+        view = run_view(run, self.hub.public_url, actor=actor)
         await self.outbox.put(Ack(ref=msg.ref, op="decide", run_id=run.id, status=run.status, version=run.version,
                                   run=view.model_dump(mode="json")).model_dump_json())
 
