@@ -16,6 +16,7 @@ from ..runtime.engine import Engine
 from ..tools.face import EngineSlot
 from ..tools.models import FlowView, RunView
 from ..tools.views import flow_view, run_view, transcript_lines
+from .chats import ChatSlot, chat_session_view
 from .errors import RequestError
 from .models import (
     DecideRequest,
@@ -50,7 +51,7 @@ def _status_filter(values: Sequence[str] | None) -> list[RunStatus] | None:
                            parameter="status") from None
 
 
-def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
+def endpoints(slot: EngineSlot, public_url: str, chats: ChatSlot | None = None) -> list[Endpoint]:
     def engine() -> Engine:
         return slot.get()
 
@@ -126,10 +127,15 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
 
     async def sessions(call: Call) -> SessionPage:
         limit = call.query.get("limit", DEFAULT_PAGE)
-        runs = await engine().list_runs(call.actor, limit=limit + 1, before=call.query.get("cursor"))
+        cursor = call.query.get("cursor")
+        runs = await engine().list_runs(call.actor, limit=limit + 1, before=cursor)
         page = runs[:limit]
-        return SessionPage(sessions=[session_view(r, public_url) for r in page],
-                           next_cursor=page[-1].id if len(runs) > limit else None)
+        views = [session_view(r, public_url) for r in page]
+        if chats is not None and chats.chats is not None and cursor is None:
+            # chats join the first page (a person has a handful); runs page on by their cursor
+            views += [chat_session_view(c, public_url) for c in await chats.chats.list_chats(call.actor, limit=limit)]
+            views.sort(key=lambda v: v.updated_at or v.created_at, reverse=True)
+        return SessionPage(sessions=views, next_cursor=page[-1].id if len(runs) > limit else None)
 
     async def tasks(call: Call) -> TaskList:
         runs = await engine().list_runs(call.actor, limit=TASK_SCAN)
@@ -170,7 +176,7 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
         Endpoint("GET", "/api/health-events", health_events, "Health events of your workspace's runs",
                  HealthEventList, tag="health",
                  query=(Query("all", "also resolved ones", "boolean"),)),
-        Endpoint("GET", "/api/sessions", sessions, "Sessions (runs; chats later), newest first", SessionPage,
+        Endpoint("GET", "/api/sessions", sessions, "Sessions: runs and chats, newest first", SessionPage,
                  tag="sessions", query=(cursor, page)),
         Endpoint("GET", "/api/tasks", tasks, "Background tasks with their turns and cost", TaskList,
                  tag="sessions"),
