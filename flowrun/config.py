@@ -42,10 +42,16 @@ class Settings:
     public_url: str = "http://127.0.0.1:8765"
     secrets: list[str] = field(default_factory=list)
     env: Mapping[str, str] = field(default_factory=dict)
+    database_url: str | None = None  # FLOWRUN_DATABASE_URL: postgresql://... or a SQLite file
 
     @property
     def db_path(self) -> Path:
         return self.home / "flowrun.db"
+
+    @property
+    def database(self) -> str:
+        """Where runs are stored: `FLOWRUN_DATABASE_URL`, else `$FLOWRUN_HOME/flowrun.db`."""
+        return self.database_url or str(self.db_path)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,6 +73,7 @@ class Settings:
             secrets=[env[k] for k in SECRET_ENV_VARS if env.get(k)]
             + [s for s in env.get("FLOWRUN_SECRETS", "").split(",") if s],
             env=env,
+            database_url=env.get("FLOWRUN_DATABASE_URL") or None,
         )
 
 
@@ -152,11 +159,11 @@ def make_redact(settings: Settings) -> Redact:
 @asynccontextmanager
 async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> AsyncIterator[Engine]:
     """The store, the catalog and the engine, ready; closed in order on exit."""
-    from .storage.sqlite import SQLiteStore
+    from .storage.factory import open_store
 
     settings.home.mkdir(parents=True, exist_ok=True)
     catalog = catalog or load_catalog(settings)
-    async with SQLiteStore(settings.db_path) as store:
+    async with open_store(settings.database) as store:
         deps = EngineDeps(
             store=store,
             catalog=catalog,

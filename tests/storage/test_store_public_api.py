@@ -9,6 +9,7 @@ from flowrun.storage import SQLiteStore, Store
 def test_public_names() -> None:
     assert sorted(flowrun.storage.__all__) == [
         "DecisionRow",
+        "LeaseRow",
         "RecordRow",
         "RunFilter",
         "SQLiteStore",
@@ -18,6 +19,8 @@ def test_public_names() -> None:
         "Store",
         "StoreClosed",
         "Subscription",
+        "WorkerRow",
+        "open_store",
     ]
     for name in flowrun.storage.__all__:
         assert getattr(flowrun.storage, name) is not None
@@ -26,3 +29,12 @@ def test_public_names() -> None:
 def test_sqlite_store_implements_the_protocol() -> None:
     store: Store = SQLiteStore("unused.db")  # mypy checks the structural match
     assert isinstance(store, SQLiteStore)
+
+
+def test_postgres_store_implements_the_protocol() -> None:
+    from flowrun.storage.postgres import PostgresStore
+
+    store: Store = PostgresStore("postgresql://nobody@127.0.0.1:1/none")  # not opened
+    assert isinstance(store, PostgresStore)
+    assert isinstance(flowrun.storage.open_store("postgresql://x@127.0.0.1:1/y"), PostgresStore)
+    assert isinstance(flowrun.storage.open_store("some.db"), SQLiteStore)
