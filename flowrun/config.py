@@ -160,8 +160,9 @@ def make_redact(settings: Settings) -> Redact:
 async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> AsyncIterator[Engine]:
     """The store, the catalog and the engine, ready; closed in order on exit."""
     from .storage.factory import open_store
+    from .storage.private import private_dir
 
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home)
     catalog = catalog or load_catalog(settings)
     async with open_store(settings.database) as store:
         deps = EngineDeps(

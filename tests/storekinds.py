@@ -102,11 +102,11 @@ class StoreKind:
                 return
             import sqlite3
 
-            conn = sqlite3.connect(path, isolation_level=None)
+            lite = sqlite3.connect(path, isolation_level=None)
             try:
-                conn.execute(sqlite, params)
+                lite.execute(sqlite, params)
             finally:
-                conn.close()
+                lite.close()
 
         await anyio.to_thread.run_sync(poke)
 

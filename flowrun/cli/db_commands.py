@@ -36,14 +36,17 @@ async def _versions(target: str) -> tuple[int, int, str]:
             raise WorldError(f"cannot reach {redacted(target)}: {str(exc).strip()}") from None
         return current, latest, redacted(target)
     latest = len(load_migrations())
+    return _sqlite_version(target), latest, target
+
+
+def _sqlite_version(target: str) -> int:
     if not Path(target).exists():
-        return 0, latest, target
+        return 0
     conn = sqlite3.connect(f"file:{target}?mode=ro", uri=True)
     try:
-        current = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        return int(conn.execute("PRAGMA user_version").fetchone()[0])
     finally:
         conn.close()
-    return current, latest, target
 
 
 async def migrate(args: argparse.Namespace) -> int:

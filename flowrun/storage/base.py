@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -61,6 +61,19 @@ class LeaseRow(BaseModel):
     status: RunStatus
     owner: str | None = None
     expires: float | None = None  # unix seconds on the store's clock
+
+
+ClaimStatus = Literal["taken", "done", "failed", "refused"]
+
+
+class ClaimRow(BaseModel):
+    """Something done at most once across processes and restarts: a schedule's slot, a webhook
+    delivery, a checkpoint's timeout. `data` says what came of it (a run id, a refusal)."""
+
+    key: str
+    status: ClaimStatus
+    at: Any = None
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunFilter(BaseModel):
@@ -150,9 +163,9 @@ class Store(Protocol):
         dead_owners: Sequence[str] = (),
     ) -> list[str]:
         """Lease up to `limit` runs that have work to do (`pending`, `running`) and whose lease
-        is free, expired, already `owner`'s or held by one of `dead_owners` (processes known to
-        be gone), oldest first; with `run_ids`, only among those. Returns the claimed ids.
-        Two processes never both claim one run."""
+        is free, expired or held by one of `dead_owners` (processes known to be gone), oldest
+        first; with `run_ids`, only among those, and also those `owner` holds (renewed).
+        Returns the claimed ids. Two processes never both claim one run."""
         ...
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
@@ -184,4 +197,16 @@ class Store(Protocol):
 
     async def wait_for_work(self, timeout_s: float) -> bool:
         """Wait until work is announced (True) or `timeout_s` passes (False)."""
+        ...
+
+    # claims: at most once, across processes ------------------------------------------------------
+    async def claim(self, key: str, data: dict[str, Any], *, retry_failed: bool = False) -> bool:
+        """Take `key` (atomically, across processes): True if this caller took it. With
+        `retry_failed`, a claim that was settled `failed` may be taken again."""
+        ...
+
+    async def settle_claim(self, key: str, status: ClaimStatus, data: dict[str, Any]) -> None: ...
+
+    async def list_claims(self, prefix: str, limit: int = 50) -> list[ClaimRow]:
+        """Claims whose key starts with `prefix`, newest first."""
         ...

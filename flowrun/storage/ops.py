@@ -37,6 +37,8 @@ _CHUNK = 500  # stay well under SQLite's bound-parameter limit
 class Rows(Protocol):
     def fetchall(self) -> list[Any]: ...
 
+    def fetchone(self) -> Any: ...
+
 
 class Connection(Protocol):
     """What a transaction needs of its connection: `?` placeholders, a blocking API. sqlite3's
@@ -113,6 +115,7 @@ class Transaction:
         self._truncate: dict[str, int] = {}
         self._new_decisions: list[tuple[str, str, int, str]] = []
         self._records: dict[str, tuple[str, str, str]] = {}
+        self._claims: dict[str, tuple[str, str, str, str]] = {}  # key -> (key, at, status, json)
         self.step_versions: dict[str, tuple[int, tuple[str, ...]]] = {}
         # statements that must see this transaction's other writes (lease claims): run last
         self.after_flush: list[Callable[[Connection], None]] = []
@@ -262,6 +265,16 @@ class Transaction:
     def put_record(self, record_id: str, kind: str, json: str) -> None:
         self._records[record_id] = (record_id, kind, json)
 
+    def claim_status(self, key: str) -> str | None:
+        """The status of claim `key`, as this transaction will leave it (None: never taken)."""
+        if key in self._claims:
+            return self._claims[key][2]
+        row = self.conn.execute("SELECT status FROM claims WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_claim(self, key: str, status: str, json: str) -> None:
+        self._claims[key] = (key, self.at_text, status, json)
+
     # -- writing -----------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -357,6 +370,12 @@ class Transaction:
                 "INSERT INTO records (id, kind, json) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, json = excluded.json",
                 list(self._records.values()),
+            )
+        if self._claims:
+            conn.executemany(
+                "INSERT INTO claims (key, at, status, json) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET at = excluded.at, status = excluded.status, json = excluded.json",
+                list(self._claims.values()),
             )
         for statement in self.after_flush:
             statement(conn)
@@ -548,6 +567,35 @@ class PutRecord(Op[None]):
 
     def plan(self, tx: Transaction) -> Planned[None]:
         tx.put_record(self.record_id, self.kind, self.json)
+        return Planned(None, [])
+
+
+@dataclass(slots=True)
+class Claim(Op[bool]):
+    """Take `key` once: True if this op took it (absent, or `retry_failed` and it had failed)."""
+
+    key: str
+    json: str
+    retry_failed: bool = False
+
+    def plan(self, tx: Transaction) -> Planned[bool]:
+        status = tx.claim_status(self.key)
+        if status is None or (self.retry_failed and status == "failed"):
+            tx.put_claim(self.key, "taken", self.json)
+            return Planned(True, [])
+        return Planned(False, [])
+
+
+@dataclass(slots=True)
+class SettleClaim(Op[None]):
+    """Record how a taken claim ended: done, failed (may be taken again) or refused."""
+
+    key: str
+    status: str
+    json: str
+
+    def plan(self, tx: Transaction) -> Planned[None]:
+        tx.put_claim(self.key, self.status, self.json)
         return Planned(None, [])
 
 

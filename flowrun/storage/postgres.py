@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json as jsonlib
 import logging
 import re
 import secrets
@@ -34,7 +35,7 @@ from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import Event, EventData, LogOnly
 from ..flows.run import Run, now
-from .base import DecisionRow, RecordRow, RunFilter
+from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
 from .codec import (
     StepMemo,
@@ -53,10 +54,12 @@ from .factory import is_postgres_url
 from .migrate import load_migrations
 from .ops import (
     AppendTranscript,
+    Claim,
     CommitPair,
     CommitRun,
     CreateRun,
     PutRecord,
+    SettleClaim,
     StepCache,
     decision_row,
 )
@@ -449,6 +452,24 @@ class PostgresStore(PostgresLeases):
         rows = await self._rows("SELECT runs FROM usage_counters WHERE workspace = %s AND day = %s",
                                 (workspace, format_day(day)))
         return int(rows[0][0]) if rows else 0
+
+
+    # -- claims --------------------------------------------------------------------------------------
+
+    async def claim(self, key: str, data: dict[str, Any], *, retry_failed: bool = False) -> bool:
+        return await self._open_writer().submit(Claim(key, jsonlib.dumps(data), retry_failed))
+
+    async def settle_claim(self, key: str, status: ClaimStatus, data: dict[str, Any]) -> None:
+        await self._open_writer().submit(SettleClaim(key, status, jsonlib.dumps(data)))
+
+    async def list_claims(self, prefix: str, limit: int = 50) -> list[ClaimRow]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        rows = await self._rows(
+            "SELECT key, at, status, json FROM claims WHERE key LIKE %s ESCAPE '\\' "
+            "ORDER BY at DESC, key DESC LIMIT %s",
+            (escaped + "%", limit),
+        )
+        return [ClaimRow(key=r[0], at=r[1], status=r[2], data=jsonlib.loads(r[3])) for r in rows]
 
 
 async def _close(conn: psycopg.AsyncConnection[Any]) -> None:

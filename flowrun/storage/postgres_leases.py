@@ -50,11 +50,13 @@ class PostgresLeases:
         _check(lease_s)
         if limit < 1 or (run_ids is not None and not run_ids):
             return []
+        # named runs also when `owner` holds them already (claiming again renews)
         only = "AND id = ANY(%(ids)s)" if run_ids is not None else ""
+        own = "OR lease_owner = %(owner)s" if run_ids is not None else ""
         rows = await self._rows(
             f"UPDATE runs SET lease_owner = %(owner)s, lease_expires = {NOW} + %(lease)s WHERE id IN ("
             f"  SELECT id FROM runs WHERE {_RUNNABLE} {only} AND (lease_owner IS NULL OR lease_expires < {NOW}"
-            f"    OR lease_owner = %(owner)s OR lease_owner = ANY(%(dead)s))"
+            f"    {own} OR lease_owner = ANY(%(dead)s))"
             f"  ORDER BY created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
             f") RETURNING id",
             {"owner": owner, "lease": lease_s, "ids": list(run_ids or []), "dead": list(dead_owners),

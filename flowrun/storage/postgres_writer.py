@@ -64,6 +64,7 @@ class PgTransaction(Transaction):
     def __init__(self, conn: PgConnection, label: str, step_cache: StepCache) -> None:
         super().__init__(conn, label, step_cache)
         self._counters_locked: set[tuple[str, str]] = set()
+        self._claims_locked: set[str] = set()
 
     def runs_started(self, workspace: str, day: str) -> int:
         key = (workspace, day)
@@ -71,6 +72,12 @@ class PgTransaction(Transaction):
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"usage:{workspace}:{day}",))
             self._counters_locked.add(key)
         return super().runs_started(workspace, day)
+
+    def claim_status(self, key: str) -> str | None:
+        if key not in self._claims_locked:  # two processes taking one new key: one waits
+            self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"claim:{key}",))
+            self._claims_locked.add(key)
+        return super().claim_status(key)
 
 
 class PgGroupWriter(GroupWriter):

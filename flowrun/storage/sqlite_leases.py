@@ -28,15 +28,14 @@ RUNNABLE = ("pending", "running")
 _RUNNABLE_SQL = "status IN ('pending', 'running')"
 
 
-def _free_clause(dead: Sequence[str]) -> str:
+def _claim_where(owner: str, now: float, ids: Sequence[str] | None, dead: Sequence[str]) -> tuple[str, list[Any]]:
+    """Runnable, and free, expired or held by a dead process; named runs also when held by
+    `owner` itself (claiming again renews)."""
     marks = ",".join("?" * len(dead))
     dead_sql = f" OR lease_owner IN ({marks})" if dead else ""
-    return f"(lease_owner IS NULL OR lease_expires < ? OR lease_owner = ?{dead_sql})"
-
-
-def _claim_where(owner: str, now: float, ids: Sequence[str] | None, dead: Sequence[str]) -> tuple[str, list[Any]]:
-    sql = f"{_RUNNABLE_SQL} AND {_free_clause(dead)}"
-    params: list[Any] = [now, owner, *dead]
+    own = " OR lease_owner = ?" if ids is not None else ""
+    sql = f"{_RUNNABLE_SQL} AND (lease_owner IS NULL OR lease_expires < ?{own}{dead_sql})"
+    params: list[Any] = [now, *([owner] if ids is not None else []), *dead]
     if ids is not None:
         sql += f" AND id IN ({','.join('?' * len(ids))})"
         params += list(ids)

@@ -22,7 +22,7 @@ from flowrun.flows.run import Decision, Run, StepResult, Usage
 from flowrun.storage import RecordRow, RunFilter, SQLiteStore, StoreClosed
 from tests.storekinds import AnyStore, StoreKind
 
-from .storekit import created, entries, make_run, run_sql, seqs
+from .storekit import created, entries, make_run, seqs
 
 pytestmark = pytest.mark.anyio
 
