@@ -63,6 +63,7 @@ from .ops import (
     StepCache,
     decision_row,
 )
+from .postgres_chats import PostgresChats
 from .postgres_leases import PostgresLeases
 from .postgres_writer import EVENTS_CHANNEL, WORK_CHANNEL, PgGroupWriter
 from .subscription import Subscription
@@ -96,7 +97,7 @@ def redacted(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
 
 
-class PostgresStore(PostgresLeases):
+class PostgresStore(PostgresLeases, PostgresChats):
     """The PostgreSQL `Store`. An async context manager, entered once, like `SQLiteStore`.
 
     Args:
@@ -408,7 +409,9 @@ class PostgresStore(PostgresLeases):
             "SELECT seq, at, data FROM events WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
             (run_id, after_seq, None if limit < 0 else limit),
         )
-        if not rows and must_exist and not await self._rows("SELECT 1 FROM runs WHERE id = %s", (run_id,)):
+        if not rows and must_exist and not await self._rows(
+            "SELECT 1 FROM runs WHERE id = %s UNION ALL SELECT 1 FROM chats WHERE id = %s", (run_id, run_id)
+        ):
             raise NotFound(f"run {run_id} not found", run_id=run_id)
         events: list[Event] = []
         expected = after_seq + 1

@@ -24,6 +24,7 @@ from psycopg import errors as pg_errors
 
 from ..flows.errors import FlowrunError
 from .bus import EventBus
+from .chats import AppendChat
 from .errors import StorageCorrupt, StorageError
 from .ops import Op, Planned, Rows, StepCache, Transaction
 from .writer import GroupWriter, _Outcome
@@ -65,6 +66,13 @@ class PgTransaction(Transaction):
         super().__init__(conn, label, step_cache)
         self._counters_locked: set[tuple[str, str]] = set()
         self._claims_locked: set[str] = set()
+
+    def prefetch(self, ops: Sequence[Op[Any]]) -> None:
+        """Also lock the chat rows the batch appends to: their `last_seq` is read by the plan."""
+        chat_ids = sorted({op.chat_id for op in ops if isinstance(op, AppendChat)})
+        if chat_ids:
+            self.conn.execute("SELECT id FROM chats WHERE id = ANY(?) ORDER BY id FOR UPDATE", (chat_ids,))
+        super().prefetch(ops)
 
     def runs_started(self, workspace: str, day: str) -> int:
         key = (workspace, day)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import flowrun.storage
-from flowrun.storage import SQLiteStore, Store
+from flowrun.storage import ChatStore, SQLiteStore, Store
 
 
 def test_public_names() -> None:
     assert sorted(flowrun.storage.__all__) == [
+        "ChatStore",
         "DecisionRow",
         "LeaseRow",
         "RecordRow",
@@ -28,13 +29,15 @@ def test_public_names() -> None:
 
 def test_sqlite_store_implements_the_protocol() -> None:
     store: Store = SQLiteStore("unused.db")  # mypy checks the structural match
-    assert isinstance(store, SQLiteStore)
+    chats: ChatStore = SQLiteStore("unused.db")
+    assert isinstance(store, SQLiteStore) and isinstance(chats, SQLiteStore)
 
 
 def test_postgres_store_implements_the_protocol() -> None:
     from flowrun.storage.postgres import PostgresStore
 
     store: Store = PostgresStore("postgresql://nobody@127.0.0.1:1/none")  # not opened
-    assert isinstance(store, PostgresStore)
+    chats: ChatStore = PostgresStore("postgresql://nobody@127.0.0.1:1/none")
+    assert isinstance(store, PostgresStore) and isinstance(chats, PostgresStore)
     assert isinstance(flowrun.storage.open_store("postgresql://x@127.0.0.1:1/y"), PostgresStore)
     assert isinstance(flowrun.storage.open_store("some.db"), SQLiteStore)

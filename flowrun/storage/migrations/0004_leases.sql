@@ -1,4 +1,4 @@
--- 0003: leases (which engine process drives which run) and the engine processes that are alive.
+-- 0004: leases (which engine process drives which run) and the engine processes that are alive.
 
 ALTER TABLE runs ADD COLUMN lease_owner TEXT;         -- the engine process driving the run
 ALTER TABLE runs ADD COLUMN lease_expires REAL;       -- unix seconds; free once passed

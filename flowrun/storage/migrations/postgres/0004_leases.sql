@@ -1,4 +1,4 @@
--- 0003: leases (which engine process drives which run) and the engine processes that are alive.
+-- 0004: leases (which engine process drives which run) and the engine processes that are alive.
 -- Times are unix seconds from the database's clock, so machines with skewed clocks agree.
 
 ALTER TABLE runs ADD COLUMN lease_owner TEXT;
