@@ -44,6 +44,11 @@ class Settings:
     secrets: list[str] = field(default_factory=list)
     env: Mapping[str, str] = field(default_factory=dict)
     database_url: str | None = None  # FLOWRUN_DATABASE_URL: postgresql://... or a SQLite file
+    # who drives runs (runtime/leases.py): `flowrun worker` and `serve` always, a CLI command or
+    # `flowrun mcp` only when no worker is alive ("auto"), `serve --no-drive` never
+    drive: str = "auto"
+    engine_kind: str = "cli"
+    lease_s: float = 10.0  # FLOWRUN_LEASE_S: a dead driver's runs are taken over after about this
 
     @property
     def db_path(self) -> Path:
@@ -75,7 +80,21 @@ class Settings:
             + [s for s in env.get("FLOWRUN_SECRETS", "").split(",") if s],
             env=env,
             database_url=env.get("FLOWRUN_DATABASE_URL") or None,
+            lease_s=_positive(env, "FLOWRUN_LEASE_S", 10.0),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{name} must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 def ensure_demo_remote(home: Path) -> Path:
@@ -181,6 +200,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
             config=EngineConfig(
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
                 run_url=settings.public_url + "/runs/{run_id}",
+                drive=settings.drive, kind=settings.engine_kind, lease_s=settings.lease_s,
             ),
             redact=make_redact(settings, extra=github.tokens()),
             github=github,

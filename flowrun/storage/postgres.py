@@ -368,6 +368,9 @@ class PostgresStore(PostgresLeases, PostgresChats):
             if value is not None:
                 clauses.append(f"{column} = %s")
                 params.append(value)
+        if filter.before is not None:
+            clauses.append("(created_at, id) < (SELECT created_at, id FROM runs WHERE id = %s)")
+            params.append(filter.before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return await self._load_runs(f"{where} ORDER BY created_at DESC, id DESC LIMIT %s", (*params, filter.limit))
 

@@ -309,6 +309,8 @@ async def test_list_runs_newest_first_with_filters(tmp_path: Path, store_kind: S
         assert await store.list_runs(RunFilter(flow="other")) == []
         assert len(await store.list_runs(RunFilter(flow="review"))) == 7
         assert all(len(r.steps) == 3 for r in listed)
+        page = await store.list_runs(RunFilter(limit=3, before=made[-1].id))  # cursor paging
+        assert [r.id for r in page] == [made[4].id, made[3].id, made[2].id]
 
         pending = await store.runs_with_status([RunStatus.PENDING])
         assert [r.id for r in pending] == [r.id for r in made]  # oldest first
