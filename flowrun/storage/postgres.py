@@ -34,6 +34,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import Event, EventData, LogOnly
+from ..flows.redact import Redactor
 from ..flows.run import Run, now
 from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
@@ -48,6 +49,8 @@ from .codec import (
     encode_record,
     encode_run,
     format_day,
+    redact_all,
+    redact_run,
 )
 from .errors import SchemaTooNew, StorageCorrupt, StorageError, StoreClosed
 from .factory import is_postgres_url
@@ -107,6 +110,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
         poll_interval: how long a subscription waits without any notification before it looks
             in the database anyway.
         readers: async connections for reads (and lease statements).
+        redactor: replaces secrets in everything written, as `SQLiteStore`'s does.
     """
 
     def __init__(
@@ -119,6 +123,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
         mailbox_capacity: int = DEFAULT_CAPACITY,
         max_batch_rows: int = 20000,
         connect_timeout: float = 10.0,
+        redactor: Redactor | None = None,
     ) -> None:
         if not is_postgres_url(url):
             raise UsageError(f"PostgresStore needs a postgresql:// URL, got {redacted(url)!r}")
@@ -137,6 +142,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
             **({"options": f"-csearch_path={schema}"} if schema else {}),
         )
         self._poll_interval = poll_interval
+        self.redactor = redactor if redactor is not None else Redactor()  # as SQLiteStore: on every write
         self._reader_count = readers
         self._max_batch_rows = max_batch_rows
         self._bus = EventBus(mailbox_capacity)
@@ -310,6 +316,8 @@ class PostgresStore(PostgresLeases, PostgresChats):
             if daily_cap < 0:
                 raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
             day = day if day is not None else now().date()
+        run = redact_run(run, self.redactor, new=True)
+        events = redact_all(events, self.redactor)
         return await writer.submit(
             CreateRun(run, encode_run(run, new=True), encode_events(run.id, events), daily_cap, day)
         )
@@ -326,6 +334,8 @@ class PostgresStore(PostgresLeases, PostgresChats):
         clone, clone_events = second
         if run.id == clone.id:
             raise UsageError(f"commit_pair: both runs have the id {run.id}")
+        clone = redact_run(clone, self.redactor, new=True)
+        clone_events = redact_all(clone_events, self.redactor)
         return await writer.submit(CommitPair(
             self._commit_op(run, events, expected_version, None),
             CreateRun(clone, encode_run(clone, new=True), encode_events(clone.id, clone_events)),
@@ -335,8 +345,9 @@ class PostgresStore(PostgresLeases, PostgresChats):
                    decision_id: str | None) -> CommitRun:
         if isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 1:
             raise UsageError(f"expected_version must be a stored version (>= 1), got {expected_version!r}")
+        run = redact_run(run, self.redactor)
         encoded = encode_run(run, memo=self._step_memo)
-        encoded_events = encode_events(run.id, events)
+        encoded_events = encode_events(run.id, redact_all(events, self.redactor))
         decision = decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         return CommitRun(run, encoded, encoded_events, expected_version, decision)
 
@@ -344,6 +355,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
         writer = self._open_writer()
         if not entries:
             return []
+        entries = redact_all(entries, self.redactor)
         return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries)))
 
     async def get_run(self, run_id: str) -> Run:
@@ -428,6 +440,25 @@ class PostgresStore(PostgresLeases, PostgresChats):
             expected += 1
         return events
 
+    async def events_json(self, run_id: str, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """`(seq, event as JSON)` without decoding, as `SQLiteStore.events_json` (the websocket's
+        replay): the JSON is what `Event.model_dump_json()` gives, built from the stored columns."""
+        rows = await self._rows(
+            "SELECT seq, '{\"run_id\":' || to_json(run_id)::text || ',\"seq\":' || seq || "
+            "',\"at\":\"' || replace(at, '.000000Z', 'Z') || '\",\"data\":' || data || '}' "
+            "FROM events WHERE run_id = %s AND seq > %s ORDER BY seq LIMIT %s",
+            (run_id, after_seq, limit),
+        )
+        if not rows and not await self._rows("SELECT 1 FROM runs WHERE id = %s", (run_id,)):
+            raise NotFound(f"run {run_id} not found", run_id=run_id)
+        for expected, (seq, _) in enumerate(rows, start=after_seq + 1):
+            if seq != expected:
+                raise StorageCorrupt(
+                    f"the event log of run {run_id} in {self.path} has a gap: seq {expected} is missing "
+                    f"(next stored is {seq})", path=self.path, table="events", key=f"run {run_id}",
+                )
+        return [(int(seq), str(text)) for seq, text in rows]
+
     def subscribe(self, run_id: str, after_seq: int = 0) -> Subscription:
         """Stored events after `after_seq`, then live ones (from any process, announced by
         NOTIFY), with no gap and no duplicate."""
@@ -444,6 +475,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
 
     async def put_record(self, record: RecordRow) -> None:
         writer = self._open_writer()
+        record = self.redactor.redact_obj(record)
         await writer.submit(PutRecord(record.id, record.kind, encode_record(record)))
 
     async def get_record(self, record_id: str) -> RecordRow | None:

@@ -13,7 +13,9 @@ from typing import Any
 from ..flows.chat import Chat
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import ChatEventData, Event
+from ..flows.redact import Redactor
 from .chats import AppendChat, CreateChat, decode_chat, encode_chat, encode_chat_events
+from .codec import redact_all
 from .writer import GroupWriter
 
 
@@ -21,6 +23,7 @@ class PostgresChats:
     """Mixed into `PostgresStore`."""
 
     path: str
+    redactor: Redactor
 
     def _open_writer(self) -> GroupWriter:
         raise NotImplementedError
@@ -30,6 +33,8 @@ class PostgresChats:
 
     async def create_chat(self, chat: Chat, events: Sequence[ChatEventData] = ()) -> tuple[Chat, list[Event]]:
         writer = self._open_writer()
+        chat = self.redactor.redact_obj(chat)
+        events = redact_all(events, self.redactor)
         return await writer.submit(CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events)))
 
     async def append_chat(
@@ -38,6 +43,8 @@ class PostgresChats:
         writer = self._open_writer()
         if chat is not None and chat.id != chat_id:
             raise UsageError(f"append_chat: the row is chat {chat.id}, not {chat_id}")
+        chat = self.redactor.redact_obj(chat) if chat is not None else None
+        events = redact_all(events, self.redactor)
         encoded = encode_chat(chat) if chat is not None else None
         return await writer.submit(AppendChat(chat_id, encode_chat_events(chat_id, events), encoded))
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.flows.profiles import SandboxProfile
+from flowrun.flows.redact import Redactor
 from flowrun.flows.skills import Skill
 from flowrun.flows.template import FlowTemplate
 from flowrun.llm.base import ModelProvider
@@ -59,7 +60,7 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
                          db: str = "flowrun.db", github: GitHub | None = None,
-                         kind: StoreKind | None = None) -> AsyncIterator[Engine]:
+                         redactor: Redactor | None = None, kind: StoreKind | None = None) -> AsyncIterator[Engine]:
     """`kind`: the store (tests/storekinds.py); SQLite on `tmp_path / db` by default. Two engines
     with one `tmp_path`, `db` and kind share one database (two processes, as it were)."""
     made: dict[str, SandboxBackend] = dict(backends or {})
@@ -69,9 +70,11 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
             made[name] = get_backend(name, root=tmp_path / "sandboxes")
         return made[name]
 
-    async with (kind.store(tmp_path / db) if kind is not None else SQLiteStore(tmp_path / db)) as store:
+    store_cm = kind.store(tmp_path / db, redactor=redactor) if kind is not None else SQLiteStore(tmp_path / db, redactor=redactor)
+    async with store_cm as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
-                          tools=builtin_tools(), config=config or EngineConfig(), github=github)
+                          tools=builtin_tools(), config=config or EngineConfig(), github=github,
+                          redactor=redactor)
         async with Engine(deps) as engine:
             yield engine
 
