@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from flowrun.flows.errors import NotFound
-
 from tests.storekinds import StoreKind
 
 from .storekit import created, entries, make_run
