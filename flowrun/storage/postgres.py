@@ -312,10 +312,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
     async def create_run(self, run: Run, events: Sequence[EventData], *, daily_cap: int | None = None,
                          day: date | None = None) -> tuple[Run, list[Event]]:
         writer = self._open_writer()
-        if daily_cap is not None:
-            if daily_cap < 0:
-                raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
-            day = day if day is not None else now().date()
+        day = _cap_day(daily_cap, day)
         run = redact_run(run, self.redactor, new=True)
         events = redact_all(events, self.redactor)
         return await writer.submit(
@@ -328,8 +325,10 @@ class PostgresStore(PostgresLeases, PostgresChats):
         return await writer.submit(self._commit_op(run, events, expected_version, decision_id))
 
     async def commit_pair(self, first: tuple[Run, Sequence[EventData], int],
-                          second: tuple[Run, Sequence[EventData]]) -> tuple[Run, Run]:
+                          second: tuple[Run, Sequence[EventData]], *, daily_cap: int | None = None,
+                          day: date | None = None) -> tuple[Run, Run]:
         writer = self._open_writer()
+        day = _cap_day(daily_cap, day)
         run, events, expected_version = first
         clone, clone_events = second
         if run.id == clone.id:
@@ -338,7 +337,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
         clone_events = redact_all(clone_events, self.redactor)
         return await writer.submit(CommitPair(
             self._commit_op(run, events, expected_version, None),
-            CreateRun(clone, encode_run(clone, new=True), encode_events(clone.id, clone_events)),
+            CreateRun(clone, encode_run(clone, new=True), encode_events(clone.id, clone_events), daily_cap, day),
         ))
 
     def _commit_op(self, run: Run, events: Sequence[EventData], expected_version: int,
@@ -508,6 +507,15 @@ class PostgresStore(PostgresLeases, PostgresChats):
             (escaped + "%", limit),
         )
         return [ClaimRow(key=r[0], at=r[1], status=r[2], data=jsonlib.loads(r[3])) for r in rows]
+
+
+def _cap_day(daily_cap: int | None, day: date | None) -> date | None:
+    """As `SQLiteStore`: with a cap, the day defaults to today; every start on a day counts."""
+    if daily_cap is not None:
+        if daily_cap < 0:
+            raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
+        return day if day is not None else now().date()
+    return day
 
 
 async def _close(conn: psycopg.AsyncConnection[Any]) -> None:
