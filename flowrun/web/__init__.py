@@ -1,0 +1,1 @@
+"""The web face: JSON API, websocket, pages and the Flow progress overlay."""
