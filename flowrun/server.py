@@ -116,7 +116,9 @@ async def run_stdio(settings: Settings) -> None:
     from .tools.server import build_mcp_server
 
     slot = EngineSlot()
-    server = build_mcp_server(slot, settings.public_url, lambda: LOCAL_OPERATOR)
+    # run page links only where `flowrun serve` is said to run: this process serves no pages
+    server = build_mcp_server(slot, settings.public_url, lambda: LOCAL_OPERATOR,
+                              pages="FLOWRUN_PUBLIC_URL" in settings.env)
     await prepare_demo(settings)
     async with open_engine(settings) as engine:
         slot.engine = engine

@@ -41,7 +41,7 @@ class Face:
 
     slot: EngineSlot
     actor_for: Callable[[], Actor]
-    public_url: str
+    public_url: str | None  # where the run pages are served; None: no page link to hand out
 
     def engine(self) -> Engine:
         return self.slot.get()

@@ -39,7 +39,8 @@ def run_url(public_url: str, run_id: str) -> str:
     return f"{public_url.rstrip('/')}/runs/{run_id}"
 
 
-def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None = None) -> RunView:
+def run_view(run: Run, public_url: str | None, transcript: list[TranscriptLine] | None = None) -> RunView:
+    """`public_url` is where the pages are served (None: nowhere known, so no `url`)."""
     checkpoint = None
     if run.checkpoint is not None:
         cp = run.checkpoint
@@ -49,7 +50,7 @@ def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None 
     if run.blocked is not None:
         blocked = BlockedView(cause=run.blocked.cause.value, message=run.blocked.message, fix=run.blocked.fix)
     return RunView(
-        id=run.id, flow=run.flow.id, flow_name=run.flow.name, status=run.status, url=run_url(public_url, run.id),
+        id=run.id, flow=run.flow.id, flow_name=run.flow.name, status=run.status, url=run_url(public_url, run.id) if public_url else None,
         hint=hint(run), next_actions=next_actions(run), started_by=run.started_by, params=run.params,
         execution_mode=run.execution_mode, checkpoint_mode=run.checkpoint_mode, sandbox_profile=run.sandbox_profile,
         steps=[_step_view(run, step) for step in run.steps], checkpoint=checkpoint, blocked=blocked, error=run.error,
