@@ -1,1 +1,1 @@
-"""The web face: JSON API, websocket, pages and the Flow progress overlay."""
+"""Layer 3: the web face (JSON API, websocket, pages, `/hooks/github`)."""
