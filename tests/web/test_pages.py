@@ -149,7 +149,7 @@ async def test_lists_and_flows(tmp_path: Path) -> None:
         rows = (await client.get("/sessions", params={"part": "rows"})).json()["regions"][0]
         assert rows["id"] == "session-rows" and run.id in rows["html"]
         center = await client.get("/command-center")
-        assert f'id="task-{run.id}"' in center.text and "12</strong> turns" in center.text
+        assert f'id="task-{run.id}"' in center.text and f"{run.usage.turns}</strong> turns" in center.text
         flows = await client.get("/flows")
         html = flows.text
         no_active_markup(html)
