@@ -21,18 +21,20 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import aiosqlite
 import anyio
 
+from ..flows.chat import Chat
 from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
-from ..flows.events import Event, EventData, LogOnly
+from ..flows.events import ChatEventData, Event, EventData, LogOnly
 from ..flows.run import Run, now
 from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
+from .chats import AppendChat, CreateChat, decode_chat, encode_chat, encode_chat_events
 from .codec import (
     StepMemo,
     decode_decision,
@@ -336,6 +338,9 @@ class SQLiteStore:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if filter.before is not None:
+            clauses.append("(created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)")
+            params.append(filter.before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return await self._load_runs(
             f"{where} ORDER BY created_at DESC, id DESC LIMIT ?", (*params, filter.limit)
@@ -391,6 +396,35 @@ class SQLiteStore:
             raise UsageError(f"limit must be >= 1 (or None for all), got {limit}")
         return await self._fetch_events(run_id, after_seq, -1 if limit is None else limit, True)
 
+    async def events_json(self, run_id: str, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """`(seq, event as JSON)` for stored events after `after_seq`, at most `limit`, without
+        decoding them: the JSON is what `Event.model_dump_json()` gives (built by SQLite from
+        the stored columns). For faces that only forward events (the websocket's replay).
+
+        Raises:
+            NotFound: no such run (only checked when there is no event to return).
+            StorageCorrupt: the stored log has a gap.
+        """
+        async with self._reading() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT seq, '{\"run_id\":' || json_quote(run_id) || ',\"seq\":' || seq || "
+                    "',\"at\":\"' || replace(at, '.000000Z', 'Z') || '\",\"data\":' || data || '}' "
+                    "FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (run_id, after_seq, limit),
+                )
+            )
+            if not rows and not list(await conn.execute_fetchall("SELECT 1 FROM runs WHERE id = ?", (run_id,))):
+                raise NotFound(f"run {run_id} not found", run_id=run_id)
+        for expected, (seq, _) in enumerate(rows, start=after_seq + 1):
+            if seq != expected:
+                raise StorageCorrupt(
+                    f"the event log of run {run_id} in {self.path} has a gap: seq {expected} is missing "
+                    f"(next stored is {seq})",
+                    path=self.path, table="events", key=f"run {run_id}",
+                )
+        return [(seq, text) for seq, text in rows]
+
     async def _fetch_events(
         self, run_id: str, after_seq: int, limit: int, must_exist: bool
     ) -> list[Event]:
@@ -403,7 +437,10 @@ class SQLiteStore:
             )
             if not rows and must_exist:
                 found = list(
-                    await conn.execute_fetchall("SELECT 1 FROM runs WHERE id = ?", (run_id,))
+                    await conn.execute_fetchall(
+                        "SELECT 1 FROM runs WHERE id = ? UNION ALL SELECT 1 FROM chats WHERE id = ?",
+                        (run_id, run_id),
+                    )
                 )
                 if not found:
                     raise NotFound(f"run {run_id} not found", run_id=run_id)
@@ -421,6 +458,66 @@ class SQLiteStore:
             events.append(decode_event(self.path, run_id, seq, at, data))
             expected += 1
         return events
+
+    # -- chats (their events are in the same log, under the chat id) ---------------------------------
+
+    async def create_chat(self, chat: Chat, events: Sequence[ChatEventData] = ()) -> tuple[Chat, list[Event]]:
+        """Insert a new chat with its first events (seq 1, 2, ...).
+
+        Raises:
+            UsageError: `already_exists`, or the chat cannot be stored.
+        """
+        writer = self._open_writer()
+        return await writer.submit(CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events)))
+
+    async def append_chat(
+        self, chat_id: str, events: Sequence[ChatEventData], *, chat: Chat | None = None
+    ) -> list[Event]:
+        """Append to a chat's log (gapless seqs, published after commit); with `chat`, rewrite its
+        row in the same transaction. A person's message is committed durably (synchronous=FULL).
+
+        Raises:
+            NotFound: no such chat.
+        """
+        writer = self._open_writer()
+        if chat is not None and chat.id != chat_id:
+            raise UsageError(f"append_chat: the row is chat {chat.id}, not {chat_id}")
+        encoded = encode_chat(chat) if chat is not None else None
+        return await writer.submit(AppendChat(chat_id, encode_chat_events(chat_id, events), encoded))
+
+    async def get_chat(self, chat_id: str) -> Chat:
+        """Raises NotFound naming the id."""
+        chats = await self._load_chats("WHERE id = ?", (chat_id,))
+        if not chats:
+            raise NotFound(f"chat {chat_id} not found", chat_id=chat_id)
+        return chats[0]
+
+    async def list_chats(
+        self, *, workspace: str | None = None, owner: str | None = None, limit: int = 50
+    ) -> list[Chat]:
+        """Most recently active first."""
+        if limit < 1:
+            raise UsageError(f"limit must be >= 1, got {limit}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("workspace", workspace), ("owner", owner)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await self._load_chats(f"{where} ORDER BY updated_at DESC, id DESC LIMIT ?", (*params, limit))
+
+    async def _load_chats(self, where: str, params: Sequence[Any]) -> list[Chat]:
+        async with self._reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT id, last_seq, updated_at, json FROM chats {where}", params))
+        chats = []
+        for chat_id, last_seq, updated_at, json in rows:
+            chat = decode_chat(self.path, chat_id, last_seq, json)
+            if updated_at:
+                chat = chat.model_copy(update={"updated_at": datetime.fromisoformat(updated_at)})
+            chats.append(chat)
+        return chats
 
     def subscribe(self, run_id: str, after_seq: int = 0) -> Subscription:
         """Stored events after `after_seq`, then live ones, with no gap and no duplicate, until
