@@ -83,7 +83,8 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     face's auth is `app.state.web_auth` (`flowrun serve` asks it for the login link it prints).
     """
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
-    from .web import build_web
+    from .web import authenticate, build_web
+    from .web.pages import page_routes
 
     bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
     if not len(bearer.table):
@@ -116,7 +117,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-              Mount("/mcp", app=mcp_app), hook, *web.routes()]
+              Mount("/mcp", app=mcp_app), hook, *web.routes(), *page_routes(slot, authenticate)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web_auth = web.auth
     app.state.web = web

@@ -129,8 +129,10 @@ export function mountOverlay(element, runId, { ws, onClose } = {}) {
         openKey = null;
       }
     }
-    if (state.decision) note.textContent = decisionText(state.decision);
-    else if (state.error) note.textContent = state.error;
+    const lines = [];
+    if (state.decision) lines.push(decisionText(state.decision));
+    if (state.error && state.status !== "rejected") lines.push(state.error);
+    note.textContent = lines.join(" · ");
   }
 
   async function refresh() {

@@ -105,15 +105,17 @@ export class FlowSocket {
   _onMessage(raw) {
     let msg;
     try { msg = JSON.parse(raw); } catch { return; }
+    if (msg.type === "session" || msg.type === "task") { // a row of a subscribed topic changed
+      const topic = msg.type === "session" ? "sessions" : "tasks";
+      for (const sub of this.subs.values()) if (sub.target.topic === topic) sub.onEvent(msg);
+      return;
+    }
     if (msg.type === "event") {
       for (const sub of this.subs.values()) {
         const t = sub.target;
-        const mine = t.run_id ? msg.run_id === t.run_id && !msg.topic : (msg.topic ? msg.topic === t.topic : true);
-        if (!mine) continue;
-        if (t.run_id) {
-          if (typeof msg.seq === "number" && msg.seq <= sub.lastSeq) continue; // replay overlap
-          if (typeof msg.seq === "number") sub.lastSeq = msg.seq;
-        }
+        if (!t.run_id || msg.run_id !== t.run_id) continue;
+        if (typeof msg.seq === "number" && msg.seq <= sub.lastSeq) continue; // replay overlap
+        if (typeof msg.seq === "number") sub.lastSeq = msg.seq;
         sub.onEvent(msg);
       }
       return;
