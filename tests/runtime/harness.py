@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.flows.profiles import SandboxProfile
+from flowrun.flows.redact import Redactor
 from flowrun.flows.skills import Skill
 from flowrun.flows.template import FlowTemplate
 from flowrun.llm.base import ModelProvider
@@ -57,7 +58,8 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 @asynccontextmanager
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
-                         db: str = "flowrun.db", github: GitHub | None = None) -> AsyncIterator[Engine]:
+                         db: str = "flowrun.db", github: GitHub | None = None,
+                         redactor: Redactor | None = None) -> AsyncIterator[Engine]:
     made: dict[str, SandboxBackend] = dict(backends or {})
 
     def backend_for(name: str) -> SandboxBackend:
@@ -65,9 +67,10 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
             made[name] = get_backend(name, root=tmp_path / "sandboxes")
         return made[name]
 
-    async with SQLiteStore(tmp_path / db) as store:
+    async with SQLiteStore(tmp_path / db, redactor=redactor) as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
-                          tools=builtin_tools(), config=config or EngineConfig(), github=github)
+                          tools=builtin_tools(), config=config or EngineConfig(), github=github,
+                          redactor=redactor)
         async with Engine(deps) as engine:
             yield engine
 
