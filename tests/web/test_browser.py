@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-import anyio
 import pytest
 
 from flowrun.config import ensure_demo_remote
@@ -24,7 +23,7 @@ from .webkit import ANA, BOB, Served, served
 
 if not os.environ.get("CI"):  # CI installs both (.ci/run) and must never skip these
     pytest.importorskip("playwright.async_api", reason="pip install playwright (and apt-get install chromium)")
-from playwright.async_api import Browser, Page, async_playwright, expect  # noqa: E402
+from playwright.async_api import Browser, Page, async_playwright, expect
 
 pytestmark = [pytest.mark.anyio]
 CHROMIUM = os.environ.get("FLOWRUN_CHROMIUM", "/usr/bin/chromium")
