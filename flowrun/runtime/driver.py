@@ -22,12 +22,12 @@ from ..storage.base import RecordRow
 from .conditions import evaluate_when
 from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
+from .parking import release_and_record
 from .step import acquire_sandbox, execute_step, release_sandbox
 from .transcript import TranscriptSink
+from .usage import record_usage_anyway
 
 log = logging.getLogger("flowrun.runtime")
-
-USAGE_COMMIT_INTERVAL_S = 2.0
 
 
 def checkpoint_message(run: Run, index: int) -> str | None:
@@ -48,9 +48,8 @@ class RunDriver:
         self.run = run
         self.continuation = continuation
         self.sink = TranscriptSink(deps.store, run.id, redactor=deps.redactor)
-        self._pending_usage = Usage()
         self._usage_step: int | None = None
-        self._last_usage_commit = 0.0
+        self._usage_lock = anyio.Lock()  # sub-agents report usage concurrently
         self._deferred: list[EventData] = []
 
     def defer(self, transition: machine.Transition) -> Run:
@@ -83,16 +82,16 @@ class RunDriver:
             await self.apply(machine.link_sandbox(self.run, link))
 
     async def _on_usage(self, usage: Usage) -> None:
-        self._pending_usage = self._pending_usage + usage
-        now = anyio.current_time()
-        if now - self._last_usage_commit >= USAGE_COMMIT_INTERVAL_S:
-            await self._flush_usage()
-
-    async def _flush_usage(self) -> None:
-        self._last_usage_commit = anyio.current_time()
-        if self._pending_usage.turns or self._pending_usage.cost_usd:
-            delta, self._pending_usage = self._pending_usage, Usage()
-            await self.apply(machine.record_usage(self.run, self._usage_step, delta))
+        """Store a model turn's usage as soon as the turn is over, so a step cancelled or
+        interrupted mid-step keeps its turns and cost. Shielded: a turn that was paid for is on
+        the record even if the run is cancelled at that moment (by anyone, anywhere)."""
+        async with self._usage_lock:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.apply(machine.record_usage(self.run, self._usage_step, usage))
+                except RunStopped:
+                    await record_usage_anyway(self.deps.store, self.run.id, self._usage_step, usage)
+                    raise
 
     async def park(self, transition: machine.Transition, *, keep: bool) -> Run:
         """Release (keep) or destroy the sandbox, then commit the transition that parks the run,
@@ -113,7 +112,8 @@ class RunDriver:
                     await self.apply((self.run, []))
             except RunStopped:
                 if self.run.status.finished and self.run.status != RunStatus.PAUSED:
-                    await release_sandbox(self.deps, self.run, keep=True)
+                    await release_and_record(self.deps, self.run.id, keep=True)
+                    self.run = await self.deps.store.get_run(self.run.id)
         return self.run
 
     async def _record(self) -> RecordRow | None:
@@ -168,7 +168,6 @@ class RunDriver:
                 text=f"The engine restarted; step {index + 1} continues where it was, re-attached to its running command.",
             ))
         self._usage_step = index
-        self._last_usage_commit = anyio.current_time()
         step_for_setup = None if all(s.started_at is None for s in run.steps if s.index != index) else index
         attempt = run.steps[index].attempt
 
@@ -183,14 +182,7 @@ class RunDriver:
 
         outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage,
                                      persist=persist, continuation=continuation)
-        transition_events: list[EventData] = []
-        if self._pending_usage.turns or self._pending_usage.cost_usd:
-            delta, self._pending_usage = self._pending_usage, Usage()
-            run, transition_events = machine.record_usage(self.run, index, delta)
-        else:
-            run = self.run
-        run, events = machine.finish_step(run, index, outcome.result, error=outcome.error)
-        transition_events += events
+        run, transition_events = machine.finish_step(self.run, index, outcome.result, error=outcome.error)
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)
             lost = run.links.sandbox
