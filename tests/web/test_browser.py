@@ -27,7 +27,8 @@ from playwright.async_api import Browser, Page, async_playwright, expect
 
 pytestmark = [pytest.mark.anyio]
 CHROMIUM = os.environ.get("FLOWRUN_CHROMIUM", "/usr/bin/chromium")
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+# the README's screenshots: FLOWRUN_SCREENSHOTS=docs pytest tests/web/test_browser.py writes them
+SHOTS = os.environ.get("FLOWRUN_SCREENSHOTS")
 WAIT_MS = 20_000
 
 if not Path(CHROMIUM).exists():  # CI installs it (.ci/run); elsewhere say why nothing ran
@@ -70,6 +71,8 @@ async def block_ids(page: Page) -> list[str]:
 
 async def test_demo_from_the_dialog_decided_in_the_overlay(tmp_path: Path) -> None:
     env = environment(tmp_path)
+    shots = Path(SHOTS) if SHOTS else tmp_path / "shots"
+    shots.mkdir(parents=True, exist_ok=True)
     async with served(env) as app, browser() as b:
         ensure_demo_remote(app.settings.home)
         flows = await signed_in(b, app)
@@ -116,8 +119,7 @@ async def test_demo_from_the_dialog_decided_in_the_overlay(tmp_path: Path) -> No
         await expect(cp.locator("h2")).to_have_text("Checkpoint before step 2: Implement", timeout=WAIT_MS)
         await expect(cp.locator(".fro-artifacts")).to_contain_text("View Plan")  # the completed step's artifact
         await expect(overlay.locator(".fro-step").nth(0)).to_have_attribute("data-status", "completed")
-        DOCS.mkdir(exist_ok=True)
-        await flows.screenshot(path=str(DOCS / "overlay.png"))
+        await flows.screenshot(path=str(shots / "overlay.png"))
 
         # a decision made elsewhere closes the dialog and says who decided
         async with app.http(BOB) as http:
@@ -132,7 +134,7 @@ async def test_demo_from_the_dialog_decided_in_the_overlay(tmp_path: Path) -> No
         await page.locator("#step-0 [data-drawer]").click()
         await expect(page.locator("#step-0-drawer")).to_contain_text("Raw output")
         await page.locator("#step-2 .checkpoint-card textarea").fill("Looks good, ship it")
-        await page.screenshot(path=str(DOCS / "run-page.png"), full_page=True)
+        await page.screenshot(path=str(shots / "run-page.png"), full_page=True)
         await page.locator("#step-2 .checkpoint-card textarea").fill("")
 
         await cp.get_by_role("button", name="Skip Step").click()
@@ -154,7 +156,7 @@ async def test_demo_from_the_dialog_decided_in_the_overlay(tmp_path: Path) -> No
         assert live_ids == fresh_ids and len(fresh_ids) > 20
         for region in ("#transcript", "#timeline", "#summary", "#run-head"):
             assert await text_of(page, region) == await text_of(fresh, region), region
-        await fresh.locator("#ts-1").screenshot(path=str(DOCS / "run-transcript.png"))
+        await fresh.locator("#ts-1").screenshot(path=str(shots / "run-transcript.png"))
         assert trouble == []
 
 
