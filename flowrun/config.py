@@ -47,6 +47,12 @@ class Settings:
     def db_path(self) -> Path:
         return self.home / "flowrun.db"
 
+    @property
+    def sandbox_root(self) -> Path:
+        """Where local workspaces live (moved out of a home the sandbox uid cannot enter)."""
+        configured = self.env.get("FLOWRUN_SANDBOX_ROOT")
+        return Path(configured).expanduser() if configured else self.home / "sandboxes"
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = dict(os.environ if env is None else env)
@@ -160,7 +166,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
         deps = EngineDeps(
             store=store,
             catalog=catalog,
-            backend_for=_Backends(settings.home / "sandboxes", settings.env),
+            backend_for=_Backends(settings.sandbox_root, settings.env),
             provider_for=make_provider_for(settings),
             tools=_tools(),
             config=EngineConfig(

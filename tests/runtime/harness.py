@@ -27,6 +27,12 @@ def submit(summary: str = "done", outcome: str = "success", **output: Any) -> di
     return {"tools": [{"name": "submit_result", "input": {"outcome": outcome, "summary": summary, "output": output}}]}
 
 
+def expecting(turn: Mapping[str, Any], expect: str = "error") -> dict[str, Any]:
+    """The turn with every call stating it expects `expect` back (the scripted model's default
+    is success, and any other result fails the step)."""
+    return {**turn, "tools": [{**call, "expect": expect} for call in turn.get("tools", [])]}
+
+
 def scripts(**by_skill: Sequence[Mapping[str, Any]]) -> ScriptedProvider:
     return ScriptedProvider({
         name.replace("__", "."): Script.model_validate({"skill": name.replace("__", "."), "turns": list(turns)})
