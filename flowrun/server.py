@@ -24,8 +24,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .config import Settings, ensure_demo_remote, open_engine
 from .flows.errors import FlowrunError
 from .runtime.access import LOCAL_OPERATOR
+from .runtime.notify import Notifier, Webhooks
+from .runtime.triggers import Triggers
 from .tools.auth import BearerTokens, TokenTable
 from .tools.face import EngineSlot
+from .web.hooks import github_hook_route, webhook_secret
 
 if TYPE_CHECKING:
     from mcp.server.transport_security import TransportSecuritySettings
@@ -87,23 +90,29 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
                                       transport_security=transport_security(host, settings.public_url))
 
+    webhooks = Webhooks.from_env(settings.env)  # a bad webhook setting stops `serve` at once
+
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await prepare_demo(settings)
-        async with open_engine(settings) as engine:
+        async with open_engine(settings) as engine, anyio.create_task_group() as tg:
             slot.engine = engine
+            await tg.start(Triggers(engine).run)  # schedules and checkpoint timeouts
+            await tg.start(Notifier(engine, webhooks, run_url=settings.public_url + "/runs/{run_id}").run)
             try:
                 async with mcp.session_manager.run():
                     yield
             finally:
                 slot.engine = None
+                tg.cancel_scope.cancel()
 
     async def healthz(request: Request) -> JSONResponse:
         ready = slot.engine is not None and slot.engine.ready
         return JSONResponse({"status": "ok" if ready else "starting"}, status_code=200 if ready else 503)
 
+    hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-              Mount("/mcp", app=mcp_app)]
+              Mount("/mcp", app=mcp_app), hook]
     return Starlette(routes=routes, lifespan=lifespan)
 
 

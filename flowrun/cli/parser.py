@@ -86,4 +86,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resolve", metavar="EVENT_ID", help="mark a health event resolved (then resume the run)")
     p.set_defaults(handler="health")
 
+    p = sub.add_parser("schedules", help="Flows on a schedule: next fire times; pause or resume one")
+    p.add_argument("action", nargs="?", choices=["list", "pause", "resume"], default="list")
+    p.add_argument("flow", nargs="?", help="the Flow to pause or resume")
+    p.set_defaults(handler="triggers:schedules")
+
+    p = sub.add_parser("plans", help="plans and initiatives: the records a run can be launched from")
+    plans = p.add_subparsers(title="actions", metavar="ACTION", dest="action")
+    p.set_defaults(handler="records:plans", action="list", kind="plan", kind_given=False)
+    q = plans.add_parser("list", help="plans and initiatives, newest first")
+    q.add_argument("--kind", choices=["plan", "initiative"])
+    q.set_defaults(kind_given=True)
+    for name, text in (("add", "create a plan or initiative"), ("update", "change one")):
+        q = plans.add_parser(name, help=text)
+        if name == "update":
+            q.add_argument("id")
+            q.add_argument("--link", action="append", help="add a link (repeatable)")
+        else:
+            q.add_argument("--kind", choices=["plan", "initiative"], default="plan")
+        q.add_argument("--title", required=name == "add")
+        q.add_argument("--body")
+        q.add_argument("--body-file", help="read the body from a file ('-': standard input)")
+        q.add_argument("--repository", help="owner/name, as a sandbox profile's repository_id")
+        q.add_argument("--status", choices=["draft", "active", "done", "archived"])
+    q = plans.add_parser("show", help="one record, with its body")
+    q.add_argument("id")
+
+    p = sub.add_parser("notifications", help="what runs told you: checkpoints, blocks, failures, completions")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler="triggers:notifications")
+
     return parser

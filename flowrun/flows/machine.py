@@ -325,7 +325,12 @@ def decide(run: Run, decision: Decision, *, step: int | None = None, expected_ve
         )
     index = run.checkpoint.step
     events: list[EventData] = [DecisionRecorded(step=index, decision=decision)]
-    run = _set_step(run, index, None, events, decision=decision)
+    if decision.auto:  # written on the step, like a background auto-approval
+        note = ResolvedCall(tool="checkpoint", detail=f"auto-{decision.kind.value}: {decision.comment}")
+        run = _set_step(run, index, None, events, decision=decision,
+                        auto_resolved=[*run.steps[index].auto_resolved, note])
+    else:
+        run = _set_step(run, index, None, events, decision=decision)
     if decision.kind == DecisionKind.APPROVE:
         run = _set_status(run, RunCommand.APPROVE, events, reason=decision.comment, checkpoint=None)
     elif decision.kind == DecisionKind.SKIP:

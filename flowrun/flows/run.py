@@ -119,6 +119,9 @@ class StepRun(_Model):
 class Launch(_Model):
     kind: LaunchKind = LaunchKind.EDITOR
     ref: str | None = None  # record id, chat id, trigger id
+    # parameters that came from outside (a pull request's title and body): the agent is told to
+    # treat them as data, never as instructions
+    untrusted: list[str] = Field(default_factory=list)
 
 
 class SandboxLink(_Model):

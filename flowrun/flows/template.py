@@ -34,9 +34,26 @@ class ParameterSpec(_Model):
     choices: list[Any] | None = None
 
 
+WaitAction = Literal["wait", "approve", "reject"]
+
+
+class WaitPolicy(_Model):
+    """What happens when nobody decides a checkpoint in time: keep waiting (the default), or
+    approve or reject it; the decision is recorded as auto-resolved, with the reason."""
+
+    after_s: float = Field(gt=0)
+    then: WaitAction = "wait"
+
+    @field_validator("after_s", mode="before")
+    @classmethod
+    def _duration(cls, value: Any) -> Any:
+        return parse_duration(value) if isinstance(value, str) else value
+
+
 class CheckpointSpec(_Model):
     message: str = "Approve to continue."
     auto_approve_in_background: bool = False
+    on_timeout: WaitPolicy | None = None
 
 
 class StepSpec(_Model):
@@ -73,10 +90,34 @@ class ScheduleTrigger(_Model):
     paused: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 9 * * 1-5')")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown timezone {value!r} (an IANA name such as 'Europe/Paris')") from None
+        return value
+
+
+PullRequestAction = Literal["opened", "synchronize", "reopened"]
+_DEFAULT_PR_EVENTS: tuple[PullRequestAction, ...] = ("opened", "synchronize", "reopened")
+
 
 class PullRequestTrigger(_Model):
-    repository: str
-    events: list[str] = Field(default_factory=lambda: ["opened", "synchronize"])
+    repository: str  # owner/name
+    events: list[PullRequestAction] = Field(default_factory=lambda: list(_DEFAULT_PR_EVENTS))
 
 
 class Triggers(_Model):
@@ -112,6 +153,18 @@ class FlowTemplate(_Model):
                     return i
         names = ", ".join(s.name for s in self.steps)
         raise ParameterError(f"flow {self.id!r} has no step {name_or_index!r} (steps: {names})")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """'90', '90s', '30m', '2h', '1d' -> seconds. Raises ValueError naming the text."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a duration (e.g. '90s', '30m', '2h', '1d')")
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
 def validate_flow(flow: FlowTemplate, skills: Mapping[str, object], source: str = "") -> None:

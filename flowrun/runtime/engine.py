@@ -292,8 +292,11 @@ class Engine:
         step: int | str | None = None,
         expected_version: int | None = None,
         decision_id: str | None = None,
+        auto_reason: str | None = None,
     ) -> Run:
         """Approve, reject or skip the checkpoint a paused run waits at (compare-and-set).
+
+        `auto_reason`: nobody decided; a policy did (a checkpoint's wait policy), for this reason.
 
         Raises:
             DecisionConflict: `already_decided` naming the first decision, `stale_checkpoint`.
@@ -307,7 +310,8 @@ class Engine:
                 return run  # idempotent: the first answer stands
         kind = DecisionKind(decision)
         index = run.flow.step_index(step) if step is not None else None
-        record = Decision(kind=kind, comment=comment.strip(), actor=actor.id, decision_id=decision_id)
+        record = Decision(kind=kind, comment=(auto_reason or comment).strip(), actor=actor.id,
+                          decision_id=decision_id, auto=auto_reason is not None)
         new, events = machine.decide(run, record, step=index, expected_version=expected_version)
         if kind != DecisionKind.REJECT:  # this process drives it from here
             new = new.model_copy(update={"owner": self.deps.config.owner})

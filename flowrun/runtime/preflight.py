@@ -50,9 +50,17 @@ async def preflight(deps: EngineDeps, flow: FlowTemplate, profile_name: str, par
         if not launch.ref:
             raise StartRefused("Pre-flight failed: a run launched from a record must name the record.",
                                code="preflight_failed")
-        if await deps.store.get_record(launch.ref) is None:
+        record = await deps.store.get_record(launch.ref)
+        if record is None:
             raise StartRefused(f"Pre-flight failed: the record {launch.ref!r} this Flow runs against is missing.",
                                code="preflight_failed", record=launch.ref)
+        repository = record.data.get("repository")
+        if repository and not any(p.repository_id == repository for p in deps.catalog.profiles.values()):
+            raise StartRefused(
+                f"Pre-flight failed: the repository {repository!r} of {record.kind} {record.id!r} is not one this "
+                "server can reach (no sandbox profile has that repository_id).",
+                code="preflight_failed", record=record.id, repository=repository,
+            )
     profile = deps.catalog.profiles[profile_name]
     for repo in profile.repositories:
         if "://" in repo.url or repo.url.startswith("git@"):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from datetime import date
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -42,6 +42,19 @@ class DecisionRow(BaseModel):
     step: int
     decision: Decision
     at: Any = Field(default_factory=now)
+
+
+ClaimStatus = Literal["taken", "done", "failed", "refused"]
+
+
+class ClaimRow(BaseModel):
+    """Something done at most once across processes and restarts: a schedule's slot, a webhook
+    delivery, a checkpoint's timeout. `data` says what came of it (a run id, a refusal)."""
+
+    key: str
+    status: ClaimStatus
+    at: Any = None
+    data: dict[str, Any] = Field(default_factory=dict)
 
 
 class RunFilter(BaseModel):
@@ -119,3 +132,15 @@ class Store(Protocol):
     async def list_records(self, kind: str) -> list[RecordRow]: ...
 
     async def runs_started(self, workspace: str, day: date) -> int: ...
+
+    # claims: at most once, across processes ------------------------------------------------------
+    async def claim(self, key: str, data: dict[str, Any], *, retry_failed: bool = False) -> bool:
+        """Take `key` (atomically, across processes): True if this caller took it. With
+        `retry_failed`, a claim that was settled `failed` may be taken again."""
+        ...
+
+    async def settle_claim(self, key: str, status: ClaimStatus, data: dict[str, Any]) -> None: ...
+
+    async def list_claims(self, prefix: str, limit: int = 50) -> list[ClaimRow]:
+        """Claims whose key starts with `prefix`, newest first."""
+        ...

@@ -96,6 +96,7 @@ class Transaction:
         self._truncate: dict[str, int] = {}
         self._new_decisions: list[tuple[str, str, int, str]] = []
         self._records: dict[str, tuple[str, str, str]] = {}
+        self._claims: dict[str, tuple[str, str, str, str]] = {}  # key -> (key, at, status, json)
         self.step_versions: dict[str, tuple[int, tuple[str, ...]]] = {}
         # one time for every event of the transaction: when it was written
         self.at = now()
@@ -243,6 +244,16 @@ class Transaction:
     def put_record(self, record_id: str, kind: str, json: str) -> None:
         self._records[record_id] = (record_id, kind, json)
 
+    def claim_status(self, key: str) -> str | None:
+        """The status of claim `key`, as this transaction will leave it (None: never taken)."""
+        if key in self._claims:
+            return self._claims[key][2]
+        row = self.conn.execute("SELECT status FROM claims WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def put_claim(self, key: str, status: str, json: str) -> None:
+        self._claims[key] = (key, self.at_text, status, json)
+
     # -- writing -----------------------------------------------------------------------------
 
     def flush(self) -> None:
@@ -338,6 +349,11 @@ class Transaction:
                 "INSERT INTO records (id, kind, json) VALUES (?, ?, ?) "
                 "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, json = excluded.json",
                 list(self._records.values()),
+            )
+        if self._claims:
+            conn.executemany(
+                "INSERT OR REPLACE INTO claims (key, at, status, json) VALUES (?, ?, ?, ?)",
+                list(self._claims.values()),
             )
 
     def committed(self) -> None:
@@ -527,6 +543,35 @@ class PutRecord(Op[None]):
 
     def plan(self, tx: Transaction) -> Planned[None]:
         tx.put_record(self.record_id, self.kind, self.json)
+        return Planned(None, [])
+
+
+@dataclass(slots=True)
+class Claim(Op[bool]):
+    """Take `key` once: True if this op took it (absent, or `retry_failed` and it had failed)."""
+
+    key: str
+    json: str
+    retry_failed: bool = False
+
+    def plan(self, tx: Transaction) -> Planned[bool]:
+        status = tx.claim_status(self.key)
+        if status is None or (self.retry_failed and status == "failed"):
+            tx.put_claim(self.key, "taken", self.json)
+            return Planned(True, [])
+        return Planned(False, [])
+
+
+@dataclass(slots=True)
+class SettleClaim(Op[None]):
+    """Record how a taken claim ended: done, failed (may be taken again) or refused."""
+
+    key: str
+    status: str
+    json: str
+
+    def plan(self, tx: Transaction) -> Planned[None]:
+        tx.put_claim(self.key, self.status, self.json)
         return Planned(None, [])
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json as jsonlib
 import logging
 import os
 import sqlite3
@@ -30,7 +31,7 @@ from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import Event, EventData, LogOnly
 from ..flows.run import Run, now
-from .base import DecisionRow, RecordRow, RunFilter
+from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
 from .codec import (
     StepMemo,
@@ -48,10 +49,12 @@ from .errors import StorageCorrupt, StorageError, StoreClosed
 from .migrate import migrate
 from .ops import (
     AppendTranscript,
+    Claim,
     CommitPair,
     CommitRun,
     CreateRun,
     PutRecord,
+    SettleClaim,
     StepCache,
     decision_row,
 )
@@ -471,6 +474,27 @@ class SQLiteStore:
                 )
             )
         return int(rows[0][0]) if rows else 0
+
+
+    # -- claims --------------------------------------------------------------------------------------
+
+    async def claim(self, key: str, data: dict[str, Any], *, retry_failed: bool = False) -> bool:
+        return await self._open_writer().submit(Claim(key, jsonlib.dumps(data), retry_failed))
+
+    async def settle_claim(self, key: str, status: ClaimStatus, data: dict[str, Any]) -> None:
+        await self._open_writer().submit(SettleClaim(key, status, jsonlib.dumps(data)))
+
+    async def list_claims(self, prefix: str, limit: int = 50) -> list[ClaimRow]:
+        escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        async with self._reading() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT key, at, status, json FROM claims WHERE key LIKE ? ESCAPE '\\' "
+                    "ORDER BY at DESC, key DESC LIMIT ?",
+                    (escaped + "%", limit),
+                )
+            )
+        return [ClaimRow(key=r[0], at=r[1], status=r[2], data=jsonlib.loads(r[3])) for r in rows]
 
 
 # -- connections -------------------------------------------------------------------------------------

@@ -99,6 +99,9 @@ async def test_our_deadline_kills_the_command(cloud: FakeE2B, backend: E2BBacken
         result = await sb.exec("echo started; sleep 30", timeout=0.5)
     assert result.timed_out and result.exit_code == 124
     assert result.stdout == "started\n"
+    with anyio.fail_after(5):  # the kill was sent; the fake reaps the process on its own schedule
+        for process in cloud.sandboxes[sb.id].processes.values():
+            await process.finished.wait()
     assert all(p.ended for p in cloud.sandboxes[sb.id].processes.values())
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 from .base import MAX_TOOL_OUTPUT_CHARS, Tool, ToolContext, ToolOutput, cap_output
 from .core import EditFile, ReadFile, Shell, TodoWrite, WriteFile
 from .pull_request import OpenPullRequest
+from .records import SaveRecord
 
 
 def builtin_tools() -> dict[str, Tool]:
-    tools: list[Tool] = [Shell(), ReadFile(), WriteFile(), EditFile(), TodoWrite(), OpenPullRequest()]
+    tools: list[Tool] = [Shell(), ReadFile(), WriteFile(), EditFile(), TodoWrite(), OpenPullRequest(), SaveRecord()]
     try:
         from .search import ListFiles, SearchFiles
 

@@ -1,0 +1,49 @@
+"""`flowrun plans`, `flowrun schedules` and `flowrun notifications` from the command line."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from flowrun.cli import main
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("FLOWRUN_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("COLUMNS", "200")
+    return tmp_path / "home"
+
+
+def test_plans_add_list_update_show_and_launch(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plans"]) == 0
+    assert "no plans or initiatives yet" in capsys.readouterr().out
+    assert main(["plans", "add", "--title", "CSV [bold]export[/]", "--body", "Add a CSV download."]) == 0
+    out = capsys.readouterr().out
+    plan_id = re.search(r"plan_\w+", out)
+    assert plan_id and "CSV [bold]export[/]" in out  # titles are text, never markup
+    assert main(["plans", "update", plan_id.group(), "--status", "active", "--link", "https://example.org/x"]) == 0
+    assert "active" in capsys.readouterr().out
+    assert main(["plans", "show", plan_id.group()]) == 0
+    shown = capsys.readouterr().out
+    assert "Add a CSV download." in shown and "https://example.org/x" in shown
+    assert main(["plans", "add", "--title", "   "]) == 2
+    assert "a record needs a title" in capsys.readouterr().err
+    assert main(["run", "full-sdlc", "--record", plan_id.group(), "--yes", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert f"plan: {plan_id.group()}" in out and "completed" in out
+    assert main(["run", "full-sdlc", "--record", "plan_nope", "--yes", "-q"]) == 1
+    assert "Pre-flight failed: the record 'plan_nope'" in capsys.readouterr().err
+
+
+def test_schedules_and_notifications_without_any(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["schedules"]) == 0
+    assert "no Flow has a schedule" in capsys.readouterr().out
+    assert main(["schedules", "pause"]) == 2
+    assert "needs the Flow" in capsys.readouterr().err
+    assert main(["schedules", "pause", "full-sdlc"]) == 2  # NotFound: your input
+    assert "has no schedule" in capsys.readouterr().err
+    assert main(["notifications"]) == 0
+    assert "no notifications yet" in capsys.readouterr().out
