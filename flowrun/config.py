@@ -171,7 +171,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
             tools=_tools(),
             config=EngineConfig(
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
-                run_url=settings.public_url + "/runs/{run_id}",
+                run_url=settings.public_url + "/runs/{run_id}", snapshot_dir=settings.home / "snapshots",
             ),
             redact=make_redact(settings),
         )

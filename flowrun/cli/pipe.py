@@ -54,5 +54,5 @@ class ClosedPipeSafe:
 def guard_stdout() -> ClosedPipeSafe:
     """Replace `sys.stdout` with a guarded one (idempotent)."""
     if not isinstance(sys.stdout, ClosedPipeSafe):
-        sys.stdout = ClosedPipeSafe(sys.stdout)  # type: ignore[assignment]
-    return sys.stdout  # type: ignore[return-value]
+        sys.stdout = ClosedPipeSafe(sys.stdout)
+    return sys.stdout

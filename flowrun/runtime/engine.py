@@ -33,6 +33,7 @@ from .continuation import Continuation
 from .driver import RunDriver
 from .health import HEALTH_EVENT, get_health_event, resolve_health_event
 from .preflight import preflight, select_profile_name
+from .snapshots import Snapshots
 from .step import release_sandbox
 
 log = logging.getLogger("flowrun.runtime")
@@ -324,6 +325,8 @@ class Engine:
             raise
         if run.status == RunStatus.REJECTED:
             link = await release_sandbox(self.deps, run, keep=False)
+            if self.deps.config.snapshot_dir is not None:  # nothing of it will start again
+                await Snapshots(self.deps.config.snapshot_dir).forget(run.id)
             if link is not None and link != run.links.sandbox:
                 new, events = machine.link_sandbox(run, link)
                 run, _ = await self.deps.store.commit(new, events, expected_version=new.version)

@@ -39,6 +39,7 @@ from .paths import escape, workspace_parts
 from .process import run_process
 from .provision import clone_repositories
 from .rootdir import reachable_root
+from .snapshot import restore_snapshot, write_snapshot
 from .state import SandboxState, require_active
 
 logger = logging.getLogger("flowrun.sandboxes")
@@ -132,6 +133,14 @@ class LocalSandbox:
     async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[str]:
         self._check_active("list files")
         return await anyio.to_thread.run_sync(self._files.list, path, recursive)
+
+    async def snapshot(self, dest: Path) -> int:
+        self._check_active("snapshot the workspace")
+        return await anyio.to_thread.run_sync(write_snapshot, self._root, dest)
+
+    async def restore(self, src: Path) -> None:
+        self._check_active("restore the workspace")
+        await anyio.to_thread.run_sync(restore_snapshot, self._root, src)
 
 
 class LocalBackend:
