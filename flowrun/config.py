@@ -158,9 +158,10 @@ def make_redact(settings: Settings) -> Redact:
 @asynccontextmanager
 async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> AsyncIterator[Engine]:
     """The store, the catalog and the engine, ready; closed in order on exit."""
+    from .storage.private import private_dir
     from .storage.sqlite import SQLiteStore
 
-    settings.home.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.home)
     catalog = catalog or load_catalog(settings)
     async with SQLiteStore(settings.db_path) as store:
         deps = EngineDeps(

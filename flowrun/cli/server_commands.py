@@ -40,8 +40,10 @@ async def serve(args: argparse.Namespace) -> int:
               file=sys.stderr)
     app = create_app(settings, tokens, host=args.host)
     print(f"flowrun serving on {settings.public_url} (MCP: {settings.public_url}/mcp)", file=sys.stderr)
+    # SIGTERM: open streams (a websocket, an MCP wait) get a bounded grace, then the lifespan
+    # stops the engine, which cancels every run task (tool calls included) and marks them interrupted
     config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", ws="websockets-sansio",
-                            log_level="info" if args.debug else "warning")
+                            log_level="info" if args.debug else "warning", timeout_graceful_shutdown=5)
     await uvicorn.Server(config).serve()
     return 0
 

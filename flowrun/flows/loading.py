@@ -48,4 +48,10 @@ def load_yaml_model(model: type[M], path: Path) -> M:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise TemplateError(f"{path}: cannot read: {exc.strerror}", source=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise TemplateError(
+            f"{path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            "save the file as UTF-8",
+            source=str(path),
+        ) from None
     return load_model(model, parse_yaml(text, str(path)), str(path))

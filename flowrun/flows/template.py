@@ -248,6 +248,39 @@ def _coerce(spec: ParameterSpec, value: Any) -> Any:
     raise ValueError
 
 
+MAX_PARAMETER_BYTES = 64 * 1024
+MAX_PARAMETERS_BYTES = 256 * 1024
+
+
+def _size(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-8", errors="replace"))
+    return len(json.dumps(value, default=str).encode())
+
+
+def _check_sizes(flow: FlowTemplate, given: Mapping[str, Any]) -> None:
+    """Parameters are stored with the run and copied into its events: a few KB is what they are
+    for, so one over 64 KB (or all together over 256 KB) is refused, before anything is stored."""
+    total = 0
+    for name, value in given.items():
+        size = _size(value)
+        total += size
+        if size > MAX_PARAMETER_BYTES:
+            raise ParameterError(
+                f"parameter {name!r} of flow {flow.id!r} is {_human(size)}; a parameter may be at most "
+                f"{_human(MAX_PARAMETER_BYTES)} (put large content in a file or repository and pass its path)"
+            )
+    if total > MAX_PARAMETERS_BYTES:
+        raise ParameterError(
+            f"the parameters of flow {flow.id!r} add up to {_human(total)}; together they may be at most "
+            f"{_human(MAX_PARAMETERS_BYTES)}"
+        )
+
+
+def _human(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KB"
+
+
 def bind_parameters(flow: FlowTemplate, given: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """Validate and coerce start parameters.
 
@@ -262,6 +295,7 @@ def bind_parameters(flow: FlowTemplate, given: Mapping[str, Any]) -> tuple[dict[
     if unknown:
         allowed = ", ".join(specs) or "none"
         raise ParameterError(f"flow {flow.id!r} has no parameter {', '.join(map(repr, unknown))} (parameters: {allowed})")
+    _check_sizes(flow, given)
     bound: dict[str, Any] = {}
     missing: list[str] = []
     problems: list[str] = []

@@ -9,6 +9,7 @@ the skill's schema goes back to the agent with the validation errors for another
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable, Mapping
@@ -45,6 +46,9 @@ log = logging.getLogger("flowrun.runtime")
 SUBMIT = "submit_result"
 REPORT_BLOCKED = "report_blocked"
 TURN_RETRIES = 3
+# a tool that ends its own work at the step's deadline (spawn_subagents collects its sub-agents'
+# results then) gets this long to report before the call is cut off
+TOOL_DEADLINE_GRACE_S = 2.0
 
 Emit = Callable[[TranscriptEntry], Awaitable[None]]
 
@@ -165,20 +169,40 @@ async def _run_tool(task: AgentTask, call: ToolUseBlock) -> ToolOutput:
         await task.emit(_entry(task, TranscriptKind.INFO, f"Reattached to the running {call.name} call after a restart",
                                call_id=call.id, tool=call.name, data={"pid": attach_pid}))
     else:
-        try:
+        detail: dict[str, Any] = {}
+        with anyio.move_on_after(_remaining(task)), contextlib.suppress(FlowrunError):
             detail = await tool.preview(ctx, args)
-        except FlowrunError:
-            detail = {}
         await task.emit(_entry(task, TranscriptKind.TOOL_START, call.name, tool=call.name, call_id=call.id,
                                data={"input": call.input, **detail}))
-    try:
-        output = await tool.run(ctx, args)
-    except FlowrunError as exc:
-        output = ToolOutput(exc.message, is_error=True, data={"code": exc.code})
+    output = await _bounded_run(task, tool, ctx, args)
     await task.emit(_entry(task, TranscriptKind.TOOL_END, cap_output(output.content, 4000), tool=call.name,
                            call_id=call.id, is_error=output.is_error, data=output.data))
     if not output.is_error and isinstance(output.data.get("artifact"), dict):
         task.collected.append(Artifact.model_validate(output.data["artifact"]))
+    return output
+
+
+def _remaining(task: AgentTask) -> float:
+    return max(task.deadline - anyio.current_time(), 0.0)
+
+
+async def _bounded_run(task: AgentTask, tool: Tool, ctx: ToolContext, args: Any) -> ToolOutput:
+    """Run a tool call within the step's deadline (cancellation reaches it as well). A failure
+    the tool did not expect is still a failed call the agent sees, never a crash of the step;
+    its message names no host path (`strerror` only)."""
+    output: ToolOutput | None = None
+    with anyio.move_on_after(_remaining(task) + TOOL_DEADLINE_GRACE_S):
+        try:
+            output = await tool.run(ctx, args)
+        except FlowrunError as exc:
+            output = ToolOutput(exc.message, is_error=True, data={"code": exc.code})
+        except OSError as exc:
+            log.info("tool %s of run %s failed: %r", tool.name, task.run_id, exc)
+            output = ToolOutput(f"{tool.name} failed: {exc.strerror or type(exc).__name__}", is_error=True,
+                                data={"code": "os_error"})
+    if output is None:
+        output = ToolOutput(f"{tool.name} was stopped: the step ran out of its time budget", is_error=True,
+                            data={"code": "step_deadline"})
     return output
 
 

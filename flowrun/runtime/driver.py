@@ -15,11 +15,11 @@ from ..flows import machine
 from ..flows.enums import CheckpointMode, ExecutionMode, Outcome, RunStatus, TranscriptKind
 from ..flows.errors import ConcurrentUpdate, FlowrunError
 from ..flows.events import AgentMessages, EventData, TranscriptEntry
-from ..flows.expressions import evaluate_condition
 from ..flows.run import Run, SandboxLink, Usage
 from ..llm.base import Message
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow
+from .conditions import evaluate_when
 from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
 from .snapshots import Snapshots
@@ -162,7 +162,7 @@ class RunDriver:
             spec = run.flow.steps[index]
             if spec.when is not None:
                 try:
-                    go = evaluate_condition(spec.when, step_context(run, record))
+                    go = await evaluate_when(spec.when, step_context(run, record))
                 except FlowrunError as exc:
                     reason = f"Step {index + 1} {spec.name!r}: its condition failed: {exc.message}"
                     await self.park(machine.fail(run, reason), keep=True)

@@ -35,7 +35,6 @@ from .isolation import (
     warn_reduced_once,
 )
 from .localfiles import WorkspaceFiles
-from .paths import escape, workspace_parts
 from .process import run_process
 from .provision import clone_repositories
 from .rootdir import reachable_root
@@ -91,7 +90,7 @@ class LocalSandbox:
     ) -> ExecResult:
         self._check_active("run a command")
         limits = self.profile.limits
-        parts = self._cwd_parts(cwd)
+        parts = await self._cwd_parts(cwd)
         workdir = posixpath.join(self.workspace, *parts)
         full_env = clean_env(workspace=self.workspace, profile_env=self.profile.env, extra=env)
         argv = self.confinement.argv(
@@ -102,37 +101,44 @@ class LocalSandbox:
             network=self.profile.network,
         )
         uid, gid = self.confinement.spawn_ids
-        return await run_process(
-            argv,
-            cwd=str(self._root.joinpath(*parts)),
-            env=full_env,
-            time_limit=timeout if timeout is not None else limits.command_timeout_s,
-            max_output_bytes=limits.max_output_bytes,
-            on_output=on_output,
-            user=uid,
-            group=gid,
-        )
+        try:
+            return await run_process(
+                argv,
+                cwd=str(self._root.joinpath(*parts)),
+                env=full_env,
+                time_limit=timeout if timeout is not None else limits.command_timeout_s,
+                max_output_bytes=limits.max_output_bytes,
+                on_output=on_output,
+                user=uid,
+                group=gid,
+            )
+        except OSError as exc:  # e.g. the working directory vanished as the command started
+            raise SandboxError(
+                f"could not start the command in {cwd or '.'!r}: {exc.strerror or exc}",
+                code="exec_failed",
+                path=cwd or ".",
+            ) from None
 
-    def _cwd_parts(self, cwd: str | None) -> list[str]:
-        parts = workspace_parts(cwd or ".", self.workspace)
-        if self.confinement.isolation == "bubblewrap":
-            return parts  # the command cannot leave its mount namespace, wherever it starts
-        real = os.path.realpath(self._root.joinpath(*parts))
-        if real != str(self._root) and not real.startswith(str(self._root) + "/"):
-            raise escape(cwd or ".", "leads outside the workspace through a symlink")
-        return parts
+    async def _cwd_parts(self, cwd: str | None) -> list[str]:
+        """The working directory, resolved inside the workspace: a missing, non-directory or
+        escaping `cwd` is a SandboxError naming the caller's path, never the host's."""
+        return await anyio.to_thread.run_sync(
+            self._files.directory, cwd or ".", abandon_on_cancel=True
+        )
 
     async def read_file(self, path: str) -> bytes:
         self._check_active("read a file")
-        return await anyio.to_thread.run_sync(self._files.read, path)
+        return await anyio.to_thread.run_sync(self._files.read, path, abandon_on_cancel=True)
 
     async def write_file(self, path: str, data: bytes) -> None:
         self._check_active("write a file")
-        await anyio.to_thread.run_sync(self._files.write, path, data)
+        await anyio.to_thread.run_sync(self._files.write, path, data, abandon_on_cancel=True)
 
     async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[str]:
         self._check_active("list files")
-        return await anyio.to_thread.run_sync(self._files.list, path, recursive)
+        return await anyio.to_thread.run_sync(
+            self._files.list, path, recursive, abandon_on_cancel=True
+        )
 
     async def snapshot(self, dest: Path) -> int:
         self._check_active("snapshot the workspace")
@@ -314,12 +320,32 @@ def _make_workspace(root: Path, workspace: Path, owner: tuple[int, int] | None) 
 
 
 def _chown_tree(path: Path, owner: tuple[int, int] | None) -> None:
+    """Hand a new tree to the sandbox user, one directory fd at a time (a directory swapped for a
+    symlink mid-walk is not followed). A file with other hard links is copied first: its inode
+    may be shared with a file outside the workspace, which must never change hands."""
     if owner is None:
         return
-    for dirpath, dirnames, filenames in os.walk(path):
+    for _top, dirnames, filenames, dir_fd in os.fwalk(path):
+        for name in filenames:
+            _unshare(name, dir_fd)
         for name in (*dirnames, *filenames):
-            os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
+            os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
     os.chown(path, *owner, follow_symlinks=False)
+
+
+def _unshare(name: str, dir_fd: int) -> None:
+    """Replace a hardlinked regular file by a private copy (same content and mode)."""
+    info = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    if not stat.S_ISREG(info.st_mode) or info.st_nlink <= 1:
+        return
+    copy = f"{name}.flowrun-unshare"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+    with os.fdopen(src, "rb") as reader:
+        dst = os.open(copy, flags, stat.S_IMODE(info.st_mode), dir_fd=dir_fd)
+        with os.fdopen(dst, "wb") as writer:
+            shutil.copyfileobj(reader, writer)
+    os.replace(copy, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _remove_tree(path: Path) -> None:

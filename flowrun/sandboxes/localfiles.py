@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from ..flows.errors import SandboxError
 from .paths import escape, not_found, open_beneath, relative, workspace_parts
@@ -59,12 +60,10 @@ class WorkspaceFiles:
         try:
             if not name:
                 raise _is_dir(path)
-            fd = _open(name, os.O_RDONLY, parent, path)
+            fd = _open_regular(name, os.O_RDONLY, parent, path)
             try:
                 with os.fdopen(fd, "rb", closefd=False) as handle:
                     return handle.read()
-            except IsADirectoryError:
-                raise _is_dir(path) from None
             finally:
                 os.close(fd)
         finally:
@@ -75,17 +74,42 @@ class WorkspaceFiles:
         try:
             if not name:
                 raise _is_dir(path)
-            fd = _open(name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, parent, path)
+            fd = _open_regular(name, os.O_WRONLY | os.O_CREAT, parent, path)
             try:
+                os.ftruncate(fd, 0)
                 if self.owner is not None:
                     os.fchown(fd, *self.owner)
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
+            except OSError as exc:
+                raise _io_error(path, exc) from None
             finally:
                 os.close(fd)
         finally:
             os.close(parent)
+
+    def directory(self, path: str) -> list[str]:
+        """The components, below the workspace, of the directory `path` names after resolving
+        its symlinks (which must stay inside). Raises SandboxError (`not_found`,
+        `not_a_directory`, `path_escape`) rather than anything that names a host path."""
+        parent, name, parts = self._locate(path)
+        try:
+            fd = _open(name, os.O_RDONLY | os.O_DIRECTORY, parent, path) if name else os.dup(parent)
+        finally:
+            os.close(parent)
+        try:
+            real = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return parts  # no /proc: the walk above already refused every way out
+        finally:
+            os.close(fd)
+        root = os.path.realpath(self.root)
+        if real == root:
+            return []
+        if not real.startswith(root + "/"):
+            raise escape(path, "leads outside the workspace")
+        return real[len(root) + 1 :].split("/")
 
     def list(self, path: str, recursive: bool) -> list[str]:
         parent, name, parts = self._locate(path)
@@ -127,7 +151,60 @@ def _open(name: str, flags: int, dir_fd: int, shown: str) -> int:
             ) from None
         if exc.errno == errno.EISDIR:
             raise _is_dir(shown) from None
+        if exc.errno == errno.ENXIO:  # a socket, or a FIFO nobody reads
+            raise _not_regular(shown, "a socket or a FIFO") from None
+        raise _io_error(shown, exc) from None
+
+
+def _open_regular(name: str, flags: int, dir_fd: int, shown: str) -> int:
+    """Open a regular file and nothing else. A FIFO would block the open (and the read) for
+    ever and a device is not the agent's to read: both are refused before and after opening
+    (`O_NONBLOCK` so that opening a FIFO cannot block)."""
+    try:
+        info: os.stat_result | None = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        info = None  # created below (when writing)
+    except OSError as exc:
+        raise _io_error(shown, exc) from None
+    if info is not None and stat.S_ISDIR(info.st_mode):
+        raise _is_dir(shown)
+    if info is not None and not stat.S_ISREG(info.st_mode):
+        raise _not_regular(shown, _kind(info.st_mode))
+    fd = _open(name, flags | os.O_NONBLOCK, dir_fd, shown)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise _is_dir(shown)
+        if not stat.S_ISREG(mode):
+            raise _not_regular(shown, _kind(mode))
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
         raise
+    return fd
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def _not_regular(shown: str, kind: str) -> SandboxError:
+    return SandboxError(
+        f"{shown!r} is {kind}, not a regular file: only regular files can be read or written",
+        code="not_a_regular_file",
+        path=shown,
+    )
+
+
+def _io_error(shown: str, exc: OSError) -> SandboxError:
+    """An unexpected OS error, named by the caller's path (never the host's)."""
+    return SandboxError(f"{shown!r}: {exc.strerror or exc}", code="io_error", path=shown)
 
 
 def _is_dir(path: str) -> SandboxError:

@@ -168,7 +168,10 @@ async def fetch_repository(
             return "copied"
     source = str(local) if local is not None else repo.url
     env = _git_env(token)
-    await _git(["git", "clone", "--quiet", "--no-hardlinks", "--", source, str(dest)], env, repo)
+    # `--no-local`: a local clone would hardlink the source's object files into the workspace,
+    # which the sandbox then owns, so a command could rewrite the source repository in place
+    local_flags = ["--no-local"] if local is not None else []
+    await _git(["git", "clone", "--quiet", *local_flags, "--", source, str(dest)], env, repo)
     if repo.ref:
         await _git(["git", "-C", str(dest), "checkout", "--quiet", repo.ref, "--"], env, repo)
     return "cloned"

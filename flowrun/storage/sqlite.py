@@ -58,6 +58,7 @@ from .ops import (
     StepCache,
     decision_row,
 )
+from .private import private_database
 from .subscription import Subscription
 from .writer import GroupWriter, WriterStats
 
@@ -135,6 +136,7 @@ class SQLiteStore:
             )
         stack = AsyncExitStack()
         try:
+            await anyio.to_thread.run_sync(private_database, self.path)
             conn = await stack.enter_async_context(_connect(self.path, self._busy_ms, writer=True))
             await migrate(conn, self.path)
             readers = [

@@ -105,7 +105,7 @@ class TokenTable:
 def create_operator_token(home: Path, actor: str = "local") -> str:
     """Write a fresh all-scopes token for the local operator to `$FLOWRUN_HOME/tokens` (0600) and
     return it; used when `flowrun serve` starts with no token configured at all."""
-    home.mkdir(parents=True, exist_ok=True)
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)  # the engine tightens an older home
     token = "frt_" + secrets.token_urlsafe(32)
     path = home / TOKENS_FILE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
