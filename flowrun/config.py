@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +22,7 @@ from .llm.base import ModelProvider
 from .runtime.catalog import Catalog
 from .runtime.context import EngineConfig, EngineDeps
 from .runtime.engine import Engine
+from .runtime.integrations import GitHub
 from .runtime.tools.base import Tool
 from .runtime.transcript import Redact
 from .sandboxes.base import SandboxBackend
@@ -125,22 +126,27 @@ def make_provider_for(settings: Settings) -> Callable[[str], ModelProvider]:
 class _Backends:
     root: Path
     options: Mapping[str, str]
-    cache: dict[str, SandboxBackend] = field(default_factory=dict)
+    github: GitHub | None = None
+    cache: dict[tuple[str, str | None], SandboxBackend] = field(default_factory=dict)
 
     def __call__(self, name: str) -> SandboxBackend:
-        if name not in self.cache:
+        # the operator's connected GitHub token clones private repositories; connecting (or
+        # reconnecting) while the server runs takes effect for the next sandbox
+        token = self.github.token_for("local") if self.github is not None else None
+        if (name, token) not in self.cache:
             from .sandboxes import get_backend
 
-            options = {} if name == "noop" else {"env": self.options}
-            self.cache[name] = get_backend(name, root=self.root, **options)
-        return self.cache[name]
+            env = {**self.options, "GITHUB_TOKEN": token} if token else self.options
+            options = {} if name == "noop" else {"env": env}
+            self.cache[(name, token)] = get_backend(name, root=self.root, **options)
+        return self.cache[(name, token)]
 
 
-def make_redact(settings: Settings) -> Redact:
+def make_redact(settings: Settings, extra: Sequence[str] = ()) -> Redact:
     """Secrets (configured values and common key formats) never reach the transcript or store."""
     from .llm.redact import Redactor
 
-    redactor = Redactor(settings.secrets)
+    redactor = Redactor([*settings.secrets, *extra])
 
     def redact(entry: LogOnly) -> LogOnly:
         if isinstance(entry, AgentMessages):
@@ -164,17 +170,19 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
     private_dir(settings.home)
     catalog = catalog or load_catalog(settings)
     async with SQLiteStore(settings.db_path) as store:
+        github = GitHub.from_env(settings.env, settings.home)
         deps = EngineDeps(
             store=store,
             catalog=catalog,
-            backend_for=_Backends(settings.sandbox_root, settings.env),
+            backend_for=_Backends(settings.sandbox_root, settings.env, github),
             provider_for=make_provider_for(settings),
             tools=_tools(),
             config=EngineConfig(
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
                 run_url=settings.public_url + "/runs/{run_id}", snapshot_dir=settings.home / "snapshots",
             ),
-            redact=make_redact(settings),
+            redact=make_redact(settings, extra=github.tokens()),
+            github=github,
         )
         async with Engine(deps) as engine:
             yield engine

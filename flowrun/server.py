@@ -3,7 +3,7 @@
 Both run the engine in the same process and event loop as the MCP server, so the runs a client
 starts are driven right here: the HTTP app opens the engine in its lifespan, together with the
 MCP session manager (a mounted app's own lifespan is never run); stdio opens it around the
-server. Later issues add the JSON API, the websocket and the pages to `create_app`.
+server. `create_app` also carries the web face (`flowrun.web`): the JSON API and `/ws`.
 """
 
 from __future__ import annotations
@@ -76,17 +76,21 @@ class _ExactMount:
 
 
 def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: str = "127.0.0.1") -> Starlette:
-    """The ASGI app: `/mcp` (streamable HTTP, bearer tokens required) and `/healthz`.
+    """The ASGI app: `/mcp` (streamable HTTP, bearer tokens required), the JSON API under `/api`
+    with `/openapi.json`, the websocket `/ws`, `/login` and `/healthz`.
 
-    `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`).
+    `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`). The web
+    face's auth is `app.state.web_auth` (`flowrun serve` asks it for the login link it prints).
     """
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
+    from .web import build_web
 
     bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
     if not len(bearer.table):
         log.warning("no bearer tokens are configured: every /mcp request will be refused (401)")
     slot = EngineSlot()
     mcp = build_mcp_server(slot, settings.public_url, bearer.current_actor, tokens=bearer)
+    web = build_web(slot, settings.public_url, bearer.table)
     mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
                                       transport_security=transport_security(host, settings.public_url))
 
@@ -100,7 +104,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
             await tg.start(Triggers(engine).run)  # schedules and checkpoint timeouts
             await tg.start(Notifier(engine, webhooks, run_url=settings.public_url + "/runs/{run_id}").run)
             try:
-                async with mcp.session_manager.run():
+                async with mcp.session_manager.run(), web.running():
                     yield
             finally:
                 slot.engine = None
@@ -112,8 +116,11 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-              Mount("/mcp", app=mcp_app), hook]
-    return Starlette(routes=routes, lifespan=lifespan)
+              Mount("/mcp", app=mcp_app), hook, *web.routes()]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.web_auth = web.auth
+    app.state.web = web
+    return app
 
 
 async def run_stdio(settings: Settings) -> None:

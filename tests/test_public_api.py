@@ -14,6 +14,7 @@ SURFACES = {
     "flowrun.runtime": {"Engine", "EngineConfig", "EngineDeps", "Actor", "LOCAL_OPERATOR", "Catalog", "Tool",
                         "ToolContext", "ToolOutput", "builtin_tools"},
     "flowrun.llm": {"ModelProvider", "ModelRequest", "ScriptedProvider", "provider_for", "TurnComplete"},
+    "flowrun.chat": {"ChatService", "Chat", "ChatRole", "parse_command"},
 }
 
 

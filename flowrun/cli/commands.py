@@ -163,6 +163,10 @@ async def show_run(args: argparse.Namespace) -> int:
 
 
 async def watch(args: argparse.Namespace) -> int:
+    if args.server:
+        from .remote import watch_remote
+
+        return await watch_remote(console, args.server, args.run_id, args.token, from_start=args.from_start)
     from .follow import Asker, follow, show
 
     settings = _settings()

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("watch", help="follow a run live until it parks")
     p.add_argument("run_id")
     p.add_argument("--from-start", action="store_true", help="replay the whole transcript first")
+    p.add_argument("--server", metavar="URL", help="follow it on a `flowrun serve` elsewhere (e.g. http://host:8765)")
+    p.add_argument("--token", help="bearer token for --server (default: $FLOWRUN_TOKEN)")
     p.set_defaults(handler="watch")
 
     for name, help_text in (("approve", "approve the checkpoint and continue"),
@@ -77,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cancel", help="cancel a running or paused run")
     p.add_argument("run_id")
     p.set_defaults(handler="cancel")
+
+    p = sub.add_parser("chat", help="talk to the chat agent: start Flows, decide checkpoints, in words or /commands")
+    p.add_argument("--chat", metavar="CHAT_ID", help="continue this chat (default: a new one)")
+    p.add_argument("--model", help="the chat model (default: FLOWRUN_CHAT_MODEL, else FLOWRUN_MODEL; scripted offline)")
+    p.add_argument("-m", "--message", action="append", default=[], metavar="TEXT",
+                   help="send these messages in order (each waits for the runs to park), then leave")
+    p.set_defaults(handler="chat:chat")
 
     from .server_commands import add_server_commands
 
@@ -111,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
         q.add_argument("--status", choices=["draft", "active", "done", "archived"])
     q = plans.add_parser("show", help="one record, with its body")
     q.add_argument("id")
+
+    p = sub.add_parser("integrations", help="connect GitHub: cloning private repositories, opening pull requests")
+    p.add_argument("action", nargs="?", choices=["list", "connect", "disconnect"], default="list")
+    p.add_argument("service", nargs="?", choices=["github"], default="github")
+    p.add_argument("--token-stdin", action="store_true", help="read the token from standard input")
+    p.add_argument("--actor", help="whose token this is (default: the local operator)")
+    p.set_defaults(handler="integrations:integrations")
 
     p = sub.add_parser("notifications", help="what runs told you: checkpoints, blocks, failures, completions")
     p.add_argument("--limit", type=int, default=20)

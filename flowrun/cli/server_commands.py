@@ -12,6 +12,9 @@ import dataclasses
 import sys
 from typing import Any
 
+WS_MAX_FRAME_BYTES = 1024 * 1024
+"""uvicorn closes a websocket (1009) past this; /ws refuses messages past 64 KiB itself, politely."""
+
 
 def _settings() -> Any:
     from ..config import Settings
@@ -39,11 +42,17 @@ async def serve(args: argparse.Namespace) -> int:
         print(f"No bearer tokens were configured: wrote one for the local operator to {settings.home / 'tokens'}",
               file=sys.stderr)
     app = create_app(settings, tokens, host=args.host)
-    print(f"flowrun serving on {settings.public_url} (MCP: {settings.public_url}/mcp)", file=sys.stderr)
+    from ..runtime.access import LOCAL_OPERATOR
+
+    print(f"flowrun serving on {settings.public_url} (MCP: {settings.public_url}/mcp, API: "
+          f"{settings.public_url}/openapi.json)", file=sys.stderr)
+    print(f"Open this link to log in (it works once): {app.state.web_auth.login_url(LOCAL_OPERATOR)}",
+          file=sys.stderr)
     # SIGTERM: open streams (a websocket, an MCP wait) get a bounded grace, then the lifespan
     # stops the engine, which cancels every run task (tool calls included) and marks them interrupted
     config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", ws="websockets-sansio",
-                            log_level="info" if args.debug else "warning", timeout_graceful_shutdown=5)
+                            ws_max_size=WS_MAX_FRAME_BYTES, log_level="info" if args.debug else "warning",
+                            timeout_graceful_shutdown=5)
     await uvicorn.Server(config).serve()
     return 0
 
@@ -73,7 +82,7 @@ def add_server_commands(sub: Any) -> None:
     """Called from `build_parser` with its subparsers; handlers are named, imported when run."""
     from ..tools.config_snippets import CLIENTS
 
-    p = sub.add_parser("serve", help="serve the HTTP app: MCP at /mcp (bearer tokens), /healthz")
+    p = sub.add_parser("serve", help="serve the HTTP app: MCP at /mcp, the JSON API, /ws and the pages; prints a login link")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
     p.set_defaults(handler="server_commands:serve")

@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from .chat import ChatAgentMessages, ChatDelta, ChatMessage, ChatRunLinked, ChatToolUsed
 from .enums import RunStatus, StepStatus, TaskState, TranscriptKind
 from .run import Blocked, Checkpoint, Decision, SandboxLink, StepResult, Usage, now
 
@@ -129,7 +130,12 @@ EventData = Annotated[
     | UsageChanged
     | TaskChanged
     | SandboxChanged
-    | RetryLinked,
+    | RetryLinked
+    | ChatMessage
+    | ChatDelta
+    | ChatToolUsed
+    | ChatRunLinked
+    | ChatAgentMessages,
     Field(discriminator="type"),
 ]
 
@@ -137,6 +143,9 @@ event_data_adapter: TypeAdapter[EventData] = TypeAdapter(EventData)
 
 LogOnly = TranscriptEntry | AgentMessages
 """Events that add to the log without changing the run row (appended, group-committed)."""
+
+ChatEventData = ChatMessage | ChatDelta | ChatToolUsed | ChatRunLinked | ChatAgentMessages
+"""Events of a chat's log (stored under the chat id; see `flows.chat`)."""
 
 
 class Event(BaseModel):

@@ -21,7 +21,7 @@ import anyio
 from pydantic import BaseModel, ValidationError
 
 from ..flows.enums import Outcome, TranscriptKind
-from ..flows.errors import FlowrunError, ModelError
+from ..flows.errors import BlockedError, FlowrunError, ModelError
 from ..flows.events import TranscriptEntry
 from ..flows.loading import describe_validation_error
 from ..flows.run import Artifact, StepResult, Usage
@@ -194,6 +194,8 @@ async def _bounded_run(task: AgentTask, tool: Tool, ctx: ToolContext, args: Any)
     with anyio.move_on_after(_remaining(task) + TOOL_DEADLINE_GRACE_S):
         try:
             output = await tool.run(ctx, args)
+        except BlockedError:
+            raise  # a missing credential blocks the run (with its fix), it is not a failed call
         except FlowrunError as exc:
             output = ToolOutput(exc.message, is_error=True, data={"code": exc.code})
         except OSError as exc:

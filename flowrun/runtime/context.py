@@ -16,6 +16,7 @@ from ..llm.base import ModelProvider
 from ..sandboxes.base import Sandbox, SandboxBackend
 from ..storage.base import RecordRow, Store
 from .catalog import Catalog
+from .integrations import GitHub
 from .tools.base import Tool
 from .transcript import Redact
 
@@ -56,6 +57,7 @@ class EngineDeps:
     config: EngineConfig
     redact: Redact | None = None
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)  # held sandboxes by run id
+    github: GitHub | None = None  # where GitHub is and whose tokens this machine holds
 
     def profile(self, run: Run) -> SandboxProfile:
         from ..flows.errors import NotFound

@@ -392,10 +392,12 @@ class Engine:
         return run
 
     async def list_runs(self, actor: Actor, *, status: Sequence[RunStatus] | None = None,
-                        flow: str | None = None, limit: int = 50) -> list[Run]:
+                        flow: str | None = None, limit: int = 50, before: str | None = None) -> list[Run]:
+        """Newest first; `before` (a run id) pages on: only runs listed after it."""
         actor.require(Scope.READ, "view runs")
         return await self.deps.store.list_runs(
-            RunFilter(status=list(status) if status else None, flow=flow, workspace=actor.workspace, limit=limit)
+            RunFilter(status=list(status) if status else None, flow=flow, workspace=actor.workspace, limit=limit,
+                      before=before)
         )
 
     def list_flows(self, actor: Actor) -> list[FlowTemplate]:

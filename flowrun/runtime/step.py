@@ -21,6 +21,7 @@ from .agent import AgentTask, run_agent
 from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
 from .health import check_health, open_health_event
+from .tools.github_pr import GitHubAccess
 from .tools.mcp_client import mcp_server_tools
 from .tools.records import RecordAccess
 from .transcript import TranscriptSink
@@ -141,7 +142,8 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
             instructions=instructions, emit=sink.emit, on_usage=on_usage,
             max_turns=spec.max_turns or skill.max_turns,
             deadline=anyio.current_time() + deps.config.step_timeout_s,
-            extras={"profile": profile, "records": RecordAccess(deps.store, run_actor(run))},
+            extras={"profile": profile, "records": RecordAccess(deps.store, run_actor(run)),
+                    **({"github": GitHubAccess(deps.github, run.started_by)} if deps.github else {})},
             # only a sandbox whose commands outlive this process lets a step continue after a
             # restart (see continuation): elsewhere the conversation need not be stored
             record=persist if hasattr(sandbox, "running_calls") else None,

@@ -116,7 +116,7 @@ def require_credential(repo: RepositorySpec, github_token: str | None) -> None:
         raise BlockedError(
             "credential_needed",
             f"repository {repo.url} is private and no GitHub credential is connected",
-            fix="connect the GitHub integration (or give the server a GitHub token), "
+            fix="connect GitHub (`flowrun integrations connect github`, or give the server GITHUB_TOKEN), "
             "then resume the run",
             repository=repo.url,
         )
@@ -222,7 +222,8 @@ async def _git(argv: list[str], env: dict[str, str], repo: RepositorySpec) -> No
         raise BlockedError(
             "credential_needed",
             f"cloning {repo.url} was refused: {detail.splitlines()[-1] if detail else 'no access'}",
-            fix="connect the GitHub integration with access to this repository, then resume the run",
+            fix="connect GitHub with access to this repository (`flowrun integrations connect github`), "
+                "then resume the run",
             repository=repo.url,
         )
     raise SandboxError(

@@ -19,8 +19,9 @@ from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, Field
 
+from ..flows.chat import Chat
 from ..flows.enums import RunStatus
-from ..flows.events import Event, EventData, LogOnly
+from ..flows.events import ChatEventData, Event, EventData, LogOnly
 from ..flows.run import Decision, Run, now
 
 
@@ -62,6 +63,7 @@ class RunFilter(BaseModel):
     flow: str | None = None
     workspace: str | None = None
     started_by: str | None = None
+    before: str | None = None  # a run id: only runs listed after it (older), for cursor paging
     limit: int = 50
 
 
@@ -144,3 +146,26 @@ class Store(Protocol):
     async def list_claims(self, prefix: str, limit: int = 50) -> list[ClaimRow]:
         """Claims whose key starts with `prefix`, newest first."""
         ...
+
+class ChatStore(Protocol):
+    """Chats, in the same store and event log as runs: a chat's events are stored under the chat
+    id with a gapless seq, so `events(chat_id, ...)` and `subscribe(chat_id, ...)` read them exactly
+    as they read a run's. Implemented by `SQLiteStore`; a store for several machines adds these."""
+
+    async def create_chat(self, chat: Chat, events: Sequence[ChatEventData] = ()) -> tuple[Chat, list[Event]]: ...
+
+    async def append_chat(
+        self, chat_id: str, events: Sequence[ChatEventData], *, chat: Chat | None = None
+    ) -> list[Event]:
+        """Raises NotFound for an unknown chat. A person's message is committed durably."""
+        ...
+
+    async def get_chat(self, chat_id: str) -> Chat: ...
+
+    async def list_chats(
+        self, *, workspace: str | None = None, owner: str | None = None, limit: int = 50
+    ) -> list[Chat]: ...
+
+    async def events(self, run_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]: ...
+
+    def subscribe(self, run_id: str, after_seq: int = 0) -> AsyncIterator[Event]: ...

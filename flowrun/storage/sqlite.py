@@ -21,18 +21,20 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 import aiosqlite
 import anyio
 
+from ..flows.chat import Chat
 from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
-from ..flows.events import Event, EventData, LogOnly
+from ..flows.events import ChatEventData, Event, EventData, LogOnly
 from ..flows.run import Run, now
 from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
+from .chats import AppendChat, CreateChat, decode_chat, encode_chat, encode_chat_events
 from .codec import (
     StepMemo,
     decode_decision,
@@ -336,6 +338,9 @@ class SQLiteStore:
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if filter.before is not None:
+            clauses.append("(created_at, id) < (SELECT created_at, id FROM runs WHERE id = ?)")
+            params.append(filter.before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         return await self._load_runs(
             f"{where} ORDER BY created_at DESC, id DESC LIMIT ?", (*params, filter.limit)
@@ -403,7 +408,10 @@ class SQLiteStore:
             )
             if not rows and must_exist:
                 found = list(
-                    await conn.execute_fetchall("SELECT 1 FROM runs WHERE id = ?", (run_id,))
+                    await conn.execute_fetchall(
+                        "SELECT 1 FROM runs WHERE id = ? UNION ALL SELECT 1 FROM chats WHERE id = ?",
+                        (run_id, run_id),
+                    )
                 )
                 if not found:
                     raise NotFound(f"run {run_id} not found", run_id=run_id)
@@ -421,6 +429,66 @@ class SQLiteStore:
             events.append(decode_event(self.path, run_id, seq, at, data))
             expected += 1
         return events
+
+    # -- chats (their events are in the same log, under the chat id) ---------------------------------
+
+    async def create_chat(self, chat: Chat, events: Sequence[ChatEventData] = ()) -> tuple[Chat, list[Event]]:
+        """Insert a new chat with its first events (seq 1, 2, ...).
+
+        Raises:
+            UsageError: `already_exists`, or the chat cannot be stored.
+        """
+        writer = self._open_writer()
+        return await writer.submit(CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events)))
+
+    async def append_chat(
+        self, chat_id: str, events: Sequence[ChatEventData], *, chat: Chat | None = None
+    ) -> list[Event]:
+        """Append to a chat's log (gapless seqs, published after commit); with `chat`, rewrite its
+        row in the same transaction. A person's message is committed durably (synchronous=FULL).
+
+        Raises:
+            NotFound: no such chat.
+        """
+        writer = self._open_writer()
+        if chat is not None and chat.id != chat_id:
+            raise UsageError(f"append_chat: the row is chat {chat.id}, not {chat_id}")
+        encoded = encode_chat(chat) if chat is not None else None
+        return await writer.submit(AppendChat(chat_id, encode_chat_events(chat_id, events), encoded))
+
+    async def get_chat(self, chat_id: str) -> Chat:
+        """Raises NotFound naming the id."""
+        chats = await self._load_chats("WHERE id = ?", (chat_id,))
+        if not chats:
+            raise NotFound(f"chat {chat_id} not found", chat_id=chat_id)
+        return chats[0]
+
+    async def list_chats(
+        self, *, workspace: str | None = None, owner: str | None = None, limit: int = 50
+    ) -> list[Chat]:
+        """Most recently active first."""
+        if limit < 1:
+            raise UsageError(f"limit must be >= 1, got {limit}")
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (("workspace", workspace), ("owner", owner)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        return await self._load_chats(f"{where} ORDER BY updated_at DESC, id DESC LIMIT ?", (*params, limit))
+
+    async def _load_chats(self, where: str, params: Sequence[Any]) -> list[Chat]:
+        async with self._reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                f"SELECT id, last_seq, updated_at, json FROM chats {where}", params))
+        chats = []
+        for chat_id, last_seq, updated_at, json in rows:
+            chat = decode_chat(self.path, chat_id, last_seq, json)
+            if updated_at:
+                chat = chat.model_copy(update={"updated_at": datetime.fromisoformat(updated_at)})
+            chats.append(chat)
+        return chats
 
     def subscribe(self, run_id: str, after_seq: int = 0) -> Subscription:
         """Stored events after `after_seq`, then live ones, with no gap and no duplicate, until

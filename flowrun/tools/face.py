@@ -37,11 +37,13 @@ class EngineSlot:
 @dataclass
 class Face:
     """The MCP face's view of the world. `actor_for` is the transport's answer to "who is
-    asking": the local operator on stdio, the bearer token's actor on HTTP."""
+    asking": the local operator on stdio, the bearer token's actor on HTTP, the person of the
+    chat for a chat's in-memory session."""
 
     slot: EngineSlot
     actor_for: Callable[[], Actor]
     public_url: str
+    chat_id: str | None = None  # set when the server is a chat's own: its runs launch as that chat
 
     def engine(self) -> Engine:
         return self.slot.get()

@@ -85,7 +85,8 @@ def register(server: MCPServer[Any], face: Face) -> None:
         run with wait_for_run. Refusals (unknown Flow, missing or mistyped parameters, daily run
         cap, engine warming up, failed pre-flight) come back as errors that say what to fix."""
         # an assistant asked for it: a chat launch (the record's context still comes along)
-        launch = Launch(kind=LaunchKind.RECORD, ref=record) if record else Launch(kind=LaunchKind.CHAT)
+        launch = Launch(kind=LaunchKind.RECORD, ref=record) if record else Launch(kind=LaunchKind.CHAT,
+                                                                                   ref=face.chat_id)
         run = await face.engine().start_run(
             face.actor(), flow, params or {}, sandbox_profile=sandbox_profile, execution_mode=execution_mode,
             checkpoint_mode=checkpoint_mode, launch=launch,

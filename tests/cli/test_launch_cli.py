@@ -47,3 +47,28 @@ def test_schedules_and_notifications_without_any(home: Path, capsys: pytest.Capt
     assert "has no schedule" in capsys.readouterr().err
     assert main(["notifications"]) == 0
     assert "no notifications yet" in capsys.readouterr().out
+
+
+def test_integrations_connect_never_shows_the_token(home: Path, capsys: pytest.CaptureFixture[str],
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import httpx
+    import respx
+
+    token = "ghp_" + "A1b2C3d4" * 5
+    monkeypatch.setattr("sys.stdin", io.StringIO(token + "\n"))
+    with respx.mock(assert_all_mocked=True) as router:
+        router.get("https://api.github.com/user").mock(return_value=httpx.Response(200, json={"login": "octocat"}))
+        assert main(["integrations", "connect", "github", "--token-stdin"]) == 0
+    assert main(["integrations"]) == 0
+    out = capsys.readouterr().out
+    assert "connected for local as octocat" in out and "github  local as octocat" in out
+    assert token not in out
+    monkeypatch.setattr("sys.stdin", io.StringIO("ghp_bad\n"))
+    with respx.mock(assert_all_mocked=True) as router:
+        router.get("https://api.github.com/user").mock(return_value=httpx.Response(401, json={}))
+        assert main(["integrations", "connect", "github", "--token-stdin"]) == 2
+    assert "refused that token" in capsys.readouterr().err
+    assert main(["integrations", "disconnect", "github"]) == 0
+    assert "disconnected" in capsys.readouterr().out

@@ -15,6 +15,7 @@ from flowrun.llm.scripted import Script, ScriptedProvider
 from flowrun.runtime.catalog import Catalog
 from flowrun.runtime.context import EngineConfig, EngineDeps
 from flowrun.runtime.engine import Engine
+from flowrun.runtime.integrations import GitHub
 from flowrun.runtime.tools import builtin_tools
 from flowrun.sandboxes import get_backend
 from flowrun.sandboxes.base import SandboxBackend
@@ -62,7 +63,7 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 @asynccontextmanager
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
-                         db: str = "flowrun.db") -> AsyncIterator[Engine]:
+                         db: str = "flowrun.db", github: GitHub | None = None) -> AsyncIterator[Engine]:
     made: dict[str, SandboxBackend] = dict(backends or {})
 
     def backend_for(name: str) -> SandboxBackend:
@@ -72,7 +73,7 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
 
     async with SQLiteStore(tmp_path / db) as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
-                          tools=builtin_tools(), config=config or EngineConfig())
+                          tools=builtin_tools(), config=config or EngineConfig(), github=github)
         async with Engine(deps) as engine:
             yield engine
 

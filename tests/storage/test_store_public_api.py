@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import flowrun.storage
-from flowrun.storage import SQLiteStore, Store
+from flowrun.storage import ChatStore, SQLiteStore, Store
 
 
 def test_public_names() -> None:
     assert sorted(flowrun.storage.__all__) == [
+        "ChatStore",
         "DecisionRow",
         "RecordRow",
         "RunFilter",
@@ -25,4 +26,5 @@ def test_public_names() -> None:
 
 def test_sqlite_store_implements_the_protocol() -> None:
     store: Store = SQLiteStore("unused.db")  # mypy checks the structural match
-    assert isinstance(store, SQLiteStore)
+    chats: ChatStore = SQLiteStore("unused.db")
+    assert isinstance(store, SQLiteStore) and isinstance(chats, SQLiteStore)

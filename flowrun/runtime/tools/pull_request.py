@@ -3,8 +3,8 @@
 The agent commits inside the sandbox; this tool carries the branch out as a git bundle (read
 through the sandbox's file API, so it works for every backend) and pushes it to the
 repository's origin from the host, where credentials live. Credentials never enter the sandbox.
-This version opens pull requests on local git remotes (the demo's "GitHub"); a hosted remote
-is refused with a message that says so.
+On a local git remote (the demo's "GitHub") the branch is fetched into it; on GitHub
+(`github_pr`) it is pushed with the run's person's token and the PR is opened through the API.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from ...flows.errors import SandboxError
 from ...flows.profiles import SandboxProfile
 from .base import ToolContext, ToolOutput
+from .github_pr import GitHubAccess, open_on_github
 
 _BRANCH = re.compile(r"^[A-Za-z0-9._/-]+$")
 
@@ -52,6 +53,19 @@ def _git(*args: str) -> str:
     return done.stdout.strip()
 
 
+async def _bundle(ctx: ToolContext, args: PullRequestInput) -> bytes | ToolOutput:
+    """The branch as a git bundle, read out of the sandbox through its file API."""
+    bundle = f".flowrun/pr-{ctx.call_id}.bundle"
+    repo = shlex.quote(args.repository)
+    result = await ctx.sandbox.exec(
+        f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
+    if result.exit_code != 0:
+        return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}", is_error=True)
+    data = await ctx.sandbox.read_file(bundle)
+    await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
+    return data
+
+
 class OpenPullRequest:
     name: ClassVar[str] = "open_pull_request"
     description: ClassVar[str] = (
@@ -69,18 +83,21 @@ class OpenPullRequest:
         origin = _origin(ctx.extras.get("profile"), args.repository)
         if origin is None:
             return ToolOutput(f"{args.repository!r} is not a repository of this sandbox profile", is_error=True)
+        access = ctx.extras.get("github")
+        hosted = access.github.repository(origin) if isinstance(access, GitHubAccess) else None
+        if hosted is not None and isinstance(access, GitHubAccess):
+            access.github.require_token(access.actor, f"opening a pull request on {hosted}")  # before any work
+            bundled = await _bundle(ctx, args)
+            if isinstance(bundled, ToolOutput):
+                return bundled
+            return await open_on_github(access, hosted, origin, args.branch, args.title, args.body, bundled)
         if not await anyio.Path(origin).is_dir():
             return ToolOutput(
-                f"opening pull requests on hosted remotes ({origin}) is not supported yet: only local git "
-                "remotes are", is_error=True)
-        bundle = f".flowrun/pr-{ctx.call_id}.bundle"
-        repo = shlex.quote(args.repository)
-        result = await ctx.sandbox.exec(
-            f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
-        if result.exit_code != 0:
-            return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}", is_error=True)
-        data = await ctx.sandbox.read_file(bundle)
-        await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
+                f"{origin} is not a local git remote nor a repository on the connected GitHub: flowrun cannot "
+                "open a pull request there", is_error=True)
+        data = await _bundle(ctx, args)
+        if isinstance(data, ToolOutput):
+            return data
 
         def push() -> str:
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,192 @@
+"""`ChatService`: chats for every face (web, terminal). Create, list, read, post, follow.
+
+It owns one session per open chat (a task in its task group: the agent and the run followers).
+A person's message is acknowledged once it is durably stored; the reply follows as events.
+On start it reopens the chats that have something to do: an unanswered message, a reply a
+restart cut short, a run still going.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..flows.chat import MAX_MESSAGE_CHARS, Chat, ChatMessage, ChatRole, new_message_id
+from ..flows.enums import Scope
+from ..flows.errors import NotFound, UsageError
+from ..flows.events import Event
+from ..llm.base import ModelProvider
+from ..runtime.access import Actor
+from ..runtime.engine import Engine
+from ..storage.base import ChatStore
+from .conversation import Input, has_news, rebuild
+from .session import ChatSession
+
+log = logging.getLogger("flowrun.chat")
+RECOVER_LIMIT = 200
+
+
+class ChatService:
+    """Args:
+        engine: the running engine; its store must also be a `ChatStore` (SQLite is).
+        public_url: where run pages live (links in the agent's replies).
+        model: the chat model string (`scripted` is the offline chat model).
+        provider_for: model string -> provider, as the engine's steps get theirs.
+    """
+
+    def __init__(self, engine: Engine, *, public_url: str, model: str = "scripted",
+                 provider_for: Callable[[str], ModelProvider] | None = None) -> None:
+        store = engine.deps.store
+        if not hasattr(store, "append_chat"):
+            raise UsageError(f"the store {type(store).__name__} does not keep chats")
+        self.engine = engine
+        self.store: ChatStore = store  # type: ignore[assignment]  # checked just above
+        self.public_url = public_url.rstrip("/")
+        self.model = model
+        self._provider_for = provider_for or engine.deps.provider_for
+        self._sessions: dict[str, ChatSession] = {}
+        self._tg: TaskGroup | None = None
+
+    @classmethod
+    def from_settings(cls, engine: Engine, settings: object) -> ChatService:
+        """The chat model is `FLOWRUN_CHAT_MODEL`, else the configured model (`FLOWRUN_MODEL`)."""
+        env: Mapping[str, str] = getattr(settings, "env", {})
+        model = env.get("FLOWRUN_CHAT_MODEL", "").strip() or str(getattr(settings, "model", "scripted"))
+        return cls(engine, public_url=str(getattr(settings, "public_url", "")), model=model)
+
+    async def __aenter__(self) -> ChatService:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        try:
+            await self._recover()
+        except BaseException:
+            self._tg.cancel_scope.cancel()
+            await self._tg.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        assert self._tg is not None
+        self._tg.cancel_scope.cancel()  # a reply cut here is marked `interrupted` at the next start
+        await self._tg.__aexit__(None, None, None)  # the caller's own exception goes on unwrapped
+        self._tg = None
+        self._sessions.clear()
+
+    def provider_for_chat(self, chat: Chat) -> tuple[ModelProvider, str]:
+        model = chat.model or self.model
+        if model.strip() == "scripted":
+            from .offline import OfflineChatModel
+
+            return OfflineChatModel(), "scripted"
+        return self._provider_for(model), model
+
+    # -- chats -----------------------------------------------------------------------------------------
+
+    async def create(self, actor: Actor, *, title: str = "", model: str = "") -> Chat:
+        """A new, empty chat owned by `actor`. Needs flows.read (a chat that can see nothing is useless)."""
+        actor.require(Scope.READ, "chat")
+        if len(title) > 200:
+            raise UsageError("a chat title is at most 200 characters", code="title_too_long")
+        chat = Chat(owner=actor.id, workspace=actor.workspace, scopes=sorted(s.value for s in actor.scopes),
+                    title=title.strip(), model=model.strip())
+        chat, _ = await self.store.create_chat(chat)
+        return chat
+
+    async def list_chats(self, actor: Actor, *, limit: int = 50) -> list[Chat]:
+        """The actor's chats, most recently active first."""
+        actor.require(Scope.READ, "list chats")
+        return await self.store.list_chats(workspace=actor.workspace, owner=actor.id, limit=limit)
+
+    async def get(self, actor: Actor, chat_id: str) -> Chat:
+        """Raises NotFound for a chat that does not exist or is not the actor's (the same answer:
+        another person's chat does not exist for you)."""
+        try:
+            chat = await self.store.get_chat(chat_id)
+        except NotFound:
+            chat = None
+        if chat is None or chat.owner != actor.id or chat.workspace != actor.workspace:
+            raise NotFound(f"no chat {chat_id!r} of yours", chat_id=chat_id)
+        return chat
+
+    async def post(self, actor: Actor, chat_id: str, text: str) -> Event:
+        """Store the person's message (durably) and return its event; the agent answers after.
+
+        Raises:
+            UsageError: `empty_message`, `message_too_long`.
+            NotFound: no such chat of yours.
+        """
+        if not text.strip():
+            raise UsageError("the message is empty: write something", code="empty_message")
+        if len(text) > MAX_MESSAGE_CHARS:
+            raise UsageError(f"the message is {len(text)} characters; at most {MAX_MESSAGE_CHARS} are accepted",
+                             code="message_too_long", limit=MAX_MESSAGE_CHARS)
+        chat = await self.get(actor, chat_id)
+        session = await self._session(chat)
+        scopes = sorted(s.value for s in actor.scopes)
+        updated = chat.model_copy(update={"scopes": scopes}) if scopes != sorted(session.chat.scopes) else None
+        message = ChatMessage(message_id=new_message_id(), role=ChatRole.USER, text=text, actor=actor.id)
+        events = await self.store.append_chat(chat_id, [message], chat=updated)
+        if updated is not None:
+            session.chat = updated.model_copy(update={"runs": session.chat.runs})
+        session.notify(Input(events[0].seq, ChatRole.USER, text))
+        return events[0]
+
+    async def events(self, actor: Actor, chat_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
+        await self.get(actor, chat_id)
+        return await self.store.events(chat_id, after_seq, limit)
+
+    async def subscribe(self, actor: Actor, chat_id: str, after_seq: int = 0) -> AsyncIterator[Event]:
+        """Stored events after `after_seq`, then live ones (the chat's own log, like a run's)."""
+        chat = await self.get(actor, chat_id)
+        await self._session(chat)
+        async for event in self.store.subscribe(chat_id, after_seq):
+            yield event
+
+    async def wait_idle(self, chat_id: str, timeout_s: float = 30.0) -> None:
+        """Wait until the chat's agent has nothing left to answer (tests, the terminal)."""
+        session = self._sessions.get(chat_id)
+        if session is None:
+            return
+        with anyio.fail_after(timeout_s):
+            await session.wait_idle()
+
+    # -- sessions --------------------------------------------------------------------------------------
+
+    async def _session(self, chat: Chat) -> ChatSession:
+        session = self._sessions.get(chat.id)
+        if session is None:
+            if self._tg is None:
+                raise UsageError("the chat service is not running (use `async with`)")
+            session = self._sessions[chat.id] = ChatSession(self, chat)
+            try:
+                await self._tg.start(session.run)
+            except BaseException:
+                self._sessions.pop(chat.id, None)
+                raise
+        await session.ready.wait()
+        return session
+
+    async def _recover(self) -> None:
+        """Reopen chats with work left: something unanswered or cut short, or a run still going."""
+        for chat in await self.store.list_chats(limit=RECOVER_LIMIT):
+            state = rebuild(await self.store.events(chat.id))
+            busy = bool(state.pending or state.needs_continue or state.open_reply)
+            if not busy:
+                for run_id in chat.runs:
+                    try:
+                        run = await self.engine.deps.store.get_run(run_id)
+                    except NotFound:
+                        continue
+                    if has_news(state, run_id, run.status.value):
+                        busy = True
+                        break
+            if busy:
+                try:
+                    await self._session(chat)
+                except Exception:
+                    log.exception("chat %s could not be reopened", chat.id)

@@ -1,0 +1,178 @@
+"""One chat, live: its agent answering in turn, and a follower per run it started.
+
+The session is rebuilt from the chat's log when it opens (after a restart too): a reply that was
+cut off is closed and marked `interrupted`, tool calls left without a result get one, and
+whatever is still unanswered is answered. Everything the agent says is streamed as events, so
+the websocket and the terminal see each piece as it is committed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+
+from ..flows.chat import (
+    Chat,
+    ChatDelta,
+    ChatMessage,
+    ChatRole,
+    NoteKind,
+    ReplyStatus,
+    new_message_id,
+)
+from ..flows.enums import Scope
+from ..flows.errors import FlowrunError, NotFound, PermissionDenied
+from ..flows.events import ChatEventData
+from ..runtime.access import Actor
+from .conversation import ChatState, Input, has_news, rebuild
+from .notes import QUIET, note_for
+from .reply import Replier
+from .tools import ChatTools, open_chat_tools
+
+if TYPE_CHECKING:
+    from .service import ChatService
+
+log = logging.getLogger("flowrun.chat")
+STEERING_TOOLS = frozenset({"start_flow", "decide_checkpoint", "resume_run", "retry_run"})
+
+
+def chat_actor(chat: Chat) -> Actor:
+    return Actor(id=chat.owner, workspace=chat.workspace,
+                 scopes=frozenset(Scope(s) for s in chat.scopes if s in Scope._value2member_map_))
+
+
+class ChatSession:
+    def __init__(self, service: ChatService, chat: Chat) -> None:
+        self.service = service
+        self.chat = chat
+        self.state = ChatState()
+        self.ready = anyio.Event()
+        self._wake = anyio.Event()
+        self._following: set[str] = set()
+        self._tg: TaskGroup | None = None
+        self._tools: ChatTools | None = None
+        self._replying = False
+        self._idle = anyio.Event()
+
+    @property
+    def busy(self) -> bool:
+        return self._replying or bool(self.state.pending) or self.state.needs_continue
+
+    async def wait_idle(self) -> None:
+        """Until the agent has answered everything pending."""
+        while self.busy:
+            await self._idle.wait()
+
+    @property
+    def actor(self) -> Actor:
+        return chat_actor(self.chat)
+
+    # -- writing to the chat's log -----------------------------------------------------------------
+
+    async def append(self, *events: ChatEventData, chat: Chat | None = None) -> int:
+        written = await self.service.store.append_chat(self.chat.id, list(events), chat=chat)
+        if chat is not None:
+            self.chat = chat
+        return written[-1].seq if written else 0
+
+    def notify(self, item: Input) -> None:
+        self.state.pending.append(item)
+        self._wake.set()
+
+    # -- the session's life --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        events = await self.service.store.events(self.chat.id)
+        self.state = rebuild(events)
+        if self.state.open_reply is not None:
+            message_id, partial = self.state.open_reply
+            await self.append(ChatMessage(message_id=message_id, role=ChatRole.ASSISTANT, text=partial,
+                                          status=ReplyStatus.INTERRUPTED,
+                                          error="flowrun stopped while this reply was being written"))
+        async with open_chat_tools(self.service.engine, self.service.public_url, lambda: self.actor,
+                                   self.chat.id) as tools, anyio.create_task_group() as tg:
+            self._tools, self._tg = tools, tg
+            for run_id, noted in self.state.runs.items():
+                await self._maybe_follow(run_id, noted, on_open=True)
+            self.ready.set()
+            task_status.started()
+            replier = Replier(self, tools)
+            while True:
+                if self.state.pending or self.state.needs_continue:
+                    self._replying = True
+                    try:
+                        await replier.answer()
+                    finally:
+                        self._replying = False
+                    continue
+                self._idle.set()
+                self._idle = anyio.Event()
+                await self._wake.wait()
+                self._wake = anyio.Event()
+
+    # -- following runs ------------------------------------------------------------------------------
+
+    async def link_run(self, run_id: str, flow: str, flow_name: str, url: str) -> None:
+        """A run this chat started: record the link, then follow it."""
+        from ..flows.chat import ChatRunLinked
+
+        if run_id not in self.chat.runs:
+            chat = self.chat.model_copy(update={"runs": [*self.chat.runs, run_id]})
+            await self.append(ChatRunLinked(run_id=run_id, flow=flow, flow_name=flow_name, url=url), chat=chat)
+        self.state.runs.setdefault(run_id, 0)
+        await self._maybe_follow(run_id, self.state.runs[run_id], on_open=False)
+
+    async def touched_run(self, tool: str, run_id: str | None) -> None:
+        """A steering tool acted on a run of this chat: follow it again if it had gone quiet."""
+        if tool in STEERING_TOOLS and run_id in self.chat.runs:
+            await self._maybe_follow(run_id, self.state.runs.get(run_id, 0), on_open=False)
+
+    async def _maybe_follow(self, run_id: str, after_seq: int, *, on_open: bool) -> None:
+        if run_id in self._following or self._tg is None:
+            return
+        if on_open:
+            try:
+                run = await self.service.engine.get_run(self.actor, run_id)
+            except (NotFound, PermissionDenied):
+                return
+            if not has_news(self.state, run_id, run.status.value):
+                return
+        self._following.add(run_id)
+        self._tg.start_soon(self._follow, run_id, after_seq)
+
+    async def _follow(self, run_id: str, after_seq: int) -> None:
+        engine = self.service.engine
+        try:
+            async for event in engine.subscribe(self.actor, run_id, after_seq):
+                if event.data.type not in ("checkpoint", "decision", "run_status"):
+                    continue
+                run = await engine.get_run(self.actor, run_id)
+                note = note_for(run, event)
+                if note is not None:
+                    seq = await self.append(note)
+                    self.state.runs[run_id] = event.seq
+                    if note.wants_reply:
+                        self.notify(Input(seq, ChatRole.NOTE, note.text, run_id))
+                if event.data.type == "run_status" and event.data.status in QUIET and await self._quiet(run_id, event.seq):
+                    break
+        except FlowrunError as exc:
+            log.warning("chat %s stopped following run %s: %s", self.chat.id, run_id, exc.message)
+        finally:
+            self._following.discard(run_id)
+
+    async def _quiet(self, run_id: str, seq: int) -> bool:
+        """Nothing changed the run's status after `seq`: it has gone quiet (until resumed)."""
+        later = await self.service.engine.events(self.actor, run_id, after_seq=seq)
+        return not any(e.data.type == "run_status" for e in later)
+
+    # -- telling the person something went wrong -------------------------------------------------------
+
+    async def tell(self, text: str, *, kind: NoteKind = NoteKind.ERROR) -> None:
+        await self.append(ChatMessage(message_id=new_message_id(), role=ChatRole.NOTE, text=text, note=kind))
+
+    async def stream_piece(self, message_id: str, text: str) -> None:
+        await self.append(ChatDelta(message_id=message_id, text=text))
+

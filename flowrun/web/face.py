@@ -1,0 +1,65 @@
+"""The web face assembled: auth, the JSON API, `/openapi.json`, `/login` and `/ws`.
+
+`flowrun.server.create_app` builds one `WebFace`, mounts its routes in the one app, runs
+`face.running()` inside the lifespan (the websocket hub's feeds live in its task group) and keeps
+`face.auth` in `app.state.web_auth`, where `flowrun.web.auth.authenticate` finds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+import anyio
+from starlette.routing import BaseRoute
+
+from ..tools.auth import TokenTable
+from ..tools.face import EngineSlot
+from .api import endpoints
+from .auth import WebAuth, login_routes
+from .hub import Hub
+from .openapi import Endpoint, openapi, openapi_route, wrap
+from .ws import ws_routes
+
+
+def _version() -> str:
+    try:
+        return version("flowrun")
+    except PackageNotFoundError:  # pragma: no cover - a checkout without install
+        return "0"
+
+
+@dataclass(eq=False)
+class WebFace:
+    slot: EngineSlot
+    public_url: str
+    auth: WebAuth
+    hub: Hub
+    endpoints: list[Endpoint] = field(default_factory=list)
+
+    def routes(self) -> list[BaseRoute]:
+        return [*login_routes(self.auth), openapi_route(self.openapi), *(wrap(e, self.auth) for e in self.endpoints),
+                *ws_routes(self.hub, self.slot, self.auth)]
+
+    def openapi(self) -> dict[str, Any]:
+        return openapi(self.endpoints, title="flowrun", version=_version(), server_url=self.public_url)
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """The hub's feeds run in this task group; leaving it stops them."""
+        async with anyio.create_task_group() as tg:
+            self.hub.tg = tg
+            try:
+                yield
+            finally:
+                self.hub.tg = None
+                tg.cancel_scope.cancel()
+
+
+def build_web(slot: EngineSlot, public_url: str, tokens: TokenTable) -> WebFace:
+    public_url = public_url.rstrip("/")
+    return WebFace(slot=slot, public_url=public_url, auth=WebAuth(tokens, public_url), hub=Hub(slot, public_url),
+                   endpoints=endpoints(slot, public_url))

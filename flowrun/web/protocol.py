@@ -1,0 +1,166 @@
+"""The websocket protocol of `/ws`: typed JSON messages, discriminated by `type`.
+
+Client to server:
+  `auth {token}` (only if the handshake carried no bearer header or session cookie),
+  `subscribe {run_id, after_seq}` or `subscribe {topic: "sessions" | "tasks"}`,
+  `unsubscribe {run_id | topic}`,
+  `decide {run_id, decision, comment, step, decision_id, expected_version}`,
+  `ping`.
+Server to client:
+  `event {run_id, seq, event}` (the stored event: `{run_id, seq, at, data}`),
+  `session {session}` and `task {task}` (a row of a subscribed topic, sent whole on every change),
+  `ack {ref, op, ...}`, `error {ref, code, message, ...}`, `pong {ref}`.
+
+Every client message may carry a `ref` (string or number) that the answer to it echoes. A
+`subscribe` is acknowledged first (with the run's `last_seq` at that moment, so a client knows
+when the replay is complete), then the stored events after `after_seq` arrive, then live ones:
+no gap and no duplicate. `docs/ws-protocol.schema.json` is generated from these models
+(`python scripts/ws_schema.py`); a test keeps it in sync.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+
+from ..flows.enums import DecisionKind, RunStatus
+from .models import SessionView, TaskView
+
+MAX_MESSAGE_BYTES = 64 * 1024
+"""A client message longer than this is refused with `error` (code `message_too_large`)."""
+
+Ref = Annotated[str | int | None, Field(default=None, description="echoed in the answer to this message")]
+Topic = Literal["sessions", "tasks"]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Auth(_Message):
+    type: Literal["auth"] = "auth"
+    ref: Ref = None
+    token: str = Field(min_length=1, max_length=4096)
+
+
+class _Target(_Message):
+    run_id: str | None = Field(default=None, min_length=1, max_length=200)
+    topic: Topic | None = None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> _Target:
+        if (self.run_id is None) == (self.topic is None):
+            raise ValueError("name exactly one of run_id or topic")
+        return self
+
+
+class Subscribe(_Target):
+    type: Literal["subscribe"] = "subscribe"
+    ref: Ref = None
+    after_seq: int = Field(default=0, ge=0, description="the last seq the client has; replay starts after it")
+
+
+class Unsubscribe(_Target):
+    type: Literal["unsubscribe"] = "unsubscribe"
+    ref: Ref = None
+
+
+class Decide(_Message):
+    type: Literal["decide"] = "decide"
+    ref: Ref = None
+    run_id: str = Field(min_length=1, max_length=200)
+    decision: DecisionKind
+    comment: str = Field(default="", max_length=20_000)
+    step: int | str | None = Field(default=None, description="the step the decision is meant for (index or name)")
+    decision_id: str | None = Field(default=None, max_length=200, description="idempotency key")
+    expected_version: int | None = Field(default=None, ge=0)
+
+
+class Ping(_Message):
+    type: Literal["ping"] = "ping"
+    ref: Ref = None
+
+
+ClientMessage = Annotated[Auth | Subscribe | Unsubscribe | Decide | Ping, Field(discriminator="type")]
+client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+
+
+class EventMessage(_Message):
+    type: Literal["event"] = "event"
+    run_id: str
+    seq: int
+    event: dict[str, Any] = Field(description="the stored event: {run_id, seq, at, data}; data is typed by data.type")
+
+
+class SessionMessage(_Message):
+    type: Literal["session"] = "session"
+    session: SessionView
+
+
+class TaskMessage(_Message):
+    type: Literal["task"] = "task"
+    task: TaskView
+
+
+class Ack(_Message):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    type: Literal["ack"] = "ack"
+    ref: Ref = None
+    op: Literal["auth", "subscribe", "unsubscribe", "decide"]
+    run_id: str | None = None
+    topic: Topic | None = None
+    actor: str | None = Field(default=None, description="auth: who the connection speaks for")
+    last_seq: int | None = Field(default=None, description="subscribe: the run's last seq when subscribed")
+    status: RunStatus | None = Field(default=None, description="subscribe, decide: the run's status then")
+    version: int | None = Field(default=None, description="subscribe, decide: the run's version then")
+    run: dict[str, Any] | None = Field(default=None, description="decide: the run after the decision (a RunView)")
+
+
+class Error(_Message):
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    type: Literal["error"] = "error"
+    ref: Ref = None
+    code: str
+    message: str
+    retryable: bool = False
+
+
+class Pong(_Message):
+    type: Literal["pong"] = "pong"
+    ref: Ref = None
+
+
+ServerMessage = Annotated[
+    EventMessage | SessionMessage | TaskMessage | Ack | Error | Pong, Field(discriminator="type")
+]
+server_message: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+
+CLOSE_SLOW_CONSUMER = 4008
+"""Close code when a client reads too slowly: it should reconnect and resubscribe from its last seq."""
+CLOSE_UNAUTHENTICATED = 4401
+CLOSE_SHUTTING_DOWN = 1001
+
+
+def json_schema() -> dict[str, Any]:
+    """The published JSON Schema: both directions, every message."""
+    client = client_message.json_schema()
+    server = server_message.json_schema()
+    defs = {**client.pop("$defs", {}), **server.pop("$defs", {})}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://flowrun.dev/schemas/ws-protocol.schema.json",
+        "title": "flowrun /ws protocol",
+        "description": "JSON messages over the /ws websocket. client: what a client sends; server: what it receives.",
+        "type": "object",
+        "properties": {"client": client, "server": server},
+        "$defs": defs,
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
