@@ -26,6 +26,7 @@ from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow, RunFilter
+from ..storage.errors import StorageError
 from . import continuation
 from .access import Actor
 from .context import EngineDeps
@@ -53,6 +54,8 @@ class Engine:
         self.deps = deps
         self._tg: TaskGroup | None = None
         self._active: dict[str, _Active] = {}
+        self.halted: dict[str, FlowrunError] = {}  # runs this process stopped driving: the store failed
+        self._halt_changed = anyio.Event()
         self._ready = False
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -96,12 +99,18 @@ class Engine:
                 except ConcurrentUpdate:
                     log.info("run %s changed while its sandbox was parked", run_id)
 
-    async def _mark_interrupted(self, run: Run, reason: str) -> None:
+    async def _mark_interrupted(self, run: Run, reason: str) -> bool:
+        """Whether it was recorded: a store that cannot be written (a full disk) leaves the run as it
+        is, for the next process to start to record."""
         new, events = machine.interrupt(run, reason)
         try:
             await self.deps.store.commit(new, events, expected_version=new.version)
         except ConcurrentUpdate:
             log.info("run %s changed while being marked interrupted", run.id)
+        except StorageError as exc:
+            log.warning("run %s left as stored: %s", run.id, exc.message)
+            return False
+        return True
 
     async def recover(self) -> list[str]:
         """Runs left running by a process that died become interrupted; their sandboxes are kept
@@ -121,8 +130,8 @@ class Engine:
                     continue  # another process took it meanwhile
                 self._spawn(run, continued)
                 continue
-            await self._mark_interrupted(run, "Interrupted: the platform restarted while the run was in flight.")
-            interrupted.append(run.id)
+            if await self._mark_interrupted(run, "Interrupted: the platform restarted while the run was in flight."):
+                interrupted.append(run.id)
         if interrupted:
             log.info("marked %d run(s) interrupted after a restart: %s", len(interrupted), ", ".join(interrupted))
         return interrupted
@@ -226,6 +235,11 @@ class Engine:
                     tg.start_soon(self._watch_for_cancel, run, active)
                     try:
                         await RunDriver(self.deps, run, resume_step).drive()
+                    except StorageError as exc:  # the store failed (a full disk): stop, say so, keep reading
+                        log.error("run %s stopped: %s", run.id, exc.message)
+                        self.halted[run.id] = exc
+                        with anyio.CancelScope(shield=True):
+                            await self._park_after_store_error(run.id)
                     except Exception as exc:  # a bug must fail this run, not the engine and every other run
                         log.exception("the task of run %s crashed", run.id)
                         with anyio.CancelScope(shield=True):
@@ -240,6 +254,9 @@ class Engine:
         finally:
             self._active.pop(run.id, None)
             active.done.set()
+            if run.id in self.halted:
+                self._halt_changed.set()
+                self._halt_changed = anyio.Event()
 
     async def _watch_for_cancel(self, run: Run, active: _Active) -> None:
         """A run cancelled by another process (its CLI, another server) stops here too: the log
@@ -254,6 +271,24 @@ class Engine:
                 active.scope.cancel()
                 return
 
+    async def _park_after_store_error(self, run_id: str) -> None:
+        """The run stops where it is: recorded as interrupted if the store takes that write (else
+        the next process to start records it, its owner being gone), its sandbox kept."""
+        try:
+            run = await self.deps.store.get_run(run_id)
+        except FlowrunError as again:
+            log.warning("run %s stays as stored until the store can be read: %s", run_id, again.message)
+            return
+        await release_sandbox(self.deps, run, keep=True)
+        if run.status == RunStatus.RUNNING:
+            await self._mark_interrupted(run, "Interrupted: the store could not record the run; retry continues it.")
+
+    async def wait_halted(self, run_id: str) -> FlowrunError:
+        """Wait until this process stops driving the run because the store failed; the error."""
+        while run_id not in self.halted:
+            await self._halt_changed.wait()
+        return self.halted[run_id]
+
     async def _fail_crashed(self, run_id: str, exc: Exception) -> None:
         run = await self.deps.store.get_run(run_id)
         if run.status != RunStatus.RUNNING:
@@ -263,6 +298,8 @@ class Engine:
             await self.deps.store.commit(new, events, expected_version=new.version)
         except ConcurrentUpdate:
             log.info("run %s changed while recording its crash", run_id)
+        except StorageError as again:
+            log.warning("run %s: its crash could not be recorded: %s", run_id, again.message)
 
     async def _commit_cancel(self, run_id: str, actor_id: str) -> Run:
         """Cancelled runs keep their sandbox parked, so a resume continues in the same workspace."""

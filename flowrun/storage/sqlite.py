@@ -48,6 +48,7 @@ from .codec import (
     format_day,
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
+from .full import full_error, is_disk_full
 from .migrate import migrate
 from .ops import (
     AppendTranscript,
@@ -629,6 +630,8 @@ class _ReaderPool:
 
 
 def _translate(exc: sqlite3.Error, path: str, doing: str) -> Exception:
+    if is_disk_full(exc, path):
+        return full_error(path, exc, doing)
     name = getattr(exc, "sqlite_errorname", "")
     if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         return StorageCorrupt(

@@ -17,6 +17,7 @@ from flowrun.runtime.context import EngineConfig, EngineDeps
 from flowrun.runtime.engine import Engine
 from flowrun.runtime.integrations import GitHub
 from flowrun.runtime.tools import builtin_tools
+from flowrun.runtime.tools.base import Tool
 from flowrun.sandboxes import get_backend
 from flowrun.sandboxes.base import SandboxBackend
 from flowrun.storage.sqlite import SQLiteStore
@@ -63,7 +64,8 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 @asynccontextmanager
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
-                         db: str = "flowrun.db", github: GitHub | None = None) -> AsyncIterator[Engine]:
+                         db: str = "flowrun.db", github: GitHub | None = None,
+                         tools: Mapping[str, Tool] | None = None) -> AsyncIterator[Engine]:
     made: dict[str, SandboxBackend] = dict(backends or {})
 
     def backend_for(name: str) -> SandboxBackend:
@@ -73,7 +75,8 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
 
     async with SQLiteStore(tmp_path / db) as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
-                          tools=builtin_tools(), config=config or EngineConfig(), github=github)
+                          tools={**builtin_tools(), **(tools or {})}, github=github,
+                          config=config or EngineConfig(snapshot_dir=tmp_path / "snapshots"))
         async with Engine(deps) as engine:
             yield engine
 
