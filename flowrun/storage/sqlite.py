@@ -397,6 +397,35 @@ class SQLiteStore:
             raise UsageError(f"limit must be >= 1 (or None for all), got {limit}")
         return await self._fetch_events(run_id, after_seq, -1 if limit is None else limit, True)
 
+    async def events_json(self, run_id: str, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """`(seq, event as JSON)` for stored events after `after_seq`, at most `limit`, without
+        decoding them: the JSON is what `Event.model_dump_json()` gives (built by SQLite from
+        the stored columns). For faces that only forward events (the websocket's replay).
+
+        Raises:
+            NotFound: no such run (only checked when there is no event to return).
+            StorageCorrupt: the stored log has a gap.
+        """
+        async with self._reading() as conn:
+            rows = list(
+                await conn.execute_fetchall(
+                    "SELECT seq, '{\"run_id\":' || json_quote(run_id) || ',\"seq\":' || seq || "
+                    "',\"at\":\"' || replace(at, '.000000Z', 'Z') || '\",\"data\":' || data || '}' "
+                    "FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (run_id, after_seq, limit),
+                )
+            )
+            if not rows and not list(await conn.execute_fetchall("SELECT 1 FROM runs WHERE id = ?", (run_id,))):
+                raise NotFound(f"run {run_id} not found", run_id=run_id)
+        for expected, (seq, _) in enumerate(rows, start=after_seq + 1):
+            if seq != expected:
+                raise StorageCorrupt(
+                    f"the event log of run {run_id} in {self.path} has a gap: seq {expected} is missing "
+                    f"(next stored is {seq})",
+                    path=self.path, table="events", key=f"run {run_id}",
+                )
+        return [(seq, text) for seq, text in rows]
+
     async def _fetch_events(
         self, run_id: str, after_seq: int, limit: int, must_exist: bool
     ) -> list[Event]:

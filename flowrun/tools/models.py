@@ -17,6 +17,7 @@ from ..flows.enums import (
     CheckpointMode,
     DecisionKind,
     ExecutionMode,
+    LaunchKind,
     Outcome,
     RunStatus,
     StepStatus,
@@ -106,6 +107,10 @@ class RunView(_View):
     blocked: BlockedView | None = None
     error: str | None = None
     pull_request: str | None = None
+    launch: LaunchKind = Field(default=LaunchKind.EDITOR, description="how the run was started")
+    launch_ref: str | None = Field(default=None, description="the record, chat or trigger it was started from")
+    plan: str | None = None
+    initiative: str | None = None
     retry_of: str | None = None
     retried_as: str | None = None
     turns: int = 0

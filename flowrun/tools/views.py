@@ -53,7 +53,8 @@ def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None 
         hint=hint(run), next_actions=next_actions(run), started_by=run.started_by, params=run.params,
         execution_mode=run.execution_mode, checkpoint_mode=run.checkpoint_mode, sandbox_profile=run.sandbox_profile,
         steps=[_step_view(run, step) for step in run.steps], checkpoint=checkpoint, blocked=blocked, error=run.error,
-        pull_request=run.links.pull_request, retry_of=run.retry_of, retried_as=run.retried_as,
+        pull_request=run.links.pull_request, launch=run.launch.kind, launch_ref=run.launch.ref,
+        plan=run.links.plan, initiative=run.links.initiative, retry_of=run.retry_of, retried_as=run.retried_as,
         turns=run.usage.turns, cost_usd=run.usage.cost_usd, created_at=run.created_at, started_at=run.started_at,
         finished_at=run.finished_at, version=run.version, last_seq=run.last_seq, transcript=transcript,
     )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..flows.enums import RunStatus
+from ..flows.enums import LaunchKind, RunStatus
 from ..flows.errors import NotFound
 from ..flows.run import Launch, Run
 from ..runtime.engine import Engine
@@ -71,7 +71,8 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
         assert isinstance(body, StartRequest)
         run = await engine().start_run(
             call.actor, body.flow_id, body.params, sandbox_profile=body.sandbox_profile,
-            execution_mode=body.execution_mode, checkpoint_mode=body.checkpoint_mode, launch=Launch(),
+            execution_mode=body.execution_mode, checkpoint_mode=body.checkpoint_mode,
+            launch=Launch(kind=LaunchKind.RECORD, ref=body.record_id) if body.record_id else Launch(),
         )
         return view(run)
 

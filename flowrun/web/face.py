@@ -21,6 +21,7 @@ from ..tools.face import EngineSlot
 from .api import endpoints
 from .auth import WebAuth, login_routes
 from .hub import Hub
+from .launch_api import launch_endpoints
 from .openapi import Endpoint, openapi, openapi_route, wrap
 from .ws import ws_routes
 
@@ -62,4 +63,4 @@ class WebFace:
 def build_web(slot: EngineSlot, public_url: str, tokens: TokenTable) -> WebFace:
     public_url = public_url.rstrip("/")
     return WebFace(slot=slot, public_url=public_url, auth=WebAuth(tokens, public_url), hub=Hub(slot, public_url),
-                   endpoints=endpoints(slot, public_url))
+                   endpoints=[*endpoints(slot, public_url), *launch_endpoints(slot)])

@@ -41,7 +41,7 @@ log = logging.getLogger("flowrun.web")
 
 OUTBOX_LIMIT = 2048
 """Frames a connection may have waiting to be written before it counts as a slow consumer."""
-TOPIC_POLL_S = 0.5
+TOPIC_POLL_S = 1.0
 TOPIC_ROWS = 100
 _FRAME_CACHE = 8192
 

@@ -32,6 +32,8 @@ class StartRequest(_Request):
     sandbox_profile: str | None = Field(default=None, max_length=200)
     execution_mode: ExecutionMode | None = None
     checkpoint_mode: CheckpointMode | None = None
+    record_id: str | None = Field(default=None, max_length=200,
+                                  description="launch from this plan or initiative: its context is in scope")
 
 
 class DecideRequest(_Request):
