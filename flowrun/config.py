@@ -16,15 +16,14 @@ from pathlib import Path
 
 from .flows.enums import Plan
 from .flows.errors import UsageError
-from .flows.events import AgentMessages, LogOnly
 from .flows.profiles import RepositorySpec, SandboxProfile
+from .flows.redact import Redactor
 from .llm.base import ModelProvider
 from .runtime.catalog import Catalog
 from .runtime.context import EngineConfig, EngineDeps
 from .runtime.engine import Engine
 from .runtime.integrations import GitHub
 from .runtime.tools.base import Tool
-from .runtime.transcript import Redact
 from .sandboxes.base import SandboxBackend
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -142,23 +141,10 @@ class _Backends:
         return self.cache[(name, token)]
 
 
-def make_redact(settings: Settings, extra: Sequence[str] = ()) -> Redact:
-    """Secrets (configured values and common key formats) never reach the transcript or store."""
-    from .llm.redact import Redactor
-
-    redactor = Redactor([*settings.secrets, *extra])
-
-    def redact(entry: LogOnly) -> LogOnly:
-        if isinstance(entry, AgentMessages):
-            messages = redactor.redact_obj(entry.messages)
-            return entry if messages is entry.messages else entry.model_copy(update={"messages": messages})
-        text = redactor.redact(entry.text)
-        data = redactor.redact_obj(entry.data) if entry.data else entry.data
-        if text is entry.text and data is entry.data:
-            return entry
-        return entry.model_copy(update={"text": text, "data": data})
-
-    return redact
+def make_redactor(settings: Settings, extra: Sequence[str] = ()) -> Redactor:
+    """Configured secret values (and `extra`, e.g. connected integration tokens) and the common
+    key formats: never stored, never sent."""
+    return Redactor([*settings.secrets, *extra])
 
 
 @asynccontextmanager
@@ -169,8 +155,9 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
 
     private_dir(settings.home)
     catalog = catalog or load_catalog(settings)
-    async with SQLiteStore(settings.db_path) as store:
-        github = GitHub.from_env(settings.env, settings.home)
+    github = GitHub.from_env(settings.env, settings.home)
+    redactor = make_redactor(settings, extra=github.tokens())
+    async with SQLiteStore(settings.db_path, redactor=redactor) as store:
         deps = EngineDeps(
             store=store,
             catalog=catalog,
@@ -181,7 +168,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
                 run_url=settings.public_url + "/runs/{run_id}", snapshot_dir=settings.home / "snapshots",
             ),
-            redact=make_redact(settings, extra=github.tokens()),
+            redactor=redactor,
             github=github,
         )
         async with Engine(deps) as engine:

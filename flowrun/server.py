@@ -82,6 +82,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`). The web
     face's auth is `app.state.web_auth` (`flowrun serve` asks it for the login link it prints).
     """
+    from .tools.jsonrpc_guard import JsonRpcGuard
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
     from .web import build_web
 
@@ -91,8 +92,8 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     slot = EngineSlot()
     mcp = build_mcp_server(slot, settings.public_url, bearer.current_actor, tokens=bearer)
     web = build_web(slot, settings.public_url, bearer.table)
-    mcp_app = mcp.streamable_http_app(streamable_http_path="/", host=host,
-                                      transport_security=transport_security(host, settings.public_url))
+    mcp_app = JsonRpcGuard(mcp.streamable_http_app(streamable_http_path="/", host=host,
+                                                   transport_security=transport_security(host, settings.public_url)))
 
     webhooks = Webhooks.from_env(settings.env)  # a bad webhook setting stops `serve` at once
 

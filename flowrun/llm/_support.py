@@ -45,6 +45,12 @@ def _requested_wait(headers: httpx2.Headers) -> float | None:
         return float(email.utils.mktime_tz(parsed) - time.time())
 
 
+def retry_after_s(headers: httpx2.Headers) -> float | None:
+    """The wait a refusing server asked for, in seconds (`None` when it named none)."""
+    wait = _requested_wait(headers)
+    return max(wait, 0.0) if wait is not None else None
+
+
 def cap_retry_after(headers: httpx2.Headers, max_wait_s: float) -> bool:
     """Rewrite `retry-after(-ms)` so no wait exceeds `max_wait_s`. Returns whether it changed."""
     wait = _requested_wait(headers)

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..flows.errors import BlockedError, FlowrunError
 from ..flows.run import Usage
-from ._support import DEFAULT_MAX_RETRY_AFTER_S, model_error, retry_after_hook
+from ._support import DEFAULT_MAX_RETRY_AFTER_S, model_error, retry_after_hook, retry_after_s
 from .anthropic_wire import (
     EPHEMERAL,
     ThinkingConfig,
@@ -36,7 +36,7 @@ from .anthropic_wire import (
     wire_model,
 )
 from .base import ModelRequest, StreamEvent, TurnComplete
-from .pricing import PriceTable, default_table
+from .pricing import PriceTable, default_table, thinking_modes
 
 if TYPE_CHECKING:
     import anthropic
@@ -108,13 +108,17 @@ class AnthropicProvider:
 
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
         """The `messages.create` keyword arguments for `request` (without `stream`)."""
-        thinking, max_tokens = self.thinking.request_params(request.max_tokens)
+        model = wire_model(request.model, self.model)
+        thinking, max_tokens = self.thinking.request_params(
+            request.max_tokens, thinking_modes(model)
+        )
         params: dict[str, Any] = {
-            "model": wire_model(request.model, self.model),
+            "model": model,
             "max_tokens": max_tokens,
             "messages": messages_to_params(request.messages, cache_tail=self.cache_prompt),
-            "thinking": thinking,
         }
+        if thinking is not None:
+            params["thinking"] = thinking
         if request.system:
             system: dict[str, Any] = {"type": "text", "text": request.system}
             if self.cache_prompt:
@@ -203,16 +207,13 @@ def _translate(sdk: Any, exc: anthropic.AnthropicError, model: str) -> FlowrunEr
                 status=status,
             )
         if status == 429 or status >= 500 or status in (408, 409):
-            retry_after = exc.response.headers.get("retry-after")
             return model_error(
                 f"Anthropic is {'rate limiting' if status == 429 else 'unavailable or overloaded'} "
                 f"(HTTP {status}) after the SDK's retries: {detail}",
                 code="model_rate_limited" if status == 429 else "model_overloaded",
                 retryable=True,
                 status=status,
-                retry_after=float(retry_after)
-                if retry_after and retry_after.replace(".", "", 1).isdigit()
-                else None,
+                retry_after=retry_after_s(exc.response.headers),
                 request_id=exc.request_id,
             )
         return model_error(

@@ -6,7 +6,10 @@ imports `anthropic` only for type checking. The rules that matter:
 - thinking and redacted_thinking blocks go back byte for byte (text *and* signature), or the
   API rejects the next turn of a tool loop;
 - a tool call's input is parsed once, from all of its `input_json_delta` fragments, when the
-  block stops; a call cut off by `max_tokens` is an error that says so, never a half-filled dict;
+  block stops; a call cut off by `max_tokens` (partial JSON, or no `content_block_stop` at all)
+  is an error that says so, never a half-filled or empty dict that would run;
+- server-side tool blocks (`server_tool_use`, `mcp_tool_use`) stream their input the same way;
+  their JSON is assembled but they are not passed on (the server ran them);
 - a cache breakpoint on the conversation's last block lets every turn of a tool loop read the
   previous turn's prefix from the prompt cache.
 """
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..flows.errors import UsageError
-from ._support import parse_tool_input
+from ._support import model_error, parse_tool_input
 from .base import (
     ContentBlock,
     Message,
@@ -39,6 +42,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flowrun.llm")
 
 EPHEMERAL = {"type": "ephemeral"}
+_INPUT_BLOCKS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +73,25 @@ class ThinkingConfig:
             f"FLOWRUN_THINKING={text!r} is not understood: use adaptive, off, or budget:N with N >= 1024"
         )
 
-    def request_params(self, max_tokens: int) -> tuple[dict[str, Any], int]:
-        """The `thinking` parameter and the `max_tokens` to send with it.
+    def request_params(
+        self, max_tokens: int, accepts: frozenset[str] | None = None
+    ) -> tuple[dict[str, Any] | None, int]:
+        """The `thinking` parameter (`None`: send none) and the `max_tokens` to send with it.
 
+        `accepts` is what the model takes (`pricing.thinking_modes`; `None` when unknown, then
+        the mode goes as configured): `off`, or a model without thinking, sends no parameter;
+        `budget_tokens` goes only to a model that accepts it (an adaptive-only model gets
+        `adaptive`), and an adaptive request to a budget-only model gets the configured budget.
         A thinking budget counts toward `max_tokens` and must stay below it, so a budgeted
         request gets at least `budget_tokens + 4096` to leave room for the answer.
         """
-        if self.mode == "off":
-            return {"type": "disabled"}, max_tokens
+        mode = self.mode
+        if mode == "off" or accepts is not None and not accepts:
+            return None, max_tokens
+        if accepts is not None and mode not in accepts:
+            mode = "adaptive" if "adaptive" in accepts else "budgeted"
         param: dict[str, Any] = {"type": "adaptive"}
-        if self.mode == "budgeted":
+        if mode == "budgeted":
             param = {"type": "enabled", "budget_tokens": self.budget_tokens}
             max_tokens = max(max_tokens, self.budget_tokens + 4096)
         if self.display is not None:
@@ -162,10 +175,29 @@ class TurnAssembler:
         fragments = self.json.pop(index, None)
         if fragments is None:
             return
+        if not "".join(fragments).strip() and block.get("input"):
+            return  # the whole input came with the block's start
         parsed = parse_tool_input(block["name"], "".join(fragments), cut=stop_reason == "max_tokens")
         block["input"] = parsed
 
+    def check_complete(self) -> None:
+        """Raises `ModelError` if a tool call never finished streaming its input: a call cut off
+        (by `max_tokens`, or a stream that ended early) must never run with what arrived."""
+        for index in sorted(self.json):
+            block = self.blocks[index]
+            if block["type"] != "tool_use":
+                continue
+            cut = self.stop_reason == "max_tokens"
+            reason = "the turn hit max_tokens; raise the step's max_tokens" if cut else (
+                "its content block never ended")
+            raise model_error(
+                f"the model's call to {block['name']!r} was cut off before its input was complete "
+                f"({reason})",
+                code="model_bad_tool_input", retryable=not cut,
+            )
+
     def message(self) -> Message:
+        self.check_complete()
         content: list[ContentBlock] = []
         for index in sorted(self.blocks):
             block = self.blocks[index]
@@ -198,8 +230,9 @@ class TurnAssembler:
             if block["type"] == "thinking":
                 block.setdefault("signature", "")
             turn.blocks[event.index] = block
-            if block["type"] == "tool_use":
+            if block["type"] in _INPUT_BLOCKS:
                 turn.json[event.index] = []
+            if block["type"] == "tool_use":
                 return [ToolUseStarted(index=event.index, id=block["id"], name=block["name"])]
         elif event.type == "content_block_delta":
             block = turn.blocks[event.index]
@@ -213,9 +246,9 @@ class TurnAssembler:
             if delta.type == "signature_delta":
                 block["signature"] = delta.signature
             elif delta.type == "input_json_delta":
-                turn.json[event.index].append(delta.partial_json)
+                turn.json.setdefault(event.index, []).append(delta.partial_json)
         elif event.type == "content_block_stop":
-            if turn.blocks[event.index]["type"] == "tool_use":
+            if turn.blocks[event.index]["type"] in _INPUT_BLOCKS:
                 turn.finish_tool_input(event.index, turn.stop_reason)
         elif event.type == "message_delta":
             turn.stop_reason = event.delta.stop_reason or turn.stop_reason

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Literal
 
 from ..flows.errors import BlockedError, FlowrunError, UsageError
-from ._support import DEFAULT_MAX_RETRY_AFTER_S, model_error, retry_after_hook
+from ._support import DEFAULT_MAX_RETRY_AFTER_S, model_error, retry_after_hook, retry_after_s
 from .base import ModelRequest, StreamEvent, TurnComplete
 from .openai_wire import ChatTurn, messages_to_chat
 from .pricing import PriceTable, default_table
@@ -101,7 +101,9 @@ class OpenAICompatProvider:
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
         params: dict[str, Any] = {
             "model": self.wire_model(request.model),
-            "messages": messages_to_chat(request.system, request.messages),
+            "messages": messages_to_chat(
+                request.system, request.messages, reasoning=self.kind != "openai"
+            ),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -154,6 +156,7 @@ class OpenAICompatProvider:
                     retryable=True,
                 ) from exc
             raise
+        turn.check_complete()
         usage = turn.token_usage()
         usage = usage.model_copy(
             update={"cost_usd": self.prices.cost(f"{self.kind}:{params['model']}", usage)}
@@ -183,6 +186,7 @@ class OpenAICompatProvider:
                     code="model_rate_limited" if status == 429 else "model_overloaded",
                     retryable=True,
                     status=status,
+                    retry_after=retry_after_s(exc.response.headers),
                 )
             hint = (
                 "Fix the request as the message says; retrying it unchanged will fail the same way."
@@ -191,7 +195,12 @@ class OpenAICompatProvider:
                 hint = f"Check the model name {model!r}" + (
                     f"; pull it with `ollama pull {model}`." if self.kind == "ollama" else "."
                 )
-            elif "tool" in detail.lower():
+            elif "reasoning_content" in detail.lower() or "reasoning" in detail.lower():
+                hint = (
+                    f"The model {model!r} wants its reasoning (`reasoning_content`) passed back "
+                    "with its tool calls; check that the server streams the reasoning to flowrun."
+                )
+            elif _no_tool_support(detail):
                 hint = f"The model {model!r} may not support tool calling; choose one that does."
             return model_error(
                 f"{self.base_url} rejected the request (HTTP {status}): {detail}. {hint}",
@@ -213,6 +222,15 @@ class OpenAICompatProvider:
                 retryable=True,
             )
         return model_error(f"OpenAI SDK error: {exc}", code="model_error", retryable=False)
+
+
+def _no_tool_support(detail: str) -> bool:
+    """Whether a 400 says the model cannot call tools (Ollama: "... does not support tools"), as
+    opposed to any message that merely mentions a tool call."""
+    text = detail.lower()
+    return "tool" in text and any(
+        phrase in text for phrase in ("not support", "unsupported", "doesn't support", "no support")
+    )
 
 
 __all__ = ["OpenAICompatProvider", "messages_to_chat"]

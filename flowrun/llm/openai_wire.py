@@ -6,9 +6,13 @@ across many chunks; Ollama sends each call whole in one chunk, and older version
 some servers reuse index 0 for every whole call. `_Calls` keys a call by `index`, else by `id`,
 else continues the last one, and starts a new call when a chunk brings a different `id` for an
 index already taken (or, with neither, a second name). Reasoning arrives as `reasoning_content`
-(vLLM, DeepSeek) or `reasoning` (Ollama, OpenRouter); both become thinking. Thinking is not sent
-back: chat completions has no field for it. Chunks are read by attribute with defaults, because
-the SDK builds them without validation and servers leave fields out.
+(vLLM, DeepSeek) or `reasoning` (Ollama, OpenRouter); both become thinking. The reasoning models
+of DeepSeek, GLM and Kimi answer 400 unless an assistant message that made tool calls carries its
+`reasoning_content` back, so that one field goes back with such messages (OpenAI itself has no such
+field and gets none). Chunks are read by attribute with defaults, because the SDK builds them
+without validation and servers leave fields out. A stream that ends without a `finish_reason` was
+cut (a dropped connection, or llama.cpp's legacy `error:` line, which the SDK's SSE reader skips):
+it is an error, never a complete turn.
 """
 
 from __future__ import annotations
@@ -37,11 +41,15 @@ _STOP_REASONS = {
     "function_call": "tool_use",
     "length": "max_tokens",
     "stop": "end_turn",
+    "content_filter": "refusal",
 }
 
 
-def messages_to_chat(system: str, messages: list[Message]) -> list[dict[str, Any]]:
-    """Our conversation in chat completions format."""
+def messages_to_chat(
+    system: str, messages: list[Message], *, reasoning: bool = True
+) -> list[dict[str, Any]]:
+    """Our conversation in chat completions format; with `reasoning`, an assistant message that
+    made tool calls carries its thinking back as `reasoning_content`."""
     chat: list[dict[str, Any]] = [{"role": "system", "content": system}] if system else []
     for message in messages:
         texts = [b.text for b in message.content if isinstance(b, TextBlock)]
@@ -58,6 +66,9 @@ def messages_to_chat(system: str, messages: list[Message]) -> list[dict[str, Any
             entry: dict[str, Any] = {"role": "assistant", "content": "".join(texts) or None}
             if calls:
                 entry["tool_calls"] = calls
+                thought = "".join(b.thinking for b in message.content if isinstance(b, ThinkingBlock))
+                if reasoning and thought:
+                    entry["reasoning_content"] = thought
             chat.append(entry)
             continue
         for block in message.content:
@@ -195,6 +206,19 @@ class ChatTurn:
         return Message(
             role="assistant", content=[b for _, b in sorted(blocks, key=lambda item: item[0])]
         )
+
+    def check_complete(self) -> None:
+        """Raises a retryable `ModelError` if the stream ended before the model finished."""
+        if self.finish is None:
+            said = "".join(self.text[1]) if self.text is not None else ""
+            raise model_error(
+                "the stream ended before the model finished its turn (no finish_reason"
+                + (f", after {len(said)} characters of text" if said else "")
+                + "); the connection broke or the server reported an error the chat completions "
+                "protocol cannot carry (llama.cpp's `error:` line)",
+                code="model_stream_cut",
+                retryable=True,
+            )
 
     def stop_reason(self) -> str:
         if self.calls.order:

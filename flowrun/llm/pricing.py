@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,57 @@ DEFAULT_PRICES: dict[str, Price] = {
 }
 
 
+# What each model accepts as `thinking`, by the same ids and matching rule as the prices:
+# "adaptive" (`{"type": "adaptive"}`), "budgeted" (`{"type": "enabled", "budget_tokens": N}`).
+# An empty set: the model has no extended thinking, so no `thinking` parameter is sent at all.
+_ADAPTIVE = frozenset({"adaptive"})
+_BUDGETED = frozenset({"budgeted"})
+_BOTH = frozenset({"adaptive", "budgeted"})
+THINKING_MODES: dict[str, frozenset[str]] = {
+    **{model: _ADAPTIVE for model in DEFAULT_PRICES if model.startswith(("claude-fable", "claude-mythos"))},
+    "claude-opus-5-5": _ADAPTIVE,
+    "claude-opus-5": _ADAPTIVE,
+    "claude-opus-4-8": _ADAPTIVE,
+    "claude-opus-4-7": _ADAPTIVE,
+    "claude-opus-4-6": _BOTH,
+    "claude-opus-4-5": _BUDGETED,
+    "claude-opus-4-1": _BUDGETED,
+    "claude-opus-4": _BUDGETED,
+    "claude-sonnet-5-5": _ADAPTIVE,
+    "claude-sonnet-5": _ADAPTIVE,
+    "claude-sonnet-4-6": _BOTH,
+    "claude-sonnet-4-5": _BUDGETED,
+    "claude-sonnet-4": _BUDGETED,
+    "claude-haiku-5-5": _ADAPTIVE,
+    "claude-haiku-4-5": _BUDGETED,
+    "claude-3-5-haiku": frozenset(),
+}
+
+
+def _match(model: str, keys: Iterable[str]) -> str | None:
+    """The catalogue key for `model`: itself, else the longest key it starts with followed by
+    `-`, `[` or `@`."""
+    key = model.removeprefix("anthropic:")
+    best: str | None = None
+    for candidate in keys:
+        if candidate == key:
+            return candidate
+        if (
+            key.startswith(candidate)
+            and key[len(candidate)] in "-[@"
+            and (best is None or len(candidate) > len(best))
+        ):
+            best = candidate
+    return best
+
+
+def thinking_modes(model: str) -> frozenset[str] | None:
+    """The `thinking` modes `model` accepts, or `None` for a model the catalogue does not know
+    (then the configured mode is sent as it is)."""
+    key = _match(model, THINKING_MODES)
+    return THINKING_MODES[key] if key is not None else None
+
+
 class PriceTable:
     """Immutable model -> `Price` lookup. Unknown Claude models cost 0 and are logged once, so a
     run never fails over accounting but the gap is visible."""
@@ -146,14 +197,7 @@ class PriceTable:
         key = model.removeprefix("anthropic:")
         if key in self._prices:
             return self._prices[key]
-        best: str | None = None
-        for candidate in self._prices:
-            if (
-                key.startswith(candidate)
-                and key[len(candidate)] in "-[@"
-                and (best is None or len(candidate) > len(best))
-            ):
-                best = candidate
+        best = _match(key, self._prices)
         return self._prices[best] if best is not None else None
 
     def cost(self, model: str, usage: Usage) -> float:

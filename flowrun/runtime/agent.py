@@ -46,6 +46,8 @@ log = logging.getLogger("flowrun.runtime")
 SUBMIT = "submit_result"
 REPORT_BLOCKED = "report_blocked"
 TURN_RETRIES = 3
+MAX_RETRY_WAIT_S = 60.0  # the most a server's retry-after can hold a turn (the deadline bounds it too)
+_sleep = anyio.sleep  # tests observe the waits here
 # a tool that ends its own work at the step's deadline (spawn_subagents collects its sub-agents'
 # results then) gets this long to report before the call is cut off
 TOOL_DEADLINE_GRACE_S = 2.0
@@ -123,6 +125,15 @@ def _entry(task: AgentTask, kind: TranscriptKind, text: str = "", **fields: Any)
     return TranscriptEntry(kind=kind, step=task.step, text=text, subagent=task.subagent, **fields)
 
 
+def _retry_delay(exc: ModelError, attempt: int) -> float:
+    """Exponential backoff, or longer when the server asked for longer (`retry-after`), capped."""
+    delay = min(2.0**attempt, 8.0)
+    asked = exc.details.get("retry_after")
+    if isinstance(asked, int | float) and asked > delay:
+        delay = min(float(asked), MAX_RETRY_WAIT_S)
+    return delay
+
+
 async def _stream_turn(task: AgentTask, request: ModelRequest, turn: int) -> TurnComplete:
     """One model turn, with bounded retries of failures the provider marks retryable. A retried
     attempt streams under new stream ids, so a renderer never glues two attempts together."""
@@ -144,9 +155,9 @@ async def _stream_turn(task: AgentTask, request: ModelRequest, turn: int) -> Tur
         except ModelError as exc:
             if not exc.retryable or attempt == TURN_RETRIES:
                 raise
-            delay = min(2.0**attempt, 8.0)
+            delay = _retry_delay(exc, attempt)
             await task.emit(_entry(task, TranscriptKind.INFO, f"Model error, retrying the turn in {delay:.0f}s: {exc.message}"))
-            await anyio.sleep(delay)
+            await _sleep(delay)
     raise AssertionError("unreachable")
 
 
@@ -292,6 +303,18 @@ async def _handle_calls(task: AgentTask, calls: list[ToolUseBlock], state: _Stat
     return results
 
 
+async def _refused(task: AgentTask, complete: TurnComplete, turns: int) -> AgentOutcome:
+    """The model declined to go on (`stop_reason: refusal`): the step fails saying so, with
+    whatever the model said, rather than looking like an agent that forgot to submit."""
+    said = " ".join(b.text for b in complete.message.content if isinstance(b, TextBlock)).strip()
+    summary = "The model refused to continue this step (stop reason: refusal)."
+    if said:
+        summary += f" It said: {said[:500]}"
+    await task.emit(_entry(task, TranscriptKind.ERROR, summary, is_error=True))
+    return AgentOutcome(StepResult(outcome=Outcome.ERROR, summary=summary), turns,
+                        error="the model refused to continue")
+
+
 def _pending_calls(messages: list[Message]) -> list[ToolUseBlock]:
     """Tool calls of a conversation's last assistant turn that have no results yet."""
     if not messages or messages[-1].role != "assistant":
@@ -331,6 +354,10 @@ async def run_agent(task: AgentTask) -> AgentOutcome:
             state.turns += 1
             await task.on_usage(complete.usage)
             messages.append(complete.message)
+            if complete.stop_reason == "refusal":
+                await _record(task, [complete.message])
+                state.outcome = await _refused(task, complete, state.turns)
+                break
             calls = [b for b in complete.message.content if isinstance(b, ToolUseBlock)]
             # durable before any tool with effects runs, so a restart never runs it twice
             await _record(task, [complete.message], before_tools=any(c.name not in PURE_CALLS for c in calls))

@@ -11,6 +11,7 @@ from typing import Any
 
 from ..flows.enums import Plan
 from ..flows.profiles import SandboxProfile
+from ..flows.redact import Redactor
 from ..flows.run import Run
 from ..llm.base import ModelProvider
 from ..sandboxes.base import Sandbox, SandboxBackend
@@ -18,7 +19,6 @@ from ..storage.base import RecordRow, Store
 from .catalog import Catalog
 from .integrations import GitHub
 from .tools.base import Tool
-from .transcript import Redact
 
 
 class RunStopped(Exception):
@@ -55,7 +55,7 @@ class EngineDeps:
     provider_for: Callable[[str], ModelProvider]
     tools: Mapping[str, Tool]
     config: EngineConfig
-    redact: Redact | None = None
+    redactor: Redactor | None = None  # streamed pieces; the store redacts every write again
     sandboxes: dict[str, Sandbox] = field(default_factory=dict)  # held sandboxes by run id
     github: GitHub | None = None  # where GitHub is and whose tokens this machine holds
 

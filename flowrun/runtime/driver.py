@@ -48,7 +48,7 @@ class RunDriver:
         self.deps = deps
         self.run = run
         self.continuation = continuation
-        self.sink = TranscriptSink(deps.store, run.id, redact=deps.redact)
+        self.sink = TranscriptSink(deps.store, run.id, redactor=deps.redactor)
         self._pending_usage = Usage()
         self._usage_step: int | None = None
         self._last_usage_commit = 0.0

@@ -1,5 +1,10 @@
 """Rows <-> domain models.
 
+Secrets are replaced here, on the one path every write takes (`redact_run`, `redact_all`, called
+by the store before it encodes): parameters, summaries, outputs, artifacts, decisions and their
+comments, failure reasons, transcript entries and records are stored and published redacted,
+whoever wrote them.
+
 Encoding happens in the caller's coroutine, before a write joins a group commit, so a value that
 cannot be stored fails that caller alone (and the writer only moves strings). Decoding turns an
 unreadable row into `StorageCorrupt` naming the file, the table and the key.
@@ -11,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, get_args
+from typing import Any, TypeVar, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -25,6 +30,7 @@ from ..flows.events import (
     TranscriptEntry,
     event_data_adapter,
 )
+from ..flows.redact import Redactor
 from ..flows.run import Run, StepRun
 from .base import DecisionRow, RecordRow
 from .errors import StorageCorrupt
@@ -95,6 +101,28 @@ class StepMemo:
         while len(self._runs) > self._capacity:
             self._runs.popitem(last=False)
         return encoded
+
+
+def redact_run(run: Run, redactor: Redactor, *, new: bool = False) -> Run:
+    """The run with every secret it carries replaced (the same object when there is none). The
+    frozen template is looked at only for a new run: it never changes after."""
+    update: dict[str, Any] = {}
+    for name in type(run).model_fields:
+        if name == "flow" and not new:
+            continue
+        value = getattr(run, name)
+        redacted = redactor.redact_obj(value)
+        if redacted is not value:
+            update[name] = redacted
+    return run.model_copy(update=update) if update else run
+
+
+M = TypeVar("M")
+
+
+def redact_all(items: Sequence[M], redactor: Redactor) -> list[M]:
+    """Events, transcript entries or records with their secrets replaced."""
+    return [redactor.redact_obj(item) for item in items]
 
 
 def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> EncodedRun:

@@ -31,6 +31,7 @@ from ..flows.chat import Chat
 from ..flows.enums import RunStatus
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import ChatEventData, Event, EventData, LogOnly
+from ..flows.redact import Redactor
 from ..flows.run import Run, now
 from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
 from .bus import DEFAULT_CAPACITY, EventBus
@@ -46,6 +47,8 @@ from .codec import (
     encode_record,
     encode_run,
     format_day,
+    redact_all,
+    redact_run,
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
 from .full import full_error, is_disk_full
@@ -89,6 +92,9 @@ class SQLiteStore:
         mailbox_capacity: live events a subscriber may have pending before it falls back to
             reading the database.
         busy_timeout: seconds a transaction waits for another process's write lock.
+        redactor: replaces secrets in everything written (runs, events, transcript, records)
+            before it is encoded; runs returned by writes are the redacted ones. Without it, the
+            common key formats are still redacted.
     """
 
     def __init__(
@@ -100,6 +106,7 @@ class SQLiteStore:
         mailbox_capacity: int = DEFAULT_CAPACITY,
         busy_timeout: float = 30.0,
         max_batch_rows: int = 20000,
+        redactor: Redactor | None = None,
     ) -> None:
         label = os.fspath(path)
         if not label or label == ":memory:" or label.startswith("file:"):
@@ -113,6 +120,7 @@ class SQLiteStore:
         self._reader_count = readers
         self._busy_ms = int(busy_timeout * 1000)
         self._max_batch_rows = max_batch_rows
+        self.redactor = redactor if redactor is not None else Redactor()
         self._bus = EventBus(mailbox_capacity)
         self._step_cache = StepCache()
         self._step_memo = StepMemo()
@@ -236,6 +244,8 @@ class SQLiteStore:
             if daily_cap < 0:
                 raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
             day = day if day is not None else now().date()
+        run = redact_run(run, self.redactor, new=True)
+        events = redact_all(events, self.redactor)
         op = CreateRun(
             run, encode_run(run, new=True), encode_events(run.id, events), daily_cap, day
         )
@@ -274,6 +284,8 @@ class SQLiteStore:
         clone, clone_events = second
         if run.id == clone.id:
             raise UsageError(f"commit_pair: both runs have the id {run.id}")
+        clone = redact_run(clone, self.redactor, new=True)
+        clone_events = redact_all(clone_events, self.redactor)
         op = CommitPair(
             self._commit_op(run, events, expected_version, None),
             CreateRun(clone, encode_run(clone, new=True), encode_events(clone.id, clone_events)),
@@ -291,8 +303,9 @@ class SQLiteStore:
             raise UsageError(
                 f"expected_version must be a stored version (>= 1), got {expected_version!r}"
             )
+        run = redact_run(run, self.redactor)
         encoded = encode_run(run, memo=self._step_memo)
-        encoded_events = encode_events(run.id, events)
+        encoded_events = encode_events(run.id, redact_all(events, self.redactor))
         decision = (
             decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         )
@@ -310,6 +323,7 @@ class SQLiteStore:
         writer = self._open_writer()
         if not entries:
             return []
+        entries = redact_all(entries, self.redactor)
         return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries)))
 
     async def get_run(self, run_id: str) -> Run:
@@ -469,6 +483,8 @@ class SQLiteStore:
             UsageError: `already_exists`, or the chat cannot be stored.
         """
         writer = self._open_writer()
+        chat = self.redactor.redact_obj(chat)
+        events = redact_all(events, self.redactor)
         return await writer.submit(CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events)))
 
     async def append_chat(
@@ -483,6 +499,8 @@ class SQLiteStore:
         writer = self._open_writer()
         if chat is not None and chat.id != chat_id:
             raise UsageError(f"append_chat: the row is chat {chat.id}, not {chat_id}")
+        chat = self.redactor.redact_obj(chat) if chat is not None else None
+        events = redact_all(events, self.redactor)
         encoded = encode_chat(chat) if chat is not None else None
         return await writer.submit(AppendChat(chat_id, encode_chat_events(chat_id, events), encoded))
 
@@ -545,6 +563,7 @@ class SQLiteStore:
 
     async def put_record(self, record: RecordRow) -> None:
         writer = self._open_writer()
+        record = self.redactor.redact_obj(record)
         await writer.submit(PutRecord(record.id, record.kind, encode_record(record)))
 
     async def get_record(self, record_id: str) -> RecordRow | None:

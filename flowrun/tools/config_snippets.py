@@ -55,7 +55,9 @@ def snippet(client: Client, *, http: bool, command: str, home: Path, url: str,
                     f"--header \"Authorization: Bearer ${TOKEN_ENV}\"")
             return Snippet(text, f"Run this in your project; your shell fills in the token. {token_note}")
         env_args = " ".join(f"--env {shlex.quote(f'{k}={v}')}" for k, v in server_env.items())
-        text = f"claude mcp add --transport stdio {env_args} {shlex.quote(name)} -- {shlex.quote(command)} mcp"
+        # the name goes first: `--env` takes every value up to the next option, so a name after
+        # it is read as another variable ("Invalid environment variable format")
+        text = f"claude mcp add {shlex.quote(name)} --transport stdio {env_args} -- {shlex.quote(command)} mcp"
         return Snippet(text, "Run this in your project (add --scope user for every project).")
     if client == "cursor":
         if http:

@@ -18,7 +18,8 @@ from mcp.server.auth.settings import AuthSettings
 from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedResourceError, UnexpectedToolError
-from mcp_types import CallToolResult, InputRequiredResult
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
+from mcp_types import CallToolResult, InputRequiredResult, SubscriptionsListenRequestParams
 from pydantic import AnyUrl, ValidationError
 
 from ..flows.errors import FlowrunError
@@ -27,6 +28,7 @@ from .auth import BearerTokens
 from .errors import invalid_arguments, resource_error, tool_error
 from .face import EngineSlot, Face
 from .handlers import INSTRUCTIONS, register
+from .subscriptions import RunListenHandler
 
 log = logging.getLogger("flowrun.tools")
 
@@ -54,6 +56,14 @@ class FlowrunMCP(MCPServer[Any]):
                 raise ToolError(invalid_arguments(name, cause)) from cause
             raise
 
+    def serve_listen(self, handler: ListenHandler) -> None:
+        """Serve `subscriptions/listen` with `handler`. `MCPServer` builds its own handler and
+        offers no way to pass one; the low-level server's `add_request_handler` (public there)
+        replaces it."""
+        self._lowlevel_server.add_request_handler(
+            "subscriptions/listen", SubscriptionsListenRequestParams, handler
+        )
+
     async def read_resource(
         self, uri: AnyUrl | str, context: Context[Any, Any] | None = None
     ) -> Iterable[ReadResourceContents] | InputRequiredResult:
@@ -75,9 +85,12 @@ def build_mcp_server(slot: EngineSlot, public_url: str, actor_for: Callable[[], 
     own server (reached in memory): the runs it starts record the chat as their launch.
     """
     auth = AuthSettings(issuer_url=AnyUrl(public_url), resource_server_url=None) if tokens else None
+    bus = InMemorySubscriptionBus()
     server = FlowrunMCP(
         "flowrun", title="flowrun", version=_version(), instructions=INSTRUCTIONS, website_url=public_url,
-        token_verifier=tokens, auth=auth, log_level="WARNING",
+        token_verifier=tokens, auth=auth, log_level="WARNING", subscriptions=bus,
     )
-    register(server, Face(slot=slot, actor_for=actor_for, public_url=public_url, chat_id=chat_id))
+    face = Face(slot=slot, actor_for=actor_for, public_url=public_url, chat_id=chat_id)
+    register(server, face)
+    server.serve_listen(RunListenHandler(bus, face))  # run://{id} subscriptions deliver updates
     return server

@@ -35,7 +35,7 @@ from ..flows.events import Event
 from ..runtime.access import Actor
 from ..tools.face import EngineSlot
 from .models import session_view, task_view
-from .protocol import SessionMessage, TaskMessage, Topic
+from .protocol import EventMessage, Topic
 
 log = logging.getLogger("flowrun.web")
 
@@ -247,10 +247,11 @@ class TopicFeed:
 
         assert isinstance(run, Run)
         public_url = self.hub.public_url
-        if self.topic == "sessions":
-            return SessionMessage(session=session_view(run, public_url)).model_dump_json()
-        task = task_view(run, public_url)
-        return TaskMessage(task=task).model_dump_json() if task is not None else None
+        row = session_view(run, public_url) if self.topic == "sessions" else task_view(run, public_url)
+        if row is None:
+            return None
+        return EventMessage(topic=self.topic, run_id=run.id, seq=run.last_seq,
+                            event=row.model_dump(mode="json")).model_dump_json()
 
     def snapshot(self) -> list[str]:
         return [frame for _, frame in self.rows.values()]

@@ -7,8 +7,9 @@ Client to server:
   `decide {run_id, decision, comment, step, decision_id, expected_version}`,
   `ping`.
 Server to client:
-  `event {run_id, seq, event}` (the stored event: `{run_id, seq, at, data}`),
-  `session {session}` and `task {task}` (a row of a subscribed topic, sent whole on every change),
+  `event {run_id, seq, event}` (the stored event: `{run_id, seq, at, data}`); on a topic
+  subscription `event {topic, run_id, seq, event}` where `event` is the run's row (a SessionView
+  or TaskView), sent whole whenever the run changes,
   `ack {ref, op, ...}`, `error {ref, code, message, ...}`, `pong {ref}`.
 
 Every client message may carry a `ref` (string or number) that the answer to it echoes. A
@@ -90,18 +91,16 @@ client_message: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 class EventMessage(_Message):
     type: Literal["event"] = "event"
     run_id: str
-    seq: int
-    event: dict[str, Any] = Field(description="the stored event: {run_id, seq, at, data}; data is typed by data.type")
+    seq: int = Field(description="the event's seq; on a topic row, the run's last seq")
+    topic: Topic | None = Field(
+        default=None, description="set on the rows of a topic subscription: `event` is then a SessionView "
+                                  "(sessions) or a TaskView (tasks), sent whole whenever the run changes")
+    event: dict[str, Any] = Field(description="the stored event: {run_id, seq, at, data}; data is typed by "
+                                              "data.type (or, with `topic`, the row)")
 
 
-class SessionMessage(_Message):
-    type: Literal["session"] = "session"
-    session: SessionView
-
-
-class TaskMessage(_Message):
-    type: Literal["task"] = "task"
-    task: TaskView
+TopicRow = SessionView | TaskView
+"""What `event` holds on a topic row (documented in the schema through `$defs`)."""
 
 
 class Ack(_Message):
@@ -135,7 +134,7 @@ class Pong(_Message):
 
 
 ServerMessage = Annotated[
-    EventMessage | SessionMessage | TaskMessage | Ack | Error | Pong, Field(discriminator="type")
+    EventMessage | Ack | Error | Pong, Field(discriminator="type")
 ]
 server_message: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
 
@@ -149,14 +148,15 @@ def json_schema() -> dict[str, Any]:
     """The published JSON Schema: both directions, every message."""
     client = client_message.json_schema()
     server = server_message.json_schema()
-    defs = {**client.pop("$defs", {}), **server.pop("$defs", {})}
+    rows: dict[str, Any] = TypeAdapter(TopicRow).json_schema()
+    defs = {**client.pop("$defs", {}), **server.pop("$defs", {}), **rows.pop("$defs", {})}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://flowrun.dev/schemas/ws-protocol.schema.json",
         "title": "flowrun /ws protocol",
         "description": "JSON messages over the /ws websocket. client: what a client sends; server: what it receives.",
         "type": "object",
-        "properties": {"client": client, "server": server},
+        "properties": {"client": client, "server": server, "topic_row": rows},
         "$defs": defs,
     }
 

@@ -469,7 +469,7 @@ async def test_budgeted_thinking_and_off(mock: respx.MockRouter) -> None:
     )
     await collect(off, request())
     sent = body(route.calls.last)
-    assert sent["thinking"] == {"type": "disabled"}
+    assert "thinking" not in sent  # off sends no thinking parameter at all
     assert sent["max_tokens"] == 4096
     assert "cache_control" not in sent["system"][0]
     await budgeted.aclose()

@@ -322,6 +322,7 @@ def test_messages_to_chat_format() -> None:
                     "function": {"name": "shell", "arguments": '{"command": "pytest"}'},
                 }
             ],
+            "reasoning_content": "hmm",  # DeepSeek, GLM and Kimi need it back with tool calls
         },
         {"role": "tool", "tool_call_id": "c1", "content": "[tool error] 1 failed"},
         {"role": "user", "content": "Also check lint."},

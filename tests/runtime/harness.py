@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from flowrun.flows.profiles import SandboxProfile
+from flowrun.flows.redact import Redactor
 from flowrun.flows.skills import Skill
 from flowrun.flows.template import FlowTemplate
 from flowrun.llm.base import ModelProvider
@@ -65,7 +66,8 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
                          db: str = "flowrun.db", github: GitHub | None = None,
-                         tools: Mapping[str, Tool] | None = None) -> AsyncIterator[Engine]:
+                         tools: Mapping[str, Tool] | None = None,
+                         redactor: Redactor | None = None) -> AsyncIterator[Engine]:
     made: dict[str, SandboxBackend] = dict(backends or {})
 
     def backend_for(name: str) -> SandboxBackend:
@@ -73,9 +75,9 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
             made[name] = get_backend(name, root=tmp_path / "sandboxes")
         return made[name]
 
-    async with SQLiteStore(tmp_path / db) as store:
+    async with SQLiteStore(tmp_path / db, redactor=redactor) as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
-                          tools={**builtin_tools(), **(tools or {})}, github=github,
+                          tools={**builtin_tools(), **(tools or {})}, github=github, redactor=redactor,
                           config=config or EngineConfig(snapshot_dir=tmp_path / "snapshots"))
         async with Engine(deps) as engine:
             yield engine

@@ -51,8 +51,12 @@ def test_claude_desktop_http_goes_through_mcp_remote() -> None:
 
 def test_claude_code_commands() -> None:
     stdio = shlex.split(_make("claude-code", http=False).text)
-    assert stdio[:4] == ["claude", "mcp", "add", "--transport"] and stdio[4] == "stdio"
-    assert stdio[stdio.index("--") - 1] == "flowrun" and stdio[stdio.index("--") + 1:] == [COMMAND, "mcp"]
+    # Claude Code's form: `claude mcp add NAME --transport stdio --env K=V -- CMD ARGS` (a name
+    # after --env is read as another variable: "Invalid environment variable format: flowrun")
+    assert stdio[:6] == ["claude", "mcp", "add", "flowrun", "--transport", "stdio"]
+    options = stdio[6:stdio.index("--")]
+    assert options[::2] == ["--env"] * (len(options) // 2) and all("=" in v for v in options[1::2])
+    assert stdio[stdio.index("--") + 1:] == [COMMAND, "mcp"]
     assert f"FLOWRUN_HOME={HOME}" in stdio
     http = shlex.split(_make("claude-code", http=True).text, posix=False)
     assert http[:6] == ["claude", "mcp", "add", "--transport", "http", "flowrun"]

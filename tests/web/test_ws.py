@@ -16,6 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from flowrun.web.client import Client, ClientError
+from flowrun.web.models import SessionView, TaskView
 from flowrun.web.protocol import MAX_MESSAGE_BYTES, Ack, Error, EventMessage, Pong
 
 from .webkit import (
@@ -284,10 +285,25 @@ async def test_topics_send_rows_and_follow_changes(tmp_path: Path) -> None:
             with anyio.fail_after(WAIT_S):
                 while statuses.get(second) != "failed" or first not in statuses:
                     message = await client.receive()
-                    if message.type == "session":
-                        statuses[message.session.id] = message.session.status.value
+                    if isinstance(message, EventMessage) and message.topic == "sessions":
+                        row = SessionView.model_validate(message.event)
+                        assert row.id == message.run_id and row.url.endswith(f"/runs/{row.id}")
+                        statuses[row.id] = row.status.value
             assert (await client.unsubscribe(topic="sessions")).topic == "sessions"
             assert (await _refused(client.unsubscribe(topic="sessions"))).code == "not_subscribed"
+
+            await client.subscribe(topic="tasks")
+            async with s.http() as http:
+                background = (await http.post("/api/runs", json={"flow_id": "flaky",
+                                                                  "execution_mode": "background"})).json()["id"]
+            with anyio.fail_after(WAIT_S):
+                while True:
+                    message = await client.receive()
+                    if isinstance(message, EventMessage) and message.topic == "tasks":
+                        task = TaskView.model_validate(message.event)
+                        assert task.run_id != first  # interactive runs are no background tasks
+                        if task.run_id == background and task.state == "stopped":
+                            break
 
 
 async def _refused(coro: Any) -> ClientError:

@@ -3,7 +3,8 @@
 The agent commits inside the sandbox; this tool carries the branch out as a git bundle (read
 through the sandbox's file API, so it works for every backend) and pushes it to the
 repository's origin from the host, where credentials live. Credentials never enter the sandbox.
-On a local git remote (the demo's "GitHub") the branch is fetched into it; on GitHub
+On a local git remote (the demo's "GitHub") the branch is fetched into it, never forced and
+never into the remote's default branch; on GitHub
 (`github_pr`) it is pushed with the run's person's token and the PR is opened through the API.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import re
 import secrets
 import shlex
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any, ClassVar
@@ -47,11 +47,19 @@ def _origin(profile: SandboxProfile | None, repository: str) -> str | None:
     return None
 
 
-def _git(*args: str) -> str:
-    done = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+async def _git(*args: str) -> str:
+    done = await anyio.run_process(["git", *args], check=False)
     if done.returncode != 0:
-        raise SandboxError(f"git {args[0]} failed: {done.stderr.strip() or done.stdout.strip()}", code="git_failed")
-    return done.stdout.strip()
+        detail = (done.stderr or done.stdout).decode("utf-8", errors="replace").strip()
+        raise SandboxError(f"git {args[2] if args[0] == '--git-dir' else args[0]} failed: {detail}", code="git_failed")
+    return done.stdout.decode("utf-8", errors="replace").strip()
+
+
+async def default_branch(origin: str) -> str | None:
+    """The branch a local remote's HEAD points at (its default branch), if it has one."""
+    done = await anyio.run_process(["git", "--git-dir", origin, "symbolic-ref", "--short", "HEAD"], check=False)
+    name = done.stdout.decode("utf-8", errors="replace").strip()
+    return name if done.returncode == 0 and name else None
 
 
 async def _bundle(ctx: ToolContext, args: PullRequestInput) -> bytes | ToolOutput:
@@ -100,19 +108,27 @@ class OpenPullRequest:
             return ToolOutput(
                 f"{origin} is not a local git remote nor a repository on the connected GitHub: flowrun cannot "
                 "open a pull request there", is_error=True)
+        default = await default_branch(origin)
+        if args.branch in ("HEAD", default):
+            return ToolOutput(
+                f"refusing to open a pull request from {args.branch!r}, the default branch of {origin}: commit "
+                "to a branch of its own and open the pull request from there", is_error=True)
         data = await _bundle(ctx, args)
         if isinstance(data, ToolOutput):
             return data
-
-        def push() -> str:
-            with tempfile.TemporaryDirectory() as tmp:
-                path = Path(tmp) / "pr.bundle"
-                path.write_bytes(data)
-                ref = f"refs/heads/{args.branch}"
-                _git("--git-dir", origin, "fetch", "--quiet", str(path), f"+{ref}:{ref}")
-                return _git("--git-dir", origin, "rev-parse", "--short", ref)
-
-        sha = await anyio.to_thread.run_sync(push)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "pr.bundle"
+            await anyio.Path(path).write_bytes(data)
+            ref = f"refs/heads/{args.branch}"
+            try:  # never forced: a branch that exists on the origin only moves forward
+                await _git("--git-dir", origin, "fetch", str(path), f"{ref}:{ref}")
+            except SandboxError as exc:
+                if "rejected" not in exc.message:
+                    raise
+                return ToolOutput(
+                    f"branch {args.branch!r} already exists on {origin} with commits your branch does not have; "
+                    "pull requests never force-push: open it from a new branch name", is_error=True)
+            sha = await _git("--git-dir", origin, "rev-parse", "--short", ref)
         pr = f"{origin}#{args.branch}@{sha}"
         return ToolOutput(
             f"pull request opened: {args.title}\nbranch {args.branch} at {sha} on {origin}\nref: {pr}",

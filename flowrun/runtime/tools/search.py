@@ -14,10 +14,19 @@ tools cap what they return and say so when they did.
 from __future__ import annotations
 
 import fnmatch
+import json
 import re
 import shlex
+import struct
+import subprocess
+import sys
+from contextlib import suppress
+from pathlib import Path
 from typing import Any, ClassVar
 
+import anyio
+from anyio.abc import Process
+from anyio.streams.buffered import BufferedByteReceiveStream
 from pydantic import BaseModel, Field
 
 from ...flows.errors import SandboxError
@@ -29,6 +38,8 @@ SKIP_DIRS = frozenset(
 MAX_FILE_BYTES = 1_000_000
 MAX_LINE_CHARS = 300
 _RG_SENTINEL = "__flowrun_rg__"
+PYTHON_SEARCH_TIMEOUT_S = 30.0
+_WORKER = Path(__file__).resolve().parent / "search_worker.py"
 
 
 def _path(ctx: ToolContext, path: str) -> str:
@@ -117,8 +128,8 @@ class SearchFiles:
 
     async def run(self, ctx: ToolContext, args: SearchFilesInput) -> ToolOutput:
         flags = re.IGNORECASE if args.ignore_case else 0
-        try:
-            regex = re.compile(re.escape(args.pattern) if args.literal else args.pattern, flags)
+        try:  # validated here; matched by rg in the sandbox or in a worker process
+            re.compile(re.escape(args.pattern) if args.literal else args.pattern, flags)
         except re.error as exc:
             return ToolOutput(
                 content=f"invalid regular expression {args.pattern!r}: {exc}", is_error=True
@@ -128,7 +139,7 @@ class SearchFiles:
         if found is None:
             engine = "python"
             try:
-                found = await _python_search(ctx, args, regex)
+                found = await _python_search(ctx, args)
             except SandboxError as exc:
                 return ToolOutput(content=exc.message, is_error=True, data={"path": args.path})
         if isinstance(found, ToolOutput):
@@ -217,8 +228,10 @@ async def _rg(
 
 
 async def _python_search(
-    ctx: ToolContext, args: SearchFilesInput, regex: re.Pattern[str]
-) -> tuple[list[Match], bool]:
+    ctx: ToolContext, args: SearchFilesInput
+) -> tuple[list[Match], bool] | ToolOutput:
+    """Read the files through the sandbox and match them in a child process (`search_worker`)
+    that is killed after `PYTHON_SEARCH_TIMEOUT_S`: the event loop never runs the regex."""
     root = _path(ctx, args.path)
     try:
         files = [
@@ -228,22 +241,73 @@ async def _python_search(
         if exc.code != "not_a_directory":
             raise
         files = [root.strip("/")]  # a single file
+    request = {
+        "pattern": args.pattern,
+        "ignore_case": args.ignore_case,
+        "literal": args.literal,
+        "max_results": args.max_results,
+    }
     matches: list[Match] = []
-    for workspace_path in files:
-        if _ignored(workspace_path):
-            continue
-        shown = _shown(ctx, workspace_path)
-        if args.glob and not _glob_match(shown, args.glob):
-            continue
-        data = await ctx.sandbox.read_file(workspace_path)
-        if len(data) > MAX_FILE_BYTES or b"\0" in data[:8192]:
-            continue  # large or binary: rg skips these too
-        for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
-            if regex.search(line):
-                matches.append((shown, number, line))
-                if len(matches) > args.max_results:
-                    return matches[: args.max_results], True
-    return matches, False
+    with anyio.move_on_after(PYTHON_SEARCH_TIMEOUT_S) as deadline:
+        async with await anyio.open_process(
+            [sys.executable, "-I", str(_WORKER)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+        ) as process:
+            try:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_feed, ctx, args, files, json.dumps(request), process)
+                    assert process.stdout is not None
+                    matches = await _collect(BufferedByteReceiveStream(process.stdout))
+                    tg.cancel_scope.cancel()  # the worker stopped: it has enough
+            finally:
+                with suppress(ProcessLookupError):
+                    process.kill()
+    if deadline.cancelled_caught:
+        return ToolOutput(
+            content=f"the search took longer than {PYTHON_SEARCH_TIMEOUT_S:g} s and was stopped (ripgrep is "
+            "not in the sandbox, and a pattern that backtracks, such as '(a+)+$', can take exponential "
+            "time on Python's regex engine): simplify the pattern or narrow the path or glob",
+            is_error=True,
+            data={"pattern": args.pattern, "path": args.path, "timed_out": True},
+        )
+    truncated = len(matches) > args.max_results
+    return matches[: args.max_results], truncated
+
+
+async def _collect(stream: BufferedByteReceiveStream) -> list[Match]:
+    """The worker's JSON lines, until it exits."""
+    found: list[Match] = []
+    while True:
+        try:
+            line = await stream.receive_until(b"\n", 4 * MAX_FILE_BYTES)
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            return found
+        path, number, content = json.loads(line)
+        found.append((str(path), int(number), str(content)))
+
+
+async def _feed(ctx: ToolContext, args: SearchFilesInput, files: list[str], request: str, process: Process) -> None:
+    stdin = process.stdin
+    assert stdin is not None
+    try:
+        await stdin.send(request.encode() + b"\n")
+        for workspace_path in files:
+            if _ignored(workspace_path):
+                continue
+            shown = _shown(ctx, workspace_path)
+            if args.glob and not _glob_match(shown, args.glob):
+                continue
+            try:
+                data = await ctx.sandbox.read_file(workspace_path)
+            except SandboxError:
+                continue  # a FIFO, a socket, or gone since the listing: rg skips those too
+            if len(data) > MAX_FILE_BYTES or b"\0" in data[:8192]:
+                continue  # large or binary: rg skips these too
+            name = shown.encode("utf-8", errors="replace")
+            await stdin.send(struct.pack(">I", len(name)) + name + struct.pack(">Q", len(data)) + data)
+        await stdin.aclose()
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        pass  # the worker found enough and exited
 
 
 def _glob_match(path: str, glob: str) -> bool:

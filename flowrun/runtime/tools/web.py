@@ -4,9 +4,14 @@ The fetch runs in the engine process (not in the sandbox), so it is fenced: http
 overall deadline on top of httpx's per-operation timeouts (a server dripping one byte a second
 never trips a read timeout); a byte cap read from the stream, never the whole body first;
 redirects followed by hand, at most `max_redirects`, each hop checked like the first; and no
-loopback, private or link-local *literal* addresses (the cloud metadata endpoint is the classic
-target) unless `allow_private`. Host names are not resolved to check them, which would need
-DNS on every call; point the engine at an egress proxy if that matters.
+loopback, private, link-local, shared, multicast or metadata address unless `allow_private`.
+That is checked twice: on the URL (every numeric spelling of an address, such as `2130706433`,
+`0x7f000001`, `127.1` or `017700000001`, is read the way the C library would read it), and
+on the address actually connected to: the connection's host name is resolved by us, every
+address it resolves to is checked, and the socket is opened to exactly the address we checked
+(so DNS cannot answer differently between the check and the connect). TLS still verifies the
+certificate against the host name. Environment proxies are not used (a proxy would resolve the
+name itself, out of our sight).
 
 HTML becomes readable text with the stdlib `html.parser` (headings, lists and links kept as
 light markdown; scripts, styles and page chrome dropped): good enough for docs and READMEs,
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
+from collections.abc import Awaitable, Callable
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urljoin, urlsplit
@@ -55,6 +62,63 @@ class FetchRefused(Exception):
     """The URL may not be fetched; the message says why (shown to the agent)."""
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_6TO4 = ipaddress.ip_network("2002::/16")
+
+
+def _legacy_ipv4(host: str) -> ipaddress.IPv4Address | None:
+    """`host` read as `inet_aton` reads it (1 to 4 parts, each decimal, octal with a leading 0,
+    or hex with 0x), which is how the resolver treats `127.1` or `2130706433`; else None."""
+    parts = host.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    numbers = []
+    for part in parts:
+        try:
+            if part.lower().startswith("0x"):
+                numbers.append(int(part[2:] or "0", 16))
+            elif len(part) > 1 and part.startswith("0"):
+                numbers.append(int(part[1:], 8))
+            else:
+                numbers.append(int(part, 10) if part.isdigit() else -1)
+        except ValueError:
+            return None
+    if any(n < 0 for n in numbers):
+        return None
+    *head, last = numbers
+    if any(n > 255 for n in head) or last >= 256 ** (4 - len(head)):
+        return None
+    value = last
+    for i, n in enumerate(head):
+        value += n << (8 * (3 - i))
+    return ipaddress.IPv4Address(value)
+
+
+def parse_address(host: str) -> Address | None:
+    """The address a host name literally is (in any spelling), or None for a real name."""
+    host = host.strip("[]").rstrip(".")
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return _legacy_ipv4(host)
+
+
+def is_public(address: Address) -> bool:
+    """True only for globally routable unicast addresses (an IPv6 address that embeds an IPv4
+    one, mapped, NAT64 or 6to4, is judged by the IPv4 address it carries)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped
+        if embedded is None and address in _NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is None and address in _6TO4:
+            embedded = address.sixtofour
+        if embedded is not None:
+            return is_public(embedded)
+    return address.is_global and not address.is_multicast
+
+
 def check_url(url: str, *, allow_private: bool = False) -> str:
     parts = urlsplit(url.strip())
     if parts.scheme not in ("http", "https"):
@@ -63,17 +127,76 @@ def check_url(url: str, *, allow_private: bool = False) -> str:
     if not host:
         raise FetchRefused(f"{url!r} has no host")
     if not allow_private:
-        if host == "localhost" or host.endswith(".localhost"):
+        name = host.rstrip(".")
+        if name == "localhost" or name.endswith(".localhost"):
             raise FetchRefused(f"{host} is this machine; fetching it is not allowed")
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            address = None
-        if address is not None and not address.is_global:
-            raise FetchRefused(
-                f"{host} is a private, loopback or link-local address; fetching it is not allowed"
-            )
+        address = parse_address(host)
+        if address is not None and not is_public(address):
+            raise FetchRefused(_private(host, address))
     return url.strip()
+
+
+def _private(host: str, address: Address) -> str:
+    shown = host if str(address) == host else f"{host} ({address})"
+    return f"{shown} is a private, loopback, link-local or metadata address; fetching it is not allowed"
+
+
+async def resolve(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (the system resolver, off the event loop)."""
+    infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+class _GuardedBackend:
+    """httpcore's network backend, connecting only to an address that passed the check."""
+
+    def __init__(self, inner: Any, resolver: Resolver) -> None:
+        self._inner = inner
+        self._resolve = resolver
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's own signature
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> Any:
+        literal = parse_address(host)
+        try:
+            addresses = [str(literal)] if literal is not None else await self._resolve(host, port)
+        except OSError as exc:
+            raise FetchRefused(f"could not resolve {host}: {exc.strerror or exc}") from None
+        if not addresses:
+            raise FetchRefused(f"{host} resolves to no address")
+        for text in addresses:
+            address = ipaddress.ip_address(text.split("%", 1)[0])
+            if not is_public(address):
+                raise FetchRefused(_private(host, address))
+        return await self._inner.connect_tcp(
+            addresses[0], port, timeout=timeout, local_address=local_address, socket_options=socket_options
+        )
+
+    async def connect_unix_socket(self, *args: Any, **kwargs: Any) -> Any:
+        raise FetchRefused("unix sockets cannot be fetched")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+def guarded_transport(resolver: Resolver = resolve) -> httpx2.AsyncBaseTransport:
+    """An httpx transport whose every connection goes to a checked, public address."""
+    import httpcore2
+    import httpx2
+
+    transport = httpx2.AsyncHTTPTransport(trust_env=False)
+    ssl_context = httpx2.create_ssl_context(trust_env=False)
+    # httpx builds its pool privately; this one is the same but for the network backend
+    transport._pool = httpcore2.AsyncConnectionPool(
+        ssl_context=ssl_context,
+        network_backend=_GuardedBackend(httpcore2.AnyIOBackend(), resolver),  # type: ignore[arg-type]
+    )
+    return transport
 
 
 class WebFetch:
@@ -92,12 +215,14 @@ class WebFetch:
         max_redirects: int = 5,
         allow_private: bool = False,
         transport: httpx2.AsyncBaseTransport | None = None,
+        resolver: Resolver = resolve,
     ) -> None:
         self.timeout_s = timeout_s
         self.max_bytes = max_bytes
         self.max_redirects = max_redirects
         self.allow_private = allow_private
         self._transport = transport
+        self._resolver = resolver
 
     async def preview(self, ctx: ToolContext, args: WebFetchInput) -> dict[str, Any]:
         return {"url": args.url}
@@ -159,8 +284,12 @@ class WebFetch:
             "user-agent": USER_AGENT,
             "accept": "text/html,text/plain,application/json;q=0.9,*/*;q=0.5",
         }
+        transport = self._transport
+        if transport is None and not self.allow_private:
+            transport = guarded_transport(self._resolver)
         async with httpx2.AsyncClient(
-            timeout=timeout, headers=headers, follow_redirects=False, transport=self._transport
+            timeout=timeout, headers=headers, follow_redirects=False, transport=transport,
+            trust_env=self.allow_private,
         ) as client:
             for _ in range(self.max_redirects + 1):
                 async with client.stream("GET", url) as response:

@@ -8,7 +8,7 @@ import pytest
 
 from flowrun.flows.enums import TranscriptKind
 from flowrun.flows.events import TranscriptEntry
-from flowrun.llm.redact import Redactor
+from flowrun.flows.redact import Redactor
 
 R = "[REDACTED]"
 
@@ -135,3 +135,63 @@ def test_fast_enough_for_every_transcript_entry() -> None:
         redactor.redact(text)
     per_entry = (time.perf_counter() - started) / 200
     assert per_entry < 0.01  # generous bound; typically well under a millisecond
+
+
+# -- streams ---------------------------------------------------------------------------------------
+
+ANTHROPIC = "sk-ant-api03-AbCdEfGhIjKlMnOpQrStUvWxYz0123456789-_x"
+GITHUB = "ghp_0123456789abcdefghijABCDEFGHIJ012345"
+AWS = "AKIAIOSFODNN7EXAMPLE"
+CONFIGURED = "correct horse battery staple"
+STREAM_TEXT = (
+    f"Here is the key {ANTHROPIC} and a token {GITHUB}, aws {AWS} creds.\n"
+    f"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.sig\n"
+    f"The phrase is {CONFIGURED}; then\n{PRIVATE_KEY}\nand that's all."
+)
+
+
+def _joined(redactor: Redactor, pieces: list[str]) -> str:
+    stream = redactor.stream()
+    out = [stream.feed(p) for p in pieces]
+    return "".join(out) + stream.finish()
+
+
+def test_a_secret_split_across_two_pieces_is_redacted_at_every_split_point() -> None:
+    redactor = Redactor([CONFIGURED])
+    whole = redactor.redact(STREAM_TEXT)
+    for secret in (ANTHROPIC, GITHUB, AWS, CONFIGURED, "eyJhbGciOiJIUzI1NiJ9", "b3BlbnNzaC1rZXkt"):
+        assert secret not in whole
+    for cut in range(1, len(STREAM_TEXT)):
+        joined = _joined(redactor, [STREAM_TEXT[:cut], STREAM_TEXT[cut:]])
+        assert joined == whole, cut
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 11, 64])
+def test_a_stream_of_small_deltas_is_redacted_like_the_whole_text(size: int) -> None:
+    redactor = Redactor([CONFIGURED])
+    pieces = [STREAM_TEXT[i : i + size] for i in range(0, len(STREAM_TEXT), size)]
+    assert _joined(redactor, pieces) == redactor.redact(STREAM_TEXT)
+
+
+def test_a_key_across_the_shell_chunk_boundary() -> None:
+    text = "x" * 8180 + " " + GITHUB + "\n" + "y" * 100
+    pieces = [text[:8192], text[8192:]]
+    assert GITHUB[4:] in pieces[0] + pieces[1] and GITHUB not in pieces[0]
+    assert _joined(Redactor(), pieces) == text.replace(GITHUB, R)
+
+
+def test_a_stream_holds_back_only_what_could_still_be_a_secret() -> None:
+    stream = Redactor().stream()
+    assert stream.feed("Hello world, the answer is ") == "Hello world, the answer is "
+    assert stream.feed("forty") == ""  # the word may go on (it could be a key)
+    assert stream.feed("-two. Done") == "forty-two. "
+    assert stream.pending
+    assert stream.finish() == "Done"
+    assert not stream.pending
+
+
+def test_a_long_run_of_key_characters_is_held_only_up_to_the_bound() -> None:
+    stream = Redactor().stream(max_hold=64)
+    out = stream.feed("a" * 1000)
+    assert out == "a" * (1000 - 64)
+    assert stream.finish() == "a" * 64
