@@ -82,16 +82,22 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`). The web
     face's auth is `app.state.web_auth` (`flowrun serve` asks it for the login link it prints).
     """
+    from .chat import ChatService
+    from .chat.api import chat_endpoints
     from .tools.jsonrpc_guard import JsonRpcGuard
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
     from .web import build_web
+    from .web.chats import ChatSlot
 
     bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
     if not len(bearer.table):
         log.warning("no bearer tokens are configured: every /mcp request will be refused (401)")
     slot = EngineSlot()
     mcp = build_mcp_server(slot, settings.public_url, bearer.current_actor, tokens=bearer)
-    web = build_web(slot, settings.public_url, bearer.table)
+    chat_slot = ChatSlot()
+    chat_service: list[ChatService] = []  # filled by the lifespan
+    web = build_web(slot, settings.public_url, bearer.table, chats=chat_slot,
+                    extra=chat_endpoints(lambda: chat_service[0] if chat_service else None, settings.public_url))
     mcp_app = JsonRpcGuard(mcp.streamable_http_app(streamable_http_path="/", host=host,
                                                    transport_security=transport_security(host, settings.public_url)))
 
@@ -105,8 +111,15 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
             await tg.start(Triggers(engine).run)  # schedules and checkpoint timeouts
             await tg.start(Notifier(engine, webhooks, run_url=settings.public_url + "/runs/{run_id}").run)
             try:
-                async with mcp.session_manager.run(), web.running():
-                    yield
+                async with ChatService.from_settings(engine, settings) as chats:
+                    chat_slot.chats = chats
+                    chat_service.append(chats)
+                    try:
+                        async with mcp.session_manager.run(), web.running():
+                            yield
+                    finally:
+                        chat_slot.chats = None
+                        chat_service.clear()
             finally:
                 slot.engine = None
                 tg.cancel_scope.cancel()

@@ -126,7 +126,7 @@ async def test_cancel_resume_retry_and_blocked_runs(tmp_path: Path) -> None:
         assert (await wait(ana, flaky["id"], until="finished"))["status"] == "failed"
         clone = await call(ana, "retry_run", run_id=flaky["id"], clone=True)
         assert clone["id"] != flaky["id"] and clone["retry_of"] == flaky["id"]
-        assert (await call(ana, "get_run", run_id=flaky["id"]))["retried_as"] == clone["id"]
+        assert (await call(ana, "get_run", run_id=flaky["id"]))["retried_as"] == [clone["id"]]
 
         stuck = await call(ana, "start_flow", flow="stuck")
         blocked = await wait(ana, stuck["id"])

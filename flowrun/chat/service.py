@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,6 +29,7 @@ from .session import ChatSession
 
 log = logging.getLogger("flowrun.chat")
 RECOVER_LIMIT = 200
+TITLE_CHARS = 60
 
 
 class ChatService:
@@ -127,12 +129,18 @@ class ChatService:
                              code="message_too_long", limit=MAX_MESSAGE_CHARS)
         chat = await self.get(actor, chat_id)
         session = await self._session(chat)
+        changes: dict[str, Any] = {}
         scopes = sorted(s.value for s in actor.scopes)
-        updated = chat.model_copy(update={"scopes": scopes}) if scopes != sorted(session.chat.scopes) else None
+        if scopes != sorted(session.chat.scopes):
+            changes["scopes"] = scopes
+        if not session.chat.title:
+            line = text.strip().splitlines()[0]
+            changes["title"] = line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
         message = ChatMessage(message_id=new_message_id(), role=ChatRole.USER, text=text, actor=actor.id)
-        events = await self.store.append_chat(chat_id, [message], chat=updated)
-        if updated is not None:
-            session.chat = updated.model_copy(update={"runs": session.chat.runs})
+        if changes:
+            events = await session.append_with_row([message], **changes)
+        else:
+            events = await self.store.append_chat(chat_id, [message])
         session.notify(Input(events[0].seq, ChatRole.USER, text))
         return events[0]
 
@@ -146,6 +154,14 @@ class ChatService:
         await self._session(chat)
         async for event in self.store.subscribe(chat_id, after_seq):
             yield event
+
+    async def last_seq(self, chat_id: str) -> int:
+        """The chat's newest seq (no ownership check: for a feed the caller has authorized)."""
+        return (await self.store.get_chat(chat_id)).last_seq
+
+    def follow(self, chat_id: str, after_seq: int) -> AsyncIterator[Event]:
+        """The chat's events after `after_seq`, stored then live (no ownership check)."""
+        return self.store.subscribe(chat_id, after_seq)
 
     async def wait_idle(self, chat_id: str, timeout_s: float = 30.0) -> None:
         """Wait until the chat's agent has nothing left to answer (tests, the terminal)."""

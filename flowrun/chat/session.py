@@ -9,7 +9,7 @@ the websocket and the terminal see each piece as it is committed.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -25,7 +25,7 @@ from ..flows.chat import (
 )
 from ..flows.enums import Scope
 from ..flows.errors import FlowrunError, NotFound, PermissionDenied
-from ..flows.events import ChatEventData
+from ..flows.events import ChatEventData, Event
 from ..runtime.access import Actor
 from .conversation import ChatState, Input, has_news, rebuild
 from .notes import QUIET, note_for
@@ -56,6 +56,7 @@ class ChatSession:
         self._tools: ChatTools | None = None
         self._replying = False
         self._idle = anyio.Event()
+        self._row_lock = anyio.Lock()
 
     @property
     def busy(self) -> bool:
@@ -72,11 +73,18 @@ class ChatSession:
 
     # -- writing to the chat's log -----------------------------------------------------------------
 
-    async def append(self, *events: ChatEventData, chat: Chat | None = None) -> int:
-        written = await self.service.store.append_chat(self.chat.id, list(events), chat=chat)
-        if chat is not None:
-            self.chat = chat
+    async def append(self, *events: ChatEventData) -> int:
+        written = await self.service.store.append_chat(self.chat.id, list(events))
         return written[-1].seq if written else 0
+
+    async def append_with_row(self, events: list[ChatEventData], **changes: Any) -> list[Event]:
+        """Append and rewrite the chat row in one transaction; row changes are serialized, so two
+        writers (a run linked, a message that sets the title) never drop each other's change."""
+        async with self._row_lock:
+            chat = self.chat.model_copy(update=changes)
+            written = await self.service.store.append_chat(self.chat.id, events, chat=chat)
+            self.chat = chat
+            return written
 
     def notify(self, item: Input) -> None:
         self.state.pending.append(item)
@@ -120,8 +128,8 @@ class ChatSession:
         from ..flows.chat import ChatRunLinked
 
         if run_id not in self.chat.runs:
-            chat = self.chat.model_copy(update={"runs": [*self.chat.runs, run_id]})
-            await self.append(ChatRunLinked(run_id=run_id, flow=flow, flow_name=flow_name, url=url), chat=chat)
+            await self.append_with_row([ChatRunLinked(run_id=run_id, flow=flow, flow_name=flow_name, url=url)],
+                                       runs=[*self.chat.runs, run_id])
         self.state.runs.setdefault(run_id, 0)
         await self._maybe_follow(run_id, self.state.runs[run_id], on_open=False)
 

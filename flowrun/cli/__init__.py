@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return int(anyio.run(_resolve(args.handler), args))
     except FlowrunError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        from .safe import clean
+
+        print(f"error: {clean(exc.message)}", file=sys.stderr)
         return 2 if isinstance(exc, UsageError) else 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -11,9 +11,10 @@ from rich.console import Console
 
 from ..flows.enums import RunStatus
 from ..flows.errors import UsageError
-from ..flows.run import Launch, Run
+from ..flows.run import Decision, Launch, Run
 from ..runtime.access import LOCAL_OPERATOR, Actor
 from ..runtime.engine import Engine
+from .safe import markup, text
 
 console = Console(highlight=False)
 OK_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.PAUSED})
@@ -92,14 +93,14 @@ async def flows(args: argparse.Namespace) -> int:
 
     catalog = load_catalog(settings)
     for flow in sorted(catalog.flows.values(), key=lambda f: f.id):
-        console.print(f"[bold]{flow.id}[/]  {flow.name} — {flow.description}")
+        console.print(f"[bold]{markup(flow.id)}[/]  {markup(flow.name)} — {markup(flow.description)}")
         for i, step in enumerate(flow.steps):
             mark = f"  ⏸ {step.checkpoint.message}" if step.checkpoint else ""
-            console.print(f"   {i + 1}. {step.name} /{step.skill}{mark}", style="dim")
+            console.print(text(f"   {i + 1}. {step.name} /{step.skill}{mark}", "dim"))
         for p in flow.parameters:
             req = "required" if p.required else "optional"
             default = f", default {p.default!r}" if p.default is not None else ""
-            console.print(f"   -p {p.name}=<{p.type}>  ({req}{default}) {p.description}")
+            console.print(text(f"   -p {p.name}=<{p.type}>  ({req}{default}) {p.description}"))
     return 0
 
 
@@ -114,12 +115,13 @@ async def run(args: argparse.Namespace) -> int:
             LOCAL_OPERATOR, args.flow, _parse_params(args.param), sandbox_profile=args.profile,
             execution_mode=args.mode, checkpoint_mode=args.checkpoints, launch=launch,
         )
-        console.print(f"started {started.id} ({started.flow.name})")
+        console.print(text(f"started {started.id} ({started.flow.name})"))
         return await _follow_and_report(engine, LOCAL_OPERATOR, started, args, settings)
 
 
 async def runs(args: argparse.Namespace) -> int:
     from rich.table import Table
+    from rich.text import Text
 
     from .render import status_badge
 
@@ -133,8 +135,9 @@ async def runs(args: argparse.Namespace) -> int:
         table.add_column(column)
     for r in found:
         current = r.current_step
-        table.add_row(r.id, r.flow.id, status_badge(r.status), current.name if current else "",
-                      f"{r.created_at:%Y-%m-%d %H:%M}", r.started_by, str(r.usage.turns), f"${r.usage.cost_usd:.4f}")
+        table.add_row(text(r.id), text(r.flow.id), status_badge(r.status), text(current.name if current else ""),
+                      Text(f"{r.created_at:%Y-%m-%d %H:%M}"), text(r.started_by), Text(str(r.usage.turns)),
+                      Text(f"${r.usage.cost_usd:.4f}"))
     console.print(table if found else "no runs")
     return 0
 
@@ -187,13 +190,30 @@ async def decide(args: argparse.Namespace) -> int:
         before = await engine.get_run(LOCAL_OPERATOR, args.run_id)
         after = await engine.decide(LOCAL_OPERATOR, args.run_id, args.decision, comment=args.comment,
                                     step=args.step, decision_id=args.decision_id)
-        console.print(f"{args.decision} recorded on {after.id}; the run is {after.status.value}")
+        repeated = args.decision_id is not None and (
+            _decided_under(before, args.decision_id) is not None or _decided_under(after, args.decision_id) is None)
+        if repeated:
+            # the engine answered with the first decision under this id: say that, not "recorded"
+            first = _decided_under(after, args.decision_id) or _decided_under(before, args.decision_id)
+            what = f"{first.kind.value} by {first.actor} at {first.at:%Y-%m-%d %H:%M:%S}" if first else "a decision"
+            console.print(text(f"decision id {args.decision_id} was already used ({what}); that first answer "
+                               f"stands and nothing new was recorded. The run is {after.status.value}."))
+        else:
+            console.print(f"{args.decision} recorded on {after.id}; the run is {after.status.value}")
         if after.status != RunStatus.RUNNING:
             from .follow import show
 
             show(console, after, _url(settings, after))
             return 0
         return await _follow_and_report(engine, LOCAL_OPERATOR, after, args, settings, after_seq=before.last_seq)
+
+
+def _decided_under(run: Run, decision_id: str | None) -> Decision | None:
+    """The decision the run carries under `decision_id`, if any (None: every decision without one)."""
+    for step in run.steps:
+        if step.decision is not None and step.decision.decision_id == decision_id:
+            return step.decision
+    return None
 
 
 async def resume(args: argparse.Namespace) -> int:
@@ -231,13 +251,14 @@ async def health(args: argparse.Namespace) -> int:
     async with _engine(settings) as engine:
         if args.resolve:
             event = await engine.resolve_health_event(LOCAL_OPERATOR, args.resolve)
-            console.print(f"resolved {event.id}; resume the run with: flowrun resume {event.data.get('run_id')}")
+            console.print(text(f"resolved {event.id}; resume the run with: flowrun resume {event.data.get('run_id')}"))
             return 0
         events = await engine.health_events(LOCAL_OPERATOR, open_only=not args.all)
     if not events:
         console.print("no open health events" if not args.all else "no health events")
     for event in events:
         data = event.data
-        console.print(f"[bold]{event.id}[/] ({data.get('status')}) run {data.get('run_id')} profile {data.get('profile')}")
-        console.print(f"  {event.title}\n  fix: {event.body}", style="dim")
+        console.print(f"[bold]{markup(event.id)}[/] "
+                      + markup(f"({data.get('status')}) run {data.get('run_id')} profile {data.get('profile')}"))
+        console.print(text(f"  {event.title}\n  fix: {event.body}", "dim"))
     return 0

@@ -16,6 +16,7 @@ from ..flows.run import Run
 from ..runtime.access import Actor
 from ..runtime.engine import Engine
 from .render import EventPrinter, checkpoint_panel, summary, timeline
+from .safe import text
 
 PARKED = frozenset(s for s in RunStatus if s.finished)
 
@@ -126,7 +127,7 @@ async def _follow(engine: Engine, actor: Actor, run_id: str, console: Console, a
                 await engine.decide(actor, run.id, kind, comment=comment,
                                     step=run.checkpoint.step if run.checkpoint else None, expected_version=run.version)
             except FlowrunError as exc:
-                console.print(f"[red]{exc.message}[/]")
+                console.print(text(exc.message, "red"))
                 return await engine.get_run(actor, run_id)
     finally:
         live.stop()

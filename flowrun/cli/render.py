@@ -18,7 +18,8 @@ from ..flows.events import (
     TranscriptEntry,
 )
 from ..flows.machine import ACTIONS
-from ..flows.run import Run, StepRun
+from ..flows.run import Decision, Run, StepRun
+from .safe import clean, text
 
 STEP_ICONS: dict[StepStatus, tuple[str, str]] = {
     StepStatus.PENDING: ("·", "dim"),
@@ -42,10 +43,27 @@ def status_badge(status: RunStatus) -> Text:
 
 
 def _elapsed(step: StepRun) -> str:
-    seconds = step.elapsed_s
+    return duration(step.elapsed_s)
+
+
+def duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
-    return f"{seconds:.1f}s" if seconds < 60 else f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+    return f"{seconds // 3600:.0f}h{seconds % 3600 // 60:02.0f}m"
+
+
+def decision_text(d: Decision) -> Text:
+    """A checkpoint decision as the timeline and the feed show it: what, who, and the comment."""
+    out = Text(f"{d.kind.value}{' (auto)' if d.auto else ''} by ", style="bold")
+    out.append_text(text(d.actor, "bold"))
+    if d.comment:
+        out.append(": ")
+        out.append_text(text(d.comment, "default"))
+    return out
 
 
 def timeline(run: Run) -> Table:
@@ -57,28 +75,37 @@ def timeline(run: Run) -> Table:
         waiting = run.checkpoint is not None and run.checkpoint.step == step.index
         if waiting:
             icon, style = "⏸", "yellow"
-        result = step.summary
+        result = Text()
         if step.decision is not None:
-            d = step.decision
-            result = f"[{d.kind.value}{' (auto)' if d.auto else ''} by {d.actor}{': ' + d.comment if d.comment else ''}] {result}"
+            result.append("[")
+            result.append_text(decision_text(step.decision))
+            result.append("] ")
+        result.append_text(text(step.summary))
+        for call in step.auto_resolved:
+            if call.tool != "checkpoint":  # the checkpoint's own auto-approval is the decision above
+                result.append_text(text(f"  (auto-resolved {call.tool}: {call.detail})", "yellow"))
         if step.artifacts:
-            result += "  " + " ".join(f"⟨{a.label or a.kind}: {a.ref}⟩" for a in step.artifacts)
+            result.append_text(text("  " + " ".join(f"⟨{a.label or a.kind}: {a.ref}⟩" for a in step.artifacts)))
         table.add_row(
-            Text(icon, style=style), str(step.index + 1), step.name,
-            Text("waiting" if waiting else step.status.value, style=style), _elapsed(step),
-            str(step.usage.turns or ""), f"/{step.skill}", result,
+            Text(icon, style=style), Text(str(step.index + 1)), text(step.name),
+            Text("waiting" if waiting else step.status.value, style=style), Text(_elapsed(step)),
+            Text(str(step.usage.turns or "")), text(f"/{step.skill}"), result,
         )
     return table
 
 
 def summary(run: Run, url: str | None = None) -> Panel:
     lines = Text()
-    lines.append(f"{run.flow.name}  ", style="bold")
+    lines.append(clean(f"{run.flow.name}  "), style="bold")
     lines.append_text(status_badge(run.status))
-    lines.append(f"\nrun {run.id} · started by {run.started_by} ({run.launch.kind.value})")
+    lines.append(clean(f"\nrun {run.id} · started by {run.started_by} ({run.launch.kind.value})"))
     if run.started_at:
         lines.append(f" at {run.started_at:%Y-%m-%d %H:%M:%S} UTC")
-    lines.append(f"\nprofile {run.sandbox_profile} · {run.execution_mode.value} · checkpoints: {run.checkpoint_mode.value}")
+    if run.duration_s is not None:
+        going = "" if run.finished_at is not None else " so far"
+        lines.append(f" · duration {duration(run.duration_s)}{going}")
+    lines.append(clean(f"\nprofile {run.sandbox_profile} · {run.execution_mode.value} · "
+                       f"checkpoints: {run.checkpoint_mode.value}"))
     lines.append(f"\nturns {run.usage.turns} · tokens {run.usage.input_tokens + run.usage.output_tokens:,} · "
                  f"cost ${run.usage.cost_usd:.4f}")
     if run.task:
@@ -86,23 +113,24 @@ def summary(run: Run, url: str | None = None) -> Panel:
     links = run.links
     for label, value in (("plan", links.plan), ("initiative", links.initiative), ("PR", links.pull_request),
                          ("sandbox", f"{links.sandbox.backend}:{links.sandbox.id} ({links.sandbox.state})" if links.sandbox else None),
-                         ("retry of", run.retry_of), ("retried as", run.retried_as)):
+                         ("retry of", run.retry_of), ("retried as", ", ".join(run.retried_as))):
         if value:
-            lines.append(f"\n{label}: {value}")
+            lines.append(clean(f"\n{label}: {value}"))
     if run.params:
-        lines.append("\nparams: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items()))
+        lines.append(clean("\nparams: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items())))
     if run.blocked:
-        lines.append(f"\nblocked ({run.blocked.cause.value}): {run.blocked.message}\nfix: {run.blocked.fix}", style="yellow")
+        lines.append(clean(f"\nblocked ({run.blocked.cause.value}): {run.blocked.message}\nfix: {run.blocked.fix}"),
+                     style="yellow")
     elif run.status == RunStatus.INTERRUPTED:
         lines.append("\nInterrupted by a restart; `flowrun retry` continues from the first step that did not complete.",
                      style="yellow")
     elif run.error and run.status in (RunStatus.FAILED, RunStatus.REJECTED):
-        lines.append(f"\n{run.error}", style="red")
+        lines.append(clean(f"\n{run.error}"), style="red")
     actions = ACTIONS[run.status]
     if actions:
         lines.append("\nactions: " + ", ".join(f"flowrun {a} {run.id}" for a in actions), style="dim")
     if url:
-        lines.append(f"\n{url}", style="dim")
+        lines.append(clean(f"\n{url}"), style="dim")
     return Panel(lines, expand=False)
 
 
@@ -110,11 +138,11 @@ def checkpoint_panel(run: Run) -> Panel:
     assert run.checkpoint is not None
     cp = run.checkpoint
     body = Text()
-    body.append(f"Step {cp.step + 1}: {run.steps[cp.step].name}\n", style="bold")
-    body.append(cp.message + "\n")
+    body.append(clean(f"Step {cp.step + 1}: {run.steps[cp.step].name}\n"), style="bold")
+    body.append(clean(cp.message + "\n"))
     if cp.previous_summary:
         body.append("\nPrevious step: ", style="dim")
-        body.append(cp.previous_summary + "\n")
+        body.append(clean(cp.previous_summary + "\n"))
     return Panel(body, title="Checkpoint", border_style="yellow", expand=False)
 
 
@@ -143,75 +171,79 @@ class EventPrinter:
         self.flush()
         if isinstance(data, StepStatusChanged):
             icon, style = STEP_ICONS[data.status]
-            text = Text(f"{icon} step {data.step + 1} {data.status.value}", style=f"bold {style}")
+            line = Text(f"{icon} step {data.step + 1} {data.status.value}", style=f"bold {style}")
             if data.result is not None and data.result.summary:
-                text.append(f" — {data.result.summary}", style="default")
+                line.append(clean(f" — {data.result.summary}"), style="default")
             elif data.reason and data.status != StepStatus.RUNNING:
-                text.append(f" — {data.reason}", style="default")
-            self.console.print(text)
+                line.append(clean(f" — {data.reason}"), style="default")
+            self.console.print(line)
         elif isinstance(data, RunStatusChanged):
-            text = Text("● run ", style="bold")
-            text.append_text(status_badge(data.status))
+            line = Text("● run ", style="bold")
+            line.append_text(status_badge(data.status))
             if data.reason:
-                text.append(f" {data.reason}")
-            self.console.print(text)
+                line.append(clean(f" {data.reason}"))
+            self.console.print(line)
         elif isinstance(data, DecisionRecorded):
-            d = data.decision
-            self.console.print(Text(f"✎ {d.kind.value}{' (auto)' if d.auto else ''} by {d.actor}"
-                                    f"{': ' + d.comment if d.comment else ''}", style="bold"))
+            line = Text(f"✎ step {data.step + 1} ", style="bold")
+            line.append_text(decision_text(data.decision))
+            self.console.print(line)
         elif isinstance(data, CheckpointReached):
             pass  # the caller shows the checkpoint panel with the run
 
     def _entry(self, e: TranscriptEntry) -> None:
-        who = f"[{e.subagent}] " if e.subagent else ""
+        who = clean(f"[{e.subagent}] ") if e.subagent else ""
         if e.kind in (TranscriptKind.TEXT, TranscriptKind.THINKING):
             if self._block is not None and self._block[0] == e.stream and e.stream is not None:
-                self._block[1].append(e.text)
+                self._block[1].append(clean(e.text))
                 return
             self.flush()
             prefix = "  ∴ " if e.kind == TranscriptKind.THINKING else "  "
             style = "italic dim" if e.kind == TranscriptKind.THINKING else ""
-            self._block = (e.stream, Text(prefix + who + e.text, style=style))
+            self._block = (e.stream, Text(prefix + who + clean(e.text), style=style))
             return
         self.flush()
         if e.kind == TranscriptKind.SETUP:
-            self.console.print(Text(f"  ⚙ {e.text}", style="dim"))
+            self.console.print(text(f"  ⚙ {e.text}", "dim"))
         elif e.kind == TranscriptKind.INFO:
-            self.console.print(Text(f"  ℹ {who}{e.text}", style="dim"))
+            self.console.print(text(f"  ℹ {who}{e.text}", "dim"))
         elif e.kind == TranscriptKind.ERROR:
-            self.console.print(Panel(Text(e.text, style="red"), border_style="red", expand=False))
+            self.console.print(Panel(text(e.text, "red"), border_style="red", expand=False))
         elif e.kind == TranscriptKind.TOOL_START:
             self._tool_start(e, who)
         elif e.kind == TranscriptKind.TOOL_DELTA and self.verbose:
-            for line in e.text.rstrip("\n").splitlines():
+            for line in clean(e.text).rstrip("\n").splitlines():
                 self.console.print(Text(f"    │ {line}", style="dim"))
         elif e.kind == TranscriptKind.TOOL_END and e.is_error:
-            self.console.print(Text(f"    ✗ {e.text.strip()[:400]}", style="red"))
+            self.console.print(text(f"    ✗ {e.text.strip()[:400]}", "red"))
 
     def _tool_start(self, e: TranscriptEntry, who: str) -> None:
         data = e.data
-        label = Text(f"  ▸ {who}{e.tool}", style="bold")
+        label = Text(f"  ▸ {who}", style="bold")
+        label.append(clean(e.tool or ""))
         if "command" in data:
-            label.append(f" $ {str(data['command']).strip()}", style="default")
+            label.append(clean(f" $ {str(data['command']).strip()}"), style="default")
             self.console.print(label)
         elif "diff" in data and data["diff"]:
-            label.append(f" {data.get('path', '')}", style="default")
+            label.append(clean(f" {data.get('path', '')}"), style="default")
             self.console.print(label)
             if self.verbose:
-                self.console.print(Syntax(str(data["diff"]).rstrip(), "diff", theme="ansi_dark", background_color="default"))
+                self.console.print(Syntax(clean(data["diff"]).rstrip(), "diff", theme="ansi_dark",
+                                          background_color="default"))
         elif "content" in data and e.tool == "write_file":
-            label.append(f" {data.get('path', '')} ({len(str(data['content']).splitlines())} lines)", style="default")
+            label.append(clean(f" {data.get('path', '')} ({len(str(data['content']).splitlines())} lines)"),
+                         style="default")
             self.console.print(label)
         elif "todos" in data:
             marks = {"completed": "☑", "in_progress": "◐", "pending": "☐"}
-            items = [Text(f"    {marks.get(t.get('status', 'pending'), '☐')} {t.get('content', '')}") for t in data["todos"]]
+            items = [text(f"    {marks.get(t.get('status', 'pending'), '☐')} {t.get('content', '')}")
+                     for t in data["todos"]]
             self.console.print(label)
             self.console.print(Group(*items))
         elif "url" in data:
-            label.append(f" {data['url']}", style="default")
+            label.append(clean(f" {data['url']}"), style="default")
             self.console.print(label)
         elif "path" in data:
-            label.append(f" {data['path']}", style="default")
+            label.append(clean(f" {data['path']}"), style="default")
             self.console.print(label)
         else:
             self.console.print(label)
@@ -227,18 +259,20 @@ def step_outputs(run: Run) -> Group:
     for step in run.steps:
         if step.outcome is None and not step.auto_resolved and step.decision is None:
             continue
-        body: list[Text | JSON] = [Text(step.summary or "(no summary)")]
+        body: list[Text | JSON] = [text(step.summary or "(no summary)")]
         for artifact in step.artifacts:
-            body.append(Text(f"artifact {artifact.kind}: {artifact.ref}" + (f" ({artifact.label})" if artifact.label else ""),
-                             style="cyan"))
+            body.append(text(f"artifact {artifact.kind}: {artifact.ref}" + (f" ({artifact.label})" if artifact.label else ""),
+                             "cyan"))
         if step.output:
-            body.append(JSON(json.dumps(step.output)))
+            body.append(JSON(clean(json.dumps(step.output))))
         for call in step.auto_resolved:
-            body.append(Text(f"auto-resolved {call.tool}: {call.detail}", style="yellow"))
+            body.append(text(f"auto-resolved {call.tool}: {call.detail}", "yellow"))
         if step.decision is not None:
-            d = step.decision
-            body.append(Text(f"checkpoint: {d.kind.value}{' (auto)' if d.auto else ''} by {d.actor} at "
-                             f"{d.at:%Y-%m-%d %H:%M:%S}{': ' + d.comment if d.comment else ''}", style="bold"))
-        title = f"{step.index + 1}. {step.name} /{step.skill} · {step.outcome.value if step.outcome else step.status.value}"
+            line = Text("checkpoint: ", style="bold")
+            line.append_text(decision_text(step.decision))
+            line.append(f" at {step.decision.at:%Y-%m-%d %H:%M:%S}")
+            body.append(line)
+        title = text(f"{step.index + 1}. {step.name} /{step.skill} · "
+                     f"{step.outcome.value if step.outcome else step.status.value}")
         parts.append(Panel(Group(*body), title=title, title_align="left", expand=False))
     return Group(*parts)

@@ -68,6 +68,7 @@ R, S = RunStatus, StepStatus
 
 RUN_TRANSITIONS: dict[tuple[RunStatus, RunCommand], RunStatus] = {
     (R.PENDING, RunCommand.START): R.RUNNING,
+    (R.PENDING, RunCommand.CANCEL): R.CANCELLED,  # a queued run that has not started can be called off
     (R.RUNNING, RunCommand.PAUSE): R.PAUSED,  # a checkpoint is reached before its step runs
     (R.PAUSED, RunCommand.APPROVE): R.RUNNING,  # approve runs that step
     (R.PAUSED, RunCommand.SKIP): R.RUNNING,  # skip marks the step skipped and advances
@@ -177,6 +178,14 @@ def _set_step(run: Run, index: int, command: StepCommand | None, events: list[Ev
     steps = list(run.steps)
     steps[index] = step.model_copy(update=changes)
     return run.model_copy(update={"steps": steps})
+
+
+def last_decided(run: Run) -> int | None:
+    """The step of the run's latest checkpoint decision (a second decision names it), if any."""
+    decided = [s for s in run.steps if s.decision is not None]
+    if not decided:
+        return None
+    return max(decided, key=lambda s: (s.decision.at, s.index)).index  # type: ignore[union-attr]
 
 
 def first_unfinished(run: Run) -> int | None:
@@ -298,7 +307,7 @@ def decide(run: Run, decision: Decision, *, step: int | None = None, expected_ve
         DecisionConflict: `already_decided` (naming the first decision) or `stale_checkpoint`.
         InvalidTransition: the run is not paused and nothing was decided there.
     """
-    target = step if step is not None else (run.checkpoint.step if run.checkpoint else None)
+    target = step if step is not None else (run.checkpoint.step if run.checkpoint else last_decided(run))
     if target is not None and 0 <= target < len(run.steps):
         first = run.steps[target].decision
         if first is not None and (run.checkpoint is None or run.checkpoint.step != target):
@@ -364,7 +373,8 @@ def resume(run: Run) -> Transition:
         run_transition(run, RunCommand.RESUME)
     if index is not None and run.steps[index].status != S.PENDING:
         run = _set_step(run, index, StepCommand.RESET, events, reason="resumed", finished_at=None, error=None)
-    run = _set_status(run, RunCommand.RESUME, events, reason="resumed", blocked=None, error=None)
+    run = _set_status(run, RunCommand.RESUME, events, reason="resumed", blocked=None, error=None,
+                      started_at=run.started_at or now())
     return run, events
 
 
@@ -408,7 +418,7 @@ def clone_for_retry(run: Run, actor: str) -> tuple[Run, Run, list[EventData], li
     if index is not None:
         kept = [s.model_copy() for s in run.steps[:index]]
         clone = clone.model_copy(update={"steps": kept + clone.steps[index:]})
-    original = run.model_copy(update={"retried_as": clone.id})
+    original = run.model_copy(update={"retried_as": [*run.retried_as, clone.id]})
     return original, clone, [RetryLinked(retried_as=clone.id)], [RetryLinked(retry_of=run.id)]
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ulid import ULID
 
 from .enums import (
@@ -21,7 +21,8 @@ from .enums import (
 )
 from .template import FlowTemplate
 
-RUN_SCHEMA_VERSION = 1
+# 1: the first shape. 2: `retried_as` is the list of every clone (v1 stored at most one id).
+RUN_SCHEMA_VERSION = 2
 
 
 def now() -> datetime:
@@ -174,7 +175,7 @@ class Run(_Model):
     steps: list[StepRun] = Field(default_factory=list)
     links: Links = Field(default_factory=Links)
     retry_of: str | None = None
-    retried_as: str | None = None
+    retried_as: list[str] = Field(default_factory=list)  # every clone, oldest first (the retry chain)
     usage: Usage = Field(default_factory=Usage)
     checkpoint: Checkpoint | None = None
     blocked: Blocked | None = None
@@ -187,6 +188,16 @@ class Run(_Model):
     version: int = 0
     last_seq: int = 0
 
+    @field_validator("retried_as", mode="before")
+    @classmethod
+    def _retried_as_v1(cls, value: Any) -> Any:
+        """Schema v1 stored one clone id (or none); it is the first link of the chain."""
+        if value is None:
+            return []
+        if isinstance(value, str):
+            return [value]
+        return value
+
     @property
     def flow_id(self) -> str:
         return self.flow.id
@@ -197,6 +208,14 @@ class Run(_Model):
             if step.status in (StepStatus.RUNNING, StepStatus.PENDING, StepStatus.BLOCKED):
                 return step
         return None
+
+    @property
+    def duration_s(self) -> float | None:
+        """How long the run has been going: from its start to its end, or to now while it is not
+        over (a paused or blocked run is still going). None before it started."""
+        if self.started_at is None:
+            return None
+        return max((self.finished_at or now()) - self.started_at, timedelta(0)).total_seconds()
 
     def step(self, index: int) -> StepRun:
         return self.steps[index]

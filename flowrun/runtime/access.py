@@ -18,7 +18,8 @@ class Actor:
     scopes: frozenset[Scope] = field(default=ALL_SCOPES)
 
     def require(self, scope: Scope, action: str) -> None:
-        if scope not in self.scopes:
+        """flows.run implies flows.read: whoever may start and decide runs may watch them."""
+        if scope not in self.scopes and not (scope == Scope.READ and Scope.RUN in self.scopes):
             raise PermissionDenied(
                 f"{self.id} may not {action}: that needs the {scope.value} scope",
                 actor=self.id, scope=scope.value,
@@ -36,6 +37,13 @@ class Actor:
             f"{needed.value} scope",
             actor=self.id, scope=needed.value, run_id=run.id,
         )
+
+    def may(self, action: str, run: Run) -> bool:
+        """Whether a run's action (`approve`, `reject`, `skip`, `resume`, `retry`, `cancel`) is
+        this actor's to take, as the engine would answer it: faces offer only these."""
+        if action == "cancel":
+            return Scope.CANCEL_ANY in self.scopes or (Scope.RUN in self.scopes and run.started_by == self.id)
+        return Scope.RUN in self.scopes
 
     def require_workspace(self, run: Run) -> None:
         if run.workspace != self.workspace:

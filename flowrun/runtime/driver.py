@@ -22,13 +22,16 @@ from ..storage.base import RecordRow
 from .conditions import evaluate_when
 from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
+<<<<<<< HEAD
 from .snapshots import Snapshots
+=======
+from .parking import release_and_record
+>>>>>>> main
 from .step import acquire_sandbox, execute_step, release_sandbox
 from .transcript import TranscriptSink
+from .usage import record_usage_anyway
 
 log = logging.getLogger("flowrun.runtime")
-
-USAGE_COMMIT_INTERVAL_S = 2.0
 
 
 def checkpoint_message(run: Run, index: int) -> str | None:
@@ -49,9 +52,8 @@ class RunDriver:
         self.run = run
         self.continuation = continuation
         self.sink = TranscriptSink(deps.store, run.id, redactor=deps.redactor)
-        self._pending_usage = Usage()
         self._usage_step: int | None = None
-        self._last_usage_commit = 0.0
+        self._usage_lock = anyio.Lock()  # sub-agents report usage concurrently
         self._deferred: list[EventData] = []
         snapshot_dir = deps.config.snapshot_dir
         self.snapshots = Snapshots(snapshot_dir) if snapshot_dir is not None else None
@@ -95,16 +97,16 @@ class RunDriver:
             raise RunStopped
 
     async def _on_usage(self, usage: Usage) -> None:
-        self._pending_usage = self._pending_usage + usage
-        now = anyio.current_time()
-        if now - self._last_usage_commit >= USAGE_COMMIT_INTERVAL_S:
-            await self._flush_usage()
-
-    async def _flush_usage(self) -> None:
-        self._last_usage_commit = anyio.current_time()
-        if self._pending_usage.turns or self._pending_usage.cost_usd:
-            delta, self._pending_usage = self._pending_usage, Usage()
-            await self.apply(machine.record_usage(self.run, self._usage_step, delta))
+        """Store a model turn's usage as soon as the turn is over, so a step cancelled or
+        interrupted mid-step keeps its turns and cost. Shielded: a turn that was paid for is on
+        the record even if the run is cancelled at that moment (by anyone, anywhere)."""
+        async with self._usage_lock:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await self.apply(machine.record_usage(self.run, self._usage_step, usage))
+                except RunStopped:
+                    await record_usage_anyway(self.deps.store, self.run.id, self._usage_step, usage)
+                    raise
 
     async def park(self, transition: machine.Transition, *, keep: bool) -> Run:
         """Park the run and release (keep) or destroy its sandbox.
@@ -138,7 +140,8 @@ class RunDriver:
                     await self.apply((self.run, []))
             except RunStopped:
                 if self.run.status.finished and self.run.status != RunStatus.PAUSED:
-                    await release_sandbox(self.deps, self.run, keep=True)
+                    await release_and_record(self.deps, self.run.id, keep=True)
+                    self.run = await self.deps.store.get_run(self.run.id)
         return self.run
 
     async def _record(self) -> RecordRow | None:
@@ -200,7 +203,6 @@ class RunDriver:
                 text=f"The engine restarted; step {index + 1} continues where it was, re-attached to its running command.",
             ))
         self._usage_step = index
-        self._last_usage_commit = anyio.current_time()
         step_for_setup = None if all(s.started_at is None for s in run.steps if s.index != index) else index
         attempt = run.steps[index].attempt
 
@@ -217,6 +219,7 @@ class RunDriver:
                 await self.sink.flush()
 
         outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage,
+<<<<<<< HEAD
                                      persist=persist, continuation=continuation, before_tool=self._stop_if_cancelled)
         transition_events: list[EventData] = []
         if self._pending_usage.turns or self._pending_usage.cost_usd:
@@ -226,6 +229,10 @@ class RunDriver:
             run = self.run
         run, events = machine.finish_step(run, index, outcome.result, error=outcome.error)
         transition_events += events
+=======
+                                     persist=persist, continuation=continuation)
+        run, transition_events = machine.finish_step(self.run, index, outcome.result, error=outcome.error)
+>>>>>>> main
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)
             lost = run.links.sandbox

@@ -20,19 +20,24 @@ from anyio.abc import TaskGroup
 
 from ..flows import machine
 from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, LaunchKind, RunStatus, Scope
-from ..flows.errors import ConcurrentUpdate, FlowrunError, NotFound, StartRefused
+from ..flows.errors import ConcurrentUpdate, DecisionConflict, FlowrunError, NotFound, StartRefused
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow, RunFilter
+<<<<<<< HEAD
 from ..storage.errors import StorageError
 from . import continuation
+=======
+from . import continuation, deciding
+>>>>>>> main
 from .access import Actor
 from .context import EngineDeps
 from .continuation import Continuation
 from .driver import RunDriver
 from .health import HEALTH_EVENT, get_health_event, resolve_health_event
+from .parking import release_and_record
 from .preflight import preflight, select_profile_name
 from .snapshots import Snapshots
 from .step import release_sandbox
@@ -249,8 +254,8 @@ class Engine:
                 with anyio.CancelScope(shield=True):
                     if active.cancelled_by is not None:  # cancelled here
                         await self._commit_cancel(run.id, active.cancelled_by)
-                    elif active.cancelled_elsewhere:  # already recorded: just let go of the sandbox
-                        await release_sandbox(self.deps, await self.deps.store.get_run(run.id), keep=True)
+                    elif active.cancelled_elsewhere:  # already recorded: let go of the sandbox, say so
+                        await release_and_record(self.deps, run.id, keep=True)
         finally:
             self._active.pop(run.id, None)
             active.done.set()
@@ -342,11 +347,11 @@ class Engine:
         """
         actor.require(Scope.RUN, "decide a checkpoint")
         run = await self.get_run(actor, run_id)
+        kind = DecisionKind(decision)
         if decision_id is not None:
             prior = await self.deps.store.get_decision(decision_id)
             if prior is not None and prior.run_id == run_id:
-                return run  # idempotent: the first answer stands
-        kind = DecisionKind(decision)
+                return deciding.answer_repeat(run, prior, kind)  # the first answer stands
         index = run.flow.step_index(step) if step is not None else None
         record = Decision(kind=kind, comment=(auto_reason or comment).strip(), actor=actor.id,
                           decision_id=decision_id, auto=auto_reason is not None)
@@ -355,8 +360,13 @@ class Engine:
             new = new.model_copy(update={"owner": self.deps.config.owner})
         try:
             run, _ = await self.deps.store.commit(new, events, expected_version=new.version, decision_id=decision_id)
-        except ConcurrentUpdate:
+        except (ConcurrentUpdate, DecisionConflict) as exc:
             # someone decided (or cancelled) between our read and write: answer as the second one
+            prior = await self.deps.store.get_decision(decision_id) if decision_id is not None else None
+            if prior is not None and prior.run_id == run_id:
+                return deciding.answer_repeat(await self.deps.store.get_run(run_id), prior, kind)
+            if isinstance(exc, DecisionConflict):
+                raise
             target = index if index is not None else (run.checkpoint.step if run.checkpoint else None)
             machine.decide(await self.deps.store.get_run(run_id), record, step=target)
             raise
@@ -414,8 +424,9 @@ class Engine:
             flow=fresh.flow.id, params=fresh.params, started_by=actor.id, execution_mode=fresh.execution_mode.value,
             checkpoint_mode=fresh.checkpoint_mode.value, sandbox_profile=fresh.sandbox_profile, retry_of=run.id,
         )
-        _, fresh = await self.deps.store.commit_pair(
-            (original, original_events, original.version), (fresh, [created, *fresh_events])
+        _, fresh = await self.deps.store.commit_pair(  # a clone is a run started: it counts
+            (original, original_events, original.version), (fresh, [created, *fresh_events]),
+            daily_cap=self.deps.config.plan_for(fresh.workspace).daily_runs, day=datetime.now(UTC).date(),
         )
         self._spawn(fresh)
         return fresh

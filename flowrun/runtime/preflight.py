@@ -12,6 +12,7 @@ from ..flows.run import Launch
 from ..flows.template import FlowTemplate
 from .catalog import Catalog
 from .context import EngineDeps
+from .repocheck import check_remote
 
 
 def select_profile_name(catalog: Catalog, requested: str | None, params: Mapping[str, Any], default: str) -> str:
@@ -64,7 +65,8 @@ async def preflight(deps: EngineDeps, flow: FlowTemplate, profile_name: str, par
     profile = deps.catalog.profiles[profile_name]
     for repo in profile.repositories:
         if "://" in repo.url or repo.url.startswith("git@"):
-            continue  # remote: checked when the sandbox clones it
+            await check_remote(repo, profile.name)  # a definite "not found" refuses the start
+            continue
         path = Path(repo.url)
         if not path.is_absolute() and profile.source_dir:
             path = Path(profile.source_dir) / path

@@ -77,8 +77,9 @@ class Store(Protocol):
     ) -> tuple[Run, list[Event]]:
         """Insert a new run (version 1) with its first events.
 
-        With `daily_cap`, counts the run against the workspace's usage for `day` (UTC) in the same
-        transaction, and raises `StartRefused(code="daily_cap_reached")` if the cap is reached.
+        With `day` (UTC), counts the run against the workspace's runs started that day in the same
+        transaction (every run started counts, capped or not); with `daily_cap` too, raises
+        `StartRefused(code="daily_cap_reached")` if the cap is reached.
         """
         ...
 
@@ -96,9 +97,15 @@ class Store(Protocol):
         ...
 
     async def commit_pair(
-        self, first: tuple[Run, Sequence[EventData], int], second: tuple[Run, Sequence[EventData]]
+        self,
+        first: tuple[Run, Sequence[EventData], int],
+        second: tuple[Run, Sequence[EventData]],
+        *,
+        daily_cap: int | None = None,
+        day: date | None = None,
     ) -> tuple[Run, Run]:
-        """Update one run (CAS) and create another in one transaction (retry as a clone)."""
+        """Update one run (CAS) and create another in one transaction (retry as a clone); the new
+        run is counted (and capped) as `create_run` counts it."""
         ...
 
     async def append_transcript(self, run_id: str, entries: Sequence[LogOnly]) -> list[Event]:

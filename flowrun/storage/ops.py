@@ -238,7 +238,7 @@ class Transaction:
 
     def count_start(self, workspace: str, day: str) -> None:
         key = (workspace, day)
-        self._usage[key] = self._usage.get(key, 0) + 1
+        self._usage[key] = self.runs_started(workspace, day) + 1  # read first when uncapped
         self._usage_touched.add(key)
 
     def put_record(self, record_id: str, kind: str, json: str) -> None:
@@ -442,8 +442,7 @@ class CreateRun(Op[tuple[Run, list[Event]]]):
 
     def apply(self, tx: Transaction) -> tuple[Run, list[Event]]:
         state = tx.insert_run(self.encoded)
-        if self.daily_cap is not None:
-            assert self.day is not None
+        if self.day is not None:  # every run started counts, capped or not
             tx.count_start(self.run.workspace, format_day(self.day))
         events = tx.append_events(self.run.id, state, self.events)
         return self.run.model_copy(

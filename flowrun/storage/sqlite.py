@@ -232,24 +232,30 @@ class SQLiteStore:
     ) -> tuple[Run, list[Event]]:
         """Insert a new run (stored as version 1) with its first events (seq 1, 2, ...).
 
-        With `daily_cap`, the run counts against `run.workspace`'s runs for `day` (UTC; today if
-        not given) in the same transaction. Without it nothing is counted.
+        With `day` (UTC), the run counts against `run.workspace`'s runs started that day, in the
+        same transaction; with `daily_cap` too (`day` then defaults to today), it is refused once
+        that many have started. Without either nothing is counted.
 
         Raises:
             StartRefused: `daily_cap_reached`; nothing is written.
             UsageError: `already_exists`, or the run or events cannot be stored.
         """
         writer = self._open_writer()
-        if daily_cap is not None:
-            if daily_cap < 0:
-                raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
-            day = day if day is not None else now().date()
+        day = self._cap_day(daily_cap, day)
         run = redact_run(run, self.redactor, new=True)
         events = redact_all(events, self.redactor)
         op = CreateRun(
             run, encode_run(run, new=True), encode_events(run.id, events), daily_cap, day
         )
         return await writer.submit(op)
+
+    @staticmethod
+    def _cap_day(daily_cap: int | None, day: date | None) -> date | None:
+        if daily_cap is not None:
+            if daily_cap < 0:
+                raise UsageError(f"daily_cap must be >= 0, got {daily_cap}")
+            return day if day is not None else now().date()
+        return day
 
     async def commit(
         self,
@@ -275,20 +281,33 @@ class SQLiteStore:
         return await writer.submit(self._commit_op(run, events, expected_version, decision_id))
 
     async def commit_pair(
-        self, first: tuple[Run, Sequence[EventData], int], second: tuple[Run, Sequence[EventData]]
+        self,
+        first: tuple[Run, Sequence[EventData], int],
+        second: tuple[Run, Sequence[EventData]],
+        *,
+        daily_cap: int | None = None,
+        day: date | None = None,
     ) -> tuple[Run, Run]:
         """Update `first` (CAS on its expected version) and create `second`, in one transaction;
-        either both are written or neither."""
+        either both are written or neither. `daily_cap` and `day` count (and cap) `second` as
+        `create_run` does.
+
+        Raises:
+            StartRefused: `daily_cap_reached`; nothing is written.
+        """
         writer = self._open_writer()
         run, events, expected_version = first
         clone, clone_events = second
         if run.id == clone.id:
             raise UsageError(f"commit_pair: both runs have the id {run.id}")
+        day = self._cap_day(daily_cap, day)
         clone = redact_run(clone, self.redactor, new=True)
         clone_events = redact_all(clone_events, self.redactor)
         op = CommitPair(
             self._commit_op(run, events, expected_version, None),
-            CreateRun(clone, encode_run(clone, new=True), encode_events(clone.id, clone_events)),
+            CreateRun(
+                clone, encode_run(clone, new=True), encode_events(clone.id, clone_events), daily_cap, day
+            ),
         )
         return await writer.submit(op)
 

@@ -52,4 +52,4 @@ class Face:
         return self.actor_for()
 
     def view(self, run: Run, transcript: list[TranscriptLine] | None = None) -> RunView:
-        return run_view(run, self.public_url, transcript)
+        return run_view(run, self.public_url, transcript, self.actor())

@@ -130,7 +130,8 @@ def register(server: MCPServer[Any], face: Face) -> None:
             description="the step the decision is meant for: its name (e.g. 'Create PR') or 0-based index; "
                         "refused as stale if the run waits elsewhere")] = None,
         decision_id: Annotated[str | None, Field(
-            description="your idempotency key: repeating a call with it returns the first answer")] = None,
+            description="your idempotency key: repeating the call with it returns the first answer; a different "
+                        "decision under the same key is refused (already_decided, naming the first)")] = None,
         expected_version: Annotated[int | None, Field(
             description="the run `version` the person saw; refused as stale if the run changed since")] = None,
     ) -> RunView:

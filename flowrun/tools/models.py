@@ -112,12 +112,15 @@ class RunView(_View):
     plan: str | None = None
     initiative: str | None = None
     retry_of: str | None = None
-    retried_as: str | None = None
+    retried_as: list[str] = Field(default_factory=list, description="every clone retrying this run, oldest first")
     turns: int = 0
     cost_usd: float = 0.0
     created_at: datetime
     started_at: datetime | None = None
     finished_at: datetime | None = None
+    duration_s: float | None = Field(
+        default=None, description="how long the run has been going (start to end, or to now); null before it starts"
+    )
     version: int = Field(description="bumped on every change; pass it as decide_checkpoint's expected_version")
     last_seq: int = Field(description="the last event seen; pass it as wait_for_run's after_seq")
     transcript: list[TranscriptLine] | None = Field(

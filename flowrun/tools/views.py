@@ -14,6 +14,7 @@ from ..flows.events import Event, TranscriptEntry
 from ..flows.machine import ACTIONS
 from ..flows.run import Run, StepRun
 from ..flows.template import FlowTemplate
+from ..runtime.access import Actor
 from .models import (
     ArtifactView,
     BlockedView,
@@ -39,7 +40,9 @@ def run_url(public_url: str, run_id: str) -> str:
     return f"{public_url.rstrip('/')}/runs/{run_id}"
 
 
-def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None = None) -> RunView:
+def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None = None,
+             actor: Actor | None = None) -> RunView:
+    """The run as an assistant sees it; with `actor`, `next_actions` offers only what they may do."""
     checkpoint = None
     if run.checkpoint is not None:
         cp = run.checkpoint
@@ -50,14 +53,18 @@ def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None 
         blocked = BlockedView(cause=run.blocked.cause.value, message=run.blocked.message, fix=run.blocked.fix)
     return RunView(
         id=run.id, flow=run.flow.id, flow_name=run.flow.name, status=run.status, url=run_url(public_url, run.id),
-        hint=hint(run), next_actions=next_actions(run), started_by=run.started_by, params=run.params,
+        hint=hint(run, actor), next_actions=next_actions(run, actor), started_by=run.started_by, params=run.params,
         execution_mode=run.execution_mode, checkpoint_mode=run.checkpoint_mode, sandbox_profile=run.sandbox_profile,
         steps=[_step_view(run, step) for step in run.steps], checkpoint=checkpoint, blocked=blocked, error=run.error,
         pull_request=run.links.pull_request, launch=run.launch.kind, launch_ref=run.launch.ref,
         plan=run.links.plan, initiative=run.links.initiative, retry_of=run.retry_of, retried_as=run.retried_as,
         turns=run.usage.turns, cost_usd=run.usage.cost_usd, created_at=run.created_at, started_at=run.started_at,
-        finished_at=run.finished_at, version=run.version, last_seq=run.last_seq, transcript=transcript,
+        finished_at=run.finished_at, duration_s=_round(run.duration_s), version=run.version, last_seq=run.last_seq, transcript=transcript,
     )
+
+
+def _round(seconds: float | None) -> float | None:
+    return round(seconds, 3) if seconds is not None else None
 
 
 def _step_view(run: Run, step: StepRun) -> StepView:
@@ -77,17 +84,20 @@ def _step_view(run: Run, step: StepRun) -> StepView:
     )
 
 
-def next_actions(run: Run) -> list[NextTool]:
+def next_actions(run: Run, actor: Actor | None = None) -> list[NextTool]:
     tools: list[NextTool] = ["wait_for_run"] if run.status in (RunStatus.PENDING, RunStatus.RUNNING) else []
     for action in ACTIONS[run.status]:
+        if actor is not None and not actor.may(action, run):
+            continue
         tool = _ACTION_TOOLS[action]
         if tool not in tools:
             tools.append(tool)
     return tools
 
 
-def hint(run: Run) -> str:
-    """One line an assistant can act on (and relay) without reading the whole view."""
+def hint(run: Run, actor: Actor | None = None) -> str:
+    """One line an assistant can act on (and relay) without reading the whole view; with `actor`,
+    it never points at a tool they may not call."""
     n = len(run.steps)
     status = run.status
     if status in (RunStatus.PENDING, RunStatus.RUNNING):
@@ -97,8 +107,10 @@ def hint(run: Run) -> str:
                 "needs a person or ends.")
     if status == RunStatus.PAUSED and run.checkpoint is not None:
         cp = run.checkpoint
-        return (f"Waiting for sign-off before step {cp.step + 1}/{n} '{run.steps[cp.step].name}': {cp.message} "
-                "Ask the person, then call decide_checkpoint with decision approve, reject or skip.")
+        waiting = f"Waiting for sign-off before step {cp.step + 1}/{n} '{run.steps[cp.step].name}': {cp.message} "
+        if actor is not None and not actor.may("approve", run):
+            return waiting + "Deciding it needs the flows.run scope; wait_for_run follows the run meanwhile."
+        return waiting + "Ask the person, then call decide_checkpoint with decision approve, reject or skip."
     if status == RunStatus.COMPLETED:
         pr = f" Pull request: {run.links.pull_request}." if run.links.pull_request else ""
         return f"Completed all {n} steps.{pr}"

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from ..flows.enums import LaunchKind, RunStatus
 from ..flows.errors import NotFound
 from ..flows.run import Launch, Run
+from ..runtime.access import Actor
 from ..runtime.engine import Engine
 from ..tools.face import EngineSlot
 from ..tools.models import FlowView, RunView
 from ..tools.views import flow_view, run_view, transcript_lines
+from .chats import ChatSlot, chat_session_view
 from .errors import RequestError
 from .models import (
     DecideRequest,
@@ -49,12 +51,12 @@ def _status_filter(values: Sequence[str] | None) -> list[RunStatus] | None:
                            parameter="status") from None
 
 
-def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
+def endpoints(slot: EngineSlot, public_url: str, chats: ChatSlot | None = None) -> list[Endpoint]:
     def engine() -> Engine:
         return slot.get()
 
-    def view(run: Run) -> RunView:
-        return run_view(run, public_url)
+    def view(run: Run, actor: Actor) -> RunView:  # next_actions: only what this caller may do
+        return run_view(run, public_url, actor=actor)
 
     async def list_flows(call: Call) -> FlowList:
         return FlowList(flows=[flow_view(f) for f in engine().list_flows(call.actor)])
@@ -74,7 +76,7 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
             execution_mode=body.execution_mode, checkpoint_mode=body.checkpoint_mode,
             launch=Launch(kind=LaunchKind.RECORD, ref=body.record_id) if body.record_id else Launch(),
         )
-        return view(run)
+        return view(run, call.actor)
 
     async def list_runs(call: Call) -> RunPage:
         limit = call.query.get("limit", DEFAULT_PAGE)
@@ -82,14 +84,14 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
                                         flow=call.query.get("flow_id"), limit=limit + 1,
                                         before=call.query.get("cursor"))
         page = runs[:limit]
-        return RunPage(runs=[view(r) for r in page], next_cursor=page[-1].id if len(runs) > limit else None)
+        return RunPage(runs=[view(r, call.actor) for r in page], next_cursor=page[-1].id if len(runs) > limit else None)
 
     async def get_run(call: Call) -> RunView:
         e, actor = engine(), call.actor
         run = await e.get_run(actor, call.path["run_id"])
         tail = call.query.get("transcript_tail")
         lines = transcript_lines(await e.events(actor, run.id), tail=tail) if tail is not None else None
-        return run_view(run, public_url, lines)
+        return run_view(run, public_url, lines, actor)
 
     async def decide(call: Call) -> RunView:
         body = call.body
@@ -97,18 +99,18 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
         run = await engine().decide(call.actor, call.path["run_id"], body.decision, comment=body.comment,
                                     step=body.step, expected_version=body.expected_version,
                                     decision_id=body.decision_id)
-        return view(run)
+        return view(run, call.actor)
 
     async def resume(call: Call) -> RunView:
-        return view(await engine().resume(call.actor, call.path["run_id"]))
+        return view(await engine().resume(call.actor, call.path["run_id"]), call.actor)
 
     async def retry(call: Call) -> RunView:
         body = call.body
         assert isinstance(body, RetryRequest)
-        return view(await engine().retry(call.actor, call.path["run_id"], clone=body.clone))
+        return view(await engine().retry(call.actor, call.path["run_id"], clone=body.clone), call.actor)
 
     async def cancel(call: Call) -> RunView:
-        return view(await engine().cancel(call.actor, call.path["run_id"]))
+        return view(await engine().cancel(call.actor, call.path["run_id"]), call.actor)
 
     async def events(call: Call) -> EventPage:
         after = call.query.get("after_seq", 0)
@@ -125,10 +127,15 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
 
     async def sessions(call: Call) -> SessionPage:
         limit = call.query.get("limit", DEFAULT_PAGE)
-        runs = await engine().list_runs(call.actor, limit=limit + 1, before=call.query.get("cursor"))
+        cursor = call.query.get("cursor")
+        runs = await engine().list_runs(call.actor, limit=limit + 1, before=cursor)
         page = runs[:limit]
-        return SessionPage(sessions=[session_view(r, public_url) for r in page],
-                           next_cursor=page[-1].id if len(runs) > limit else None)
+        views = [session_view(r, public_url) for r in page]
+        if chats is not None and chats.chats is not None and cursor is None:
+            # chats join the first page (a person has a handful); runs page on by their cursor
+            views += [chat_session_view(c, public_url) for c in await chats.chats.list_chats(call.actor, limit=limit)]
+            views.sort(key=lambda v: v.updated_at or v.created_at, reverse=True)
+        return SessionPage(sessions=views, next_cursor=page[-1].id if len(runs) > limit else None)
 
     async def tasks(call: Call) -> TaskList:
         runs = await engine().list_runs(call.actor, limit=TASK_SCAN)
@@ -169,7 +176,7 @@ def endpoints(slot: EngineSlot, public_url: str) -> list[Endpoint]:
         Endpoint("GET", "/api/health-events", health_events, "Health events of your workspace's runs",
                  HealthEventList, tag="health",
                  query=(Query("all", "also resolved ones", "boolean"),)),
-        Endpoint("GET", "/api/sessions", sessions, "Sessions (runs; chats later), newest first", SessionPage,
+        Endpoint("GET", "/api/sessions", sessions, "Sessions: runs and chats, newest first", SessionPage,
                  tag="sessions", query=(cursor, page)),
         Endpoint("GET", "/api/tasks", tasks, "Background tasks with their turns and cost", TaskList,
                  tag="sessions"),

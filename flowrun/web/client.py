@@ -139,11 +139,13 @@ class Client:
     async def authenticate(self, token: str) -> Ack:
         return await self._ack(Auth(token=token))
 
-    async def subscribe(self, run_id: str | None = None, *, after_seq: int = 0, topic: Topic | None = None) -> Ack:
-        return await self._ack(Subscribe(run_id=run_id, topic=topic, after_seq=after_seq))
+    async def subscribe(self, run_id: str | None = None, *, after_seq: int = 0, topic: Topic | None = None,
+                        chat_id: str | None = None) -> Ack:
+        return await self._ack(Subscribe(run_id=run_id, chat_id=chat_id, topic=topic, after_seq=after_seq))
 
-    async def unsubscribe(self, run_id: str | None = None, *, topic: Topic | None = None) -> Ack:
-        return await self._ack(Unsubscribe(run_id=run_id, topic=topic))
+    async def unsubscribe(self, run_id: str | None = None, *, topic: Topic | None = None,
+                          chat_id: str | None = None) -> Ack:
+        return await self._ack(Unsubscribe(run_id=run_id, chat_id=chat_id, topic=topic))
 
     async def decide(self, run_id: str, decision: DecisionKind | str, *, comment: str = "",
                      step: int | str | None = None, decision_id: str | None = None,

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -20,6 +20,7 @@ from ..tools.auth import TokenTable
 from ..tools.face import EngineSlot
 from .api import endpoints
 from .auth import WebAuth, login_routes
+from .chats import ChatSlot
 from .hub import Hub
 from .launch_api import launch_endpoints
 from .openapi import Endpoint, openapi, openapi_route, wrap
@@ -40,10 +41,11 @@ class WebFace:
     auth: WebAuth
     hub: Hub
     endpoints: list[Endpoint] = field(default_factory=list)
+    chats: ChatSlot = field(default_factory=ChatSlot)
 
     def routes(self) -> list[BaseRoute]:
         return [*login_routes(self.auth), openapi_route(self.openapi), *(wrap(e, self.auth) for e in self.endpoints),
-                *ws_routes(self.hub, self.slot, self.auth)]
+                *ws_routes(self.hub, self.slot, self.auth, self.chats)]
 
     def openapi(self) -> dict[str, Any]:
         return openapi(self.endpoints, title="flowrun", version=_version(), server_url=self.public_url)
@@ -60,7 +62,11 @@ class WebFace:
                 tg.cancel_scope.cancel()
 
 
-def build_web(slot: EngineSlot, public_url: str, tokens: TokenTable) -> WebFace:
+def build_web(slot: EngineSlot, public_url: str, tokens: TokenTable, *, chats: ChatSlot | None = None,
+              extra: Sequence[Endpoint] = ()) -> WebFace:
+    """`chats` is filled by the app's lifespan; `extra` are more endpoints (the chat API)."""
     public_url = public_url.rstrip("/")
-    return WebFace(slot=slot, public_url=public_url, auth=WebAuth(tokens, public_url), hub=Hub(slot, public_url),
-                   endpoints=[*endpoints(slot, public_url), *launch_endpoints(slot)])
+    chats = chats if chats is not None else ChatSlot()
+    return WebFace(slot=slot, public_url=public_url, auth=WebAuth(tokens, public_url),
+                   hub=Hub(slot, public_url, chats=chats),
+                   endpoints=[*endpoints(slot, public_url, chats), *launch_endpoints(slot), *extra], chats=chats)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -34,6 +34,7 @@ from ..flows.errors import FlowrunError
 from ..flows.events import Event
 from ..runtime.access import Actor
 from ..tools.face import EngineSlot
+from .chats import ChatSlot, is_chat_id
 from .models import session_view, task_view
 from .protocol import EventMessage, Topic
 
@@ -175,11 +176,10 @@ class RunFeed:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         with self.scope:
             try:
-                engine = self.hub.slot.get()
-                self.tail = (await engine.get_run(self.reader, self.run_id)).last_seq
+                stream = await self._open()
                 self.started.set()
                 task_status.started()
-                async for event in engine.subscribe(self.reader, self.run_id, self.tail):
+                async for event in stream:
                     self.tail = event.seq
                     frame = self.hub.frames.frame(event)
                     for listener in list(self.listeners):
@@ -195,6 +195,18 @@ class RunFeed:
             finally:
                 self.started.set()
                 self.hub.feed_ended(self)
+
+
+    async def _open(self) -> AsyncIterator[Event]:
+        """The log to follow from its tail: a run's (through the engine) or a chat's (the
+        connection authorized the chat; the feed reads it for every listener)."""
+        if is_chat_id(self.run_id) and self.hub.chats is not None:
+            source = self.hub.chats.get()
+            self.tail = await source.last_seq(self.run_id)
+            return source.follow(self.run_id, self.tail)
+        engine = self.hub.slot.get()
+        self.tail = (await engine.get_run(self.reader, self.run_id)).last_seq
+        return engine.subscribe(self.reader, self.run_id, self.tail)
 
 
 class TopicFeed:
@@ -263,6 +275,7 @@ class Hub:
 
     slot: EngineSlot
     public_url: str
+    chats: ChatSlot | None = None
     frames: FrameCache = field(default_factory=FrameCache)
     feeds: dict[str, RunFeed] = field(default_factory=dict)
     topics: dict[tuple[Topic, str], TopicFeed] = field(default_factory=dict)

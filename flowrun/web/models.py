@@ -75,18 +75,20 @@ class HealthEventList(_Model):
 
 
 class SessionView(_Model):
-    kind: Literal["run"] = Field(default="run", description="run (chats join later)")
+    kind: Literal["run", "chat"] = Field(default="run", description="a run, or a chat with the chat agent")
     id: str
     title: str
-    status: RunStatus
+    status: RunStatus | None = Field(description="a run's status (none for a chat)")
     who: str
     created_at: datetime
+    updated_at: datetime | None = Field(default=None, description="a chat: its newest message")
     finished_at: datetime | None = None
     turns: int = 0
     cost_usd: float = 0.0
     url: str
-    version: int
+    version: int = Field(description="a run's version; a chat's last seq")
     background: bool = False
+    runs: list[str] = Field(default_factory=list, description="a chat: the runs it started")
 
 
 class SessionPage(_Model):

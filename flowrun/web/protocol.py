@@ -2,12 +2,14 @@
 
 Client to server:
   `auth {token}` (only if the handshake carried no bearer header or session cookie),
-  `subscribe {run_id, after_seq}` or `subscribe {topic: "sessions" | "tasks"}`,
-  `unsubscribe {run_id | topic}`,
+  `subscribe {run_id, after_seq}`, `subscribe {chat_id, after_seq}` (a chat's log, exactly like a
+  run's) or `subscribe {topic: "sessions" | "tasks"}`,
+  `unsubscribe {run_id | chat_id | topic}`,
   `decide {run_id, decision, comment, step, decision_id, expected_version}`,
   `ping`.
 Server to client:
-  `event {run_id, seq, event}` (the stored event: `{run_id, seq, at, data}`); on a topic
+  `event {run_id, seq, event}` (the stored event: `{run_id, seq, at, data}`; a chat's events carry
+  the chat id as `run_id`); on a topic
   subscription `event {topic, run_id, seq, event}` where `event` is the run's row (a SessionView
   or TaskView), sent whole whenever the run changes,
   `ack {ref, op, ...}`, `error {ref, code, message, ...}`, `pong {ref}`.
@@ -48,12 +50,14 @@ class Auth(_Message):
 
 class _Target(_Message):
     run_id: str | None = Field(default=None, min_length=1, max_length=200)
+    chat_id: str | None = Field(default=None, min_length=1, max_length=200,
+                                description="a chat's log: its messages, streamed reply pieces, tools, runs")
     topic: Topic | None = None
 
     @model_validator(mode="after")
     def _one_target(self) -> _Target:
-        if (self.run_id is None) == (self.topic is None):
-            raise ValueError("name exactly one of run_id or topic")
+        if sum(v is not None for v in (self.run_id, self.chat_id, self.topic)) != 1:
+            raise ValueError("name exactly one of run_id, chat_id or topic")
         return self
 
 
@@ -110,9 +114,10 @@ class Ack(_Message):
     ref: Ref = None
     op: Literal["auth", "subscribe", "unsubscribe", "decide"]
     run_id: str | None = None
+    chat_id: str | None = None
     topic: Topic | None = None
     actor: str | None = Field(default=None, description="auth: who the connection speaks for")
-    last_seq: int | None = Field(default=None, description="subscribe: the run's last seq when subscribed")
+    last_seq: int | None = Field(default=None, description="subscribe: the run's (or chat's) last seq when subscribed")
     status: RunStatus | None = Field(default=None, description="subscribe, decide: the run's status then")
     version: int | None = Field(default=None, description="subscribe, decide: the run's version then")
     run: dict[str, Any] | None = Field(default=None, description="decide: the run after the decision (a RunView)")

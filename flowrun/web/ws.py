@@ -26,10 +26,12 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ..flows.enums import Scope
 from ..flows.errors import FlowrunError, PermissionDenied, UsageError
+from ..flows.events import Event
 from ..runtime.access import Actor
 from ..tools.face import EngineSlot
 from ..tools.views import run_view
 from .auth import WebAuth
+from .chats import ChatSlot, is_chat_id
 from .errors import error_body, invalid_request
 from .hub import Hub, Outbox, RunListener
 from .protocol import (
@@ -62,6 +64,7 @@ class Connection:
     slot: EngineSlot
     auth: WebAuth
     actor: Actor | None
+    chats: ChatSlot | None = None
     outbox: Outbox = field(default_factory=Outbox)
     runs: dict[str, tuple[RunListener, anyio.CancelScope]] = field(default_factory=dict)
     topics: set[Topic] = field(default_factory=set)
@@ -191,6 +194,9 @@ class Connection:
             for frame in await self.hub.join_topic(msg.topic, actor.workspace, self.outbox):
                 await self.outbox.put(frame)
             return
+        if msg.chat_id is not None:
+            await self._subscribe_chat(msg, msg.chat_id, actor, tg)
+            return
         assert msg.run_id is not None
         run = await engine.get_run(actor, msg.run_id)  # flows.read and the workspace
         if run.id in self.runs:
@@ -210,15 +216,36 @@ class Connection:
                                   status=run.status, version=run.version).model_dump_json())
         tg.start_soon(self._replay, msg.ref, run.id, actor, listener, scope)
 
+    async def _subscribe_chat(self, msg: Subscribe, chat_id: str, actor: Actor, tg: TaskGroup) -> None:
+        """A chat's log, replayed and live exactly like a run's (only its owner may follow it)."""
+        if self.chats is None:
+            raise UsageError("This server has no chats.", code="not_found", chat_id=chat_id)
+        chat = await self.chats.get().get(actor, chat_id)
+        if chat.id in self.runs:
+            raise UsageError(f"Already subscribed to chat {chat.id}; unsubscribe first to start over.",
+                             code="already_subscribed", chat_id=chat.id)
+        listener = RunListener(self.outbox, last_seq=msg.after_seq)
+        scope = anyio.CancelScope()
+        self.runs[chat.id] = (listener, scope)
+        await self.outbox.put(Ack(ref=msg.ref, op="subscribe", chat_id=chat.id, last_seq=chat.last_seq).model_dump_json())
+        tg.start_soon(self._replay, msg.ref, chat.id, actor, listener, scope)
+
+    async def _page(self, actor: Actor, log_id: str, after: int) -> list[Event]:
+        if self.chats is not None and is_chat_id(log_id):
+            return await self.chats.get().events(actor, log_id, after, REPLAY_PAGE)
+        return await self.slot.get().events(actor, log_id, after, REPLAY_PAGE)
+
     async def _replay(self, ref: str | int | None, run_id: str, actor: Actor, listener: RunListener,
                       scope: anyio.CancelScope) -> None:
         with scope:
             try:
                 await self.hub.join_run(run_id, actor.workspace, listener)
                 engine = self.slot.get()
-                await engine.get_run(actor, run_id)  # still allowed (the engine's answer)
+                chat = self.chats is not None and is_chat_id(run_id)
+                if not chat:
+                    await engine.get_run(actor, run_id)  # still allowed (the engine's answer)
                 # the store's raw JSON when it offers it: a replay then decodes and re-encodes nothing
-                fetch_json = getattr(engine.deps.store, "events_json", None)
+                fetch_json = None if chat else getattr(engine.deps.store, "events_json", None)
                 prefix = '{"type":"event","run_id":' + json.dumps(run_id) + ',"seq":'
                 while True:
                     if fetch_json is not None:
@@ -228,7 +255,7 @@ class Connection:
                             listener.last_seq = seq
                         count = len(rows)
                     else:
-                        page = await engine.events(actor, run_id, listener.last_seq, REPLAY_PAGE)
+                        page = await self._page(actor, run_id, listener.last_seq)
                         for event in page:
                             await self.outbox.put(self.hub.frames.frame(event))
                             listener.last_seq = event.seq
@@ -249,20 +276,23 @@ class Connection:
             self.hub.leave_topic(msg.topic, actor.workspace, self.outbox)
             await self.outbox.put(Ack(ref=msg.ref, op="unsubscribe", topic=msg.topic).model_dump_json())
             return
-        assert msg.run_id is not None
-        found = self.runs.pop(msg.run_id, None)
+        log_id = msg.run_id or msg.chat_id
+        assert log_id is not None
+        found = self.runs.pop(log_id, None)
         if found is None:
-            raise UsageError(f"Not subscribed to run {msg.run_id}.", code="not_subscribed", run_id=msg.run_id)
+            what = "chat" if msg.chat_id else "run"
+            raise UsageError(f"Not subscribed to {what} {log_id}.", code="not_subscribed", run_id=msg.run_id,
+                             chat_id=msg.chat_id)
         listener, scope = found
         scope.cancel()
-        self.hub.leave_run(msg.run_id, listener)
-        await self.outbox.put(Ack(ref=msg.ref, op="unsubscribe", run_id=msg.run_id,
+        self.hub.leave_run(log_id, listener)
+        await self.outbox.put(Ack(ref=msg.ref, op="unsubscribe", run_id=msg.run_id, chat_id=msg.chat_id,
                                   last_seq=listener.last_seq).model_dump_json())
 
     async def _decide(self, msg: Decide, actor: Actor) -> None:
         run = await self.slot.get().decide(actor, msg.run_id, msg.decision, comment=msg.comment, step=msg.step,
                                            expected_version=msg.expected_version, decision_id=msg.decision_id)
-        view = run_view(run, self.hub.public_url)
+        view = run_view(run, self.hub.public_url, actor=actor)
         await self.outbox.put(Ack(ref=msg.ref, op="decide", run_id=run.id, status=run.status, version=run.version,
                                   run=view.model_dump(mode="json")).model_dump_json())
 
@@ -315,7 +345,7 @@ def _message_error(exc: ValidationError, raw: str) -> FlowrunError:
     return UsageError(invalid.message, code="invalid_message", **invalid.details)
 
 
-def ws_routes(hub: Hub, slot: EngineSlot, auth: WebAuth) -> list[BaseRoute]:
+def ws_routes(hub: Hub, slot: EngineSlot, auth: WebAuth, chats: ChatSlot | None = None) -> list[BaseRoute]:
     async def endpoint(websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
         if not auth.origin_allowed(origin):
@@ -324,6 +354,6 @@ def ws_routes(hub: Hub, slot: EngineSlot, auth: WebAuth) -> list[BaseRoute]:
                 {"code": "forbidden_origin", "message": f"Origin {origin!r} may not open /ws."}, status_code=403))
             return
         await websocket.accept()
-        await Connection(websocket, hub, slot, auth, auth.authenticate(websocket)).serve()
+        await Connection(websocket, hub, slot, auth, auth.authenticate(websocket), chats).serve()
 
     return [WebSocketRoute("/ws", endpoint)]

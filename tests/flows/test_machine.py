@@ -193,7 +193,7 @@ def test_retry_resets_the_failed_step_and_later_ones_and_keeps_earlier() -> None
 
 def test_retry_as_clone_links_both_ways() -> None:
     original, clone, _, _ = machine.clone_for_retry(failed_at_build(), "bo")
-    assert original.retried_as == clone.id and clone.retry_of == original.id
+    assert original.retried_as == [clone.id] and clone.retry_of == original.id
     assert clone.steps[0].status == StepStatus.COMPLETED and clone.steps[1].status == StepStatus.PENDING
     assert clone.started_by == "bo" and clone.status == R.PENDING
 

@@ -37,3 +37,17 @@ def test_events_v1_load() -> None:
     assert any(isinstance(e, DecisionRecorded) and e.decision.decision_id == "d1" for e in events)
     assert any(isinstance(e, TranscriptEntry) and e.data.get("diff") for e in events)
     assert any(isinstance(e, AgentMessages) and e.messages for e in events)
+
+
+def test_run_v1_single_clone_becomes_the_first_link_of_the_chain() -> None:
+    raw = json.loads((SNAPSHOTS / "run-v1.json").read_text())
+    assert Run.model_validate(raw).retried_as == []
+    raw["retried_as"] = "run_01JSNAPSHOTCLONE000000000"  # how v1 stored a clone
+    assert Run.model_validate(raw).retried_as == ["run_01JSNAPSHOTCLONE000000000"]
+
+
+def test_run_v2_loads_with_its_retry_chain() -> None:
+    run = Run.model_validate_json((SNAPSHOTS / "run-v2.json").read_text())
+    assert run.schema_version == 2 <= RUN_SCHEMA_VERSION
+    assert run.retried_as == ["run_01JSNAPSHOTV2CLONE000001", "run_01JSNAPSHOTV2CLONE000002"]
+    assert run.status == RunStatus.FAILED and len(run.steps) == 2

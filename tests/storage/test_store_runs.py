@@ -263,15 +263,15 @@ async def test_commit_pair_writes_both_or_neither(tmp_path: Path) -> None:
             await store.commit_pair(stale, (clone, [*created(clone), *clone_events]))
         with pytest.raises(NotFound):
             await store.get_run(clone.id)
-        assert (await store.get_run(run.id)).retried_as is None
+        assert (await store.get_run(run.id)).retried_as == []
 
         first, second = await store.commit_pair(
             (original, original_events, failed.version), (clone, [*created(clone), *clone_events])
         )
-        assert first.retried_as == clone.id and first.version == failed.version + 1
+        assert first.retried_as == [clone.id] and first.version == failed.version + 1
         assert second.retry_of == run.id and (second.version, second.last_seq) == (1, 2)
         assert await store.get_run(clone.id) == second
-        assert (await store.get_run(run.id)).retried_as == clone.id
+        assert (await store.get_run(run.id)).retried_as == [clone.id]
 
         with pytest.raises(UsageError, match="both runs"):
             await store.commit_pair((first, [], first.version), (first, []))

@@ -38,7 +38,7 @@ TOKENS = {
     BOB: "bob:flows.read,flows.run",
     OPS: "ops:*",
     STRANGER: "stranger@elsewhere:*",
-    NOBODY: "nobody:flows.run",
+    NOBODY: "nobody:flows.cancel.any",  # no flows.read, and no flows.run (which implies it)
 }
 
 _SKILL = "slug: {slug}\nname: {slug}\ninstructions: Do it.\nallowed_tools: []\noutput_schema: {{type: object}}\n"

@@ -198,7 +198,7 @@ def _bad_inputs(run: str, done: str) -> list[tuple[str, dict[str, Any], str]]:
         ("decide_checkpoint", {"run_id": run, "decision": "approve", "expected_version": 1}, "changed since you saw"),
         ("decide_checkpoint", {"run_id": done, "decision": "approve", "step": "Create PR"},
          "already decided: approve by local"),
-        ("decide_checkpoint", {"run_id": done, "decision": "skip"}, "it is completed"),
+        ("decide_checkpoint", {"run_id": done, "decision": "skip"}, "already decided: approve by local"),
     ]
 
 
@@ -211,8 +211,10 @@ async def test_every_bad_input_is_a_tool_error_and_the_server_carries_on(tmp_pat
             await wait(session, done)
             key = "decision-0001"
             await call(session, "decide_checkpoint", run_id=done, decision="approve", decision_id=key)
-            repeated = await call(session, "decide_checkpoint", run_id=done, decision="reject", decision_id=key)
-            assert repeated["steps"][3]["decision"]["kind"] == "approve"  # the first answer stands
+            repeated = await call(session, "decide_checkpoint", run_id=done, decision="approve", decision_id=key)
+            assert repeated["steps"][3]["decision"]["kind"] == "approve"  # the first answer, again
+            other = await refusal(session, "decide_checkpoint", run_id=done, decision="reject", decision_id=key)
+            assert "(code: already_decided)" in other and "approve by local" in other  # and it says so
             await wait(session, done, until="finished")
 
             for tool, arguments, phrase in _bad_inputs(run, done):

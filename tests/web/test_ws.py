@@ -149,7 +149,7 @@ async def test_malformed_unknown_and_oversized_messages_get_errors_and_the_socke
             bad = await answer(json.dumps({"type": "subscribe", "ref": "a", "run_id": "r", "after_seq": -1}))
             assert bad["code"] == "invalid_message" and "after_seq" in bad["message"] and bad["ref"] == "a"
             both = await answer(json.dumps({"type": "subscribe", "run_id": "r", "topic": "tasks"}))
-            assert "exactly one of run_id or topic" in both["message"]
+            assert "exactly one of run_id, chat_id or topic" in both["message"]
             big = await answer(json.dumps({"type": "ping", "pad": "x" * (MAX_MESSAGE_BYTES + 1)}))
             assert big["code"] == "message_too_large"
             assert (await answer(b"\xff\xfe"))["code"] == "invalid_message"
@@ -288,7 +288,7 @@ async def test_topics_send_rows_and_follow_changes(tmp_path: Path) -> None:
                     if isinstance(message, EventMessage) and message.topic == "sessions":
                         row = SessionView.model_validate(message.event)
                         assert row.id == message.run_id and row.url.endswith(f"/runs/{row.id}")
-                        statuses[row.id] = row.status.value
+                        statuses[row.id] = row.status.value if row.status is not None else ""
             assert (await client.unsubscribe(topic="sessions")).topic == "sessions"
             assert (await _refused(client.unsubscribe(topic="sessions"))).code == "not_subscribed"
 
