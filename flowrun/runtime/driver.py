@@ -22,11 +22,8 @@ from ..storage.base import RecordRow
 from .conditions import evaluate_when
 from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
-<<<<<<< HEAD
-from .snapshots import Snapshots
-=======
 from .parking import release_and_record
->>>>>>> main
+from .snapshots import Snapshots
 from .step import acquire_sandbox, execute_step, release_sandbox
 from .transcript import TranscriptSink
 from .usage import record_usage_anyway
@@ -219,20 +216,8 @@ class RunDriver:
                 await self.sink.flush()
 
         outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage,
-<<<<<<< HEAD
                                      persist=persist, continuation=continuation, before_tool=self._stop_if_cancelled)
-        transition_events: list[EventData] = []
-        if self._pending_usage.turns or self._pending_usage.cost_usd:
-            delta, self._pending_usage = self._pending_usage, Usage()
-            run, transition_events = machine.record_usage(self.run, index, delta)
-        else:
-            run = self.run
-        run, events = machine.finish_step(run, index, outcome.result, error=outcome.error)
-        transition_events += events
-=======
-                                     persist=persist, continuation=continuation)
         run, transition_events = machine.finish_step(self.run, index, outcome.result, error=outcome.error)
->>>>>>> main
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)
             lost = run.links.sandbox

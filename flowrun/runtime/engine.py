@@ -26,12 +26,8 @@ from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow, RunFilter
-<<<<<<< HEAD
 from ..storage.errors import StorageError
-from . import continuation
-=======
 from . import continuation, deciding
->>>>>>> main
 from .access import Actor
 from .context import EngineDeps
 from .continuation import Continuation
