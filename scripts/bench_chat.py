@@ -10,6 +10,9 @@ recorded, so its own time is excluded.
   conversation record, the delta's commit and its delivery (target <= 20 ms).
 - run visible: the model yields its `start_flow` call -> the `chat_run` event (the overlay mounts
   on it) seen by the subscriber: the MCP round trip, the engine's start, the link (target <= 100 ms).
+- over the wire: `flowrun serve`'s app under uvicorn; `POST /api/chats/{id}/messages` with
+  `/run tiny` -> the `chat_run` event on a `/ws` client subscribed to the chat, then the run's
+  `/runs/{id}/progress`-equivalent `GET /api/runs/{id}` answered (what the overlay fetches).
 """
 
 from __future__ import annotations
@@ -135,11 +138,38 @@ async def bench(rounds: int) -> dict[str, Any]:
             "start_flow -> run linked in the chat (overlay mounts), target <= 100 ms": summary(visible)}
 
 
+async def bench_wire(rounds: int) -> dict[str, Any]:
+    from flowrun.web.protocol import EventMessage
+    from tests.web.webkit import ANA as TOKEN
+    from tests.web.webkit import served
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-chat-wire-"))
+    visible: list[float] = []
+    async with served(environment(tmp)) as s, s.http(TOKEN) as http, s.ws(TOKEN) as ws:
+        chat = (await http.post("/api/chats", json={})).json()
+        await ws.subscribe(chat_id=chat["id"])
+        for _ in range(rounds):
+            start = time.perf_counter()
+            await http.post(f"/api/chats/{chat['id']}/messages", json={"text": "/run tiny"})
+            with anyio.fail_after(20):
+                while True:
+                    message = await ws.receive()
+                    if isinstance(message, EventMessage) and message.event["data"]["type"] == "chat_run":
+                        run_id = message.event["data"]["run_id"]
+                        break
+            assert (await http.get(f"/api/runs/{run_id}")).status_code == 200
+            visible.append(time.perf_counter() - start)
+            await http.post(f"/api/runs/{run_id}/cancel")
+    return {"POST /run tiny -> chat_run on /ws + the run fetched (no model), target <= 100 ms": summary(visible)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=100)
     args = parser.parse_args()
-    print(json.dumps(anyio.run(bench, args.rounds), indent=2))
+    figures = anyio.run(bench, args.rounds)
+    figures.update(anyio.run(bench_wire, max(5, args.rounds // 5)))
+    print(json.dumps(figures, indent=2))
 
 
 if __name__ == "__main__":

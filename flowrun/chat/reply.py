@@ -145,13 +145,15 @@ class Replier:
             log.exception("chat %s: tool %s failed", session.chat.id, name)
             outcome = ToolOutcome(f"the tool call failed inside flowrun: {type(exc).__name__}: {exc}", True, None)
         run_id = outcome.run_id or (arguments.get("run_id") if isinstance(arguments.get("run_id"), str) else None)
-        await session.append(ChatToolUsed(message_id=message_id, call_id=call_id, tool=name, input=arguments,
-                                          result=outcome.text[:2000], is_error=outcome.is_error, run_id=run_id))
+        used = ChatToolUsed(message_id=message_id, call_id=call_id, tool=name, input=arguments,
+                            result=outcome.text[:2000], is_error=outcome.is_error, run_id=run_id)
         if name == "start_flow" and not outcome.is_error and outcome.run_id and outcome.data is not None:
-            data = outcome.data
+            data = outcome.data  # the call and the link in one commit: the overlay mounts on the link
             await session.link_run(outcome.run_id, str(data.get("flow", "")), str(data.get("flow_name", "")),
-                                   str(data.get("url", "")))
-        elif not outcome.is_error:
+                                   str(data.get("url", "")), before=[used])
+            return outcome
+        await session.append(used)
+        if not outcome.is_error:
             await session.touched_run(name, run_id)
         return outcome
 

@@ -123,13 +123,17 @@ class ChatSession:
 
     # -- following runs ------------------------------------------------------------------------------
 
-    async def link_run(self, run_id: str, flow: str, flow_name: str, url: str) -> None:
-        """A run this chat started: record the link, then follow it."""
+    async def link_run(self, run_id: str, flow: str, flow_name: str, url: str,
+                       before: list[ChatEventData] | None = None) -> None:
+        """A run this chat started: record the link (after `before`, in the same commit), then
+        follow it."""
         from ..flows.chat import ChatRunLinked
 
         if run_id not in self.chat.runs:
-            await self.append_with_row([ChatRunLinked(run_id=run_id, flow=flow, flow_name=flow_name, url=url)],
-                                       runs=[*self.chat.runs, run_id])
+            link = ChatRunLinked(run_id=run_id, flow=flow, flow_name=flow_name, url=url)
+            await self.append_with_row([*(before or []), link], runs=[*self.chat.runs, run_id])
+        elif before:
+            await self.append(*before)
         self.state.runs.setdefault(run_id, 0)
         await self._maybe_follow(run_id, self.state.runs[run_id], on_open=False)
 

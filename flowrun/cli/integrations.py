@@ -6,12 +6,11 @@ import argparse
 import getpass
 import sys
 
-from rich.markup import escape
-
 from ..flows.errors import UsageError
 from ..runtime.access import LOCAL_OPERATOR
 from ..runtime.integrations import GitHub, whoami
 from .commands import _settings, console
+from .safe import markup as escape  # markup escaped, control characters shown
 
 
 def _read_token(args: argparse.Namespace) -> str:

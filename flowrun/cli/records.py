@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rich.markup import escape
-
 from ..runtime.access import LOCAL_OPERATOR
 from ..runtime.records import RecordData, create_record, get_record, list_records, update_record
 from ..storage.base import RecordRow
 from .commands import _engine, _settings, console
+from .safe import markup as escape  # markup escaped, control characters shown
+from .safe import text
 
 
 def _line(record: RecordRow) -> None:
@@ -39,7 +39,7 @@ async def plans(args: argparse.Namespace) -> int:
             data = RecordData.model_validate(record.data)
             for link in data.links:
                 console.print(f"  link  {escape(link)}", style="dim")
-            console.print(escape(record.body), markup=False)
+            console.print(text(record.body))
         elif args.action == "update":
             record = await update_record(store, LOCAL_OPERATOR, args.id, title=args.title, body=_body(args),
                                          repository=args.repository, status=args.status, add_links=args.link or [])

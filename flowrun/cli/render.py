@@ -98,7 +98,8 @@ def summary(run: Run, url: str | None = None) -> Panel:
     lines = Text()
     lines.append(clean(f"{run.flow.name}  "), style="bold")
     lines.append_text(status_badge(run.status))
-    lines.append(clean(f"\nrun {run.id} · started by {run.started_by} ({run.launch.kind.value})"))
+    launch = run.launch.kind.value + (f" {run.launch.ref}" if run.launch.ref else "")
+    lines.append(clean(f"\nrun {run.id} · started by {run.started_by} ({launch})"))
     if run.started_at:
         lines.append(f" at {run.started_at:%Y-%m-%d %H:%M:%S} UTC")
     if run.duration_s is not None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from rich.markup import escape
-
 from ..flows.errors import UsageError
 from ..runtime.access import LOCAL_OPERATOR
 from ..runtime.triggers import ScheduleStatus, Triggers
 from .commands import _engine, _settings, console
+from .safe import markup as escape  # markup escaped, control characters shown
 
 
 def _print(status: ScheduleStatus) -> None:

@@ -87,9 +87,12 @@ class Engine:
                 await self._mark_interrupted(run, "The engine shut down while the run was in flight.")
         for run_id in list(self.deps.sandboxes):
             run = await self.deps.store.get_run(run_id)
-            if run.status != RunStatus.PAUSED:
+            if run.status in (RunStatus.INTERRUPTED, RunStatus.RUNNING, RunStatus.PENDING):
                 # interrupted: its sandbox is kept as it is, so a retry continues in it
                 self.deps.sandboxes.pop(run_id, None)
+                continue
+            if run.status != RunStatus.PAUSED:  # stopped by another process while held here
+                await release_and_record(self.deps, run_id, keep=True)
                 continue
             # an interactive run waiting for a person: nobody holds it now, so park it
             link = await release_sandbox(self.deps, run, keep=True)

@@ -16,10 +16,12 @@ workspace through its working directory even where the absolute path is not sear
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -40,6 +42,7 @@ DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
 
 SANDBOX_WORKSPACE = "/workspace"
+REAPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "reaper.py")
 _SETPRIV = "/usr/bin/setpriv"
 
 _warned_reduced = False
@@ -56,11 +59,13 @@ class Confinement:
     bwrap: str = "bwrap"
 
     @property
-    def spawn_ids(self) -> tuple[int | None, int | None]:
-        """The uid/gid to start the process as (bubblewrap drops inside, with setpriv)."""
-        if self.isolation == "process-group":
-            return self.uid, self.gid
-        return None, None
+    def supervised(self) -> bool:
+        """Whether commands run under the `reaper` supervisor (process-group mode)."""
+        return self.isolation == "process-group"
+
+    def for_uid(self, uid: int, gid: int) -> Confinement:
+        """The same confinement, running commands as `uid`/`gid` (a sandbox of its own)."""
+        return dataclasses.replace(self, uid=uid, gid=gid)
 
     @property
     def sandbox_workspace(self) -> str | None:
@@ -80,7 +85,8 @@ class Confinement:
         shell = ["/bin/bash", "-c", limit_prefix(limits, drop=self.uid is not None)]
         shell += ["flowrun", command]
         if self.isolation == "process-group":
-            return shell
+            ids = ["--uid", str(self.uid), "--gid", str(self.gid)] if self.uid is not None else []
+            return [sys.executable, "-I", REAPER, *ids, "--", *shell]
         args = [self.bwrap, "--die-with-parent", "--new-session"]
         if self.uid is None:
             args += ["--unshare-all"] + (["--share-net"] if network else [])
@@ -178,8 +184,8 @@ def warn_reduced_once(confinement: Confinement) -> None:
         return
     _warned_reduced = True
     logger.warning(
-        "local sandbox isolation is REDUCED (%s): commands run in a process group with rlimits%s, "
-        "but can see the host filesystem and network and a `setsid` child can outlive a kill. "
+        "local sandbox isolation is REDUCED (%s): commands run under a supervisor that kills "
+        "their whole process tree, with rlimits%s, but can see the host filesystem and network. "
         "Install bubblewrap (apt-get install bubblewrap) for full isolation.",
         confinement.reason,
         " as an unprivileged uid" if confinement.uid is not None else "",

@@ -24,6 +24,7 @@ from ..flows.errors import BlockedError, SandboxError
 from ..flows.profiles import SandboxProfile
 from ..flows.run import SandboxLink
 from .base import ExecResult, OutputCallback, SetupCallback
+from .identity import sandbox_identity
 from .isolation import (
     SANDBOX_GID,
     SANDBOX_UID,
@@ -100,7 +101,6 @@ class LocalSandbox:
             limits=limits,
             network=self.profile.network,
         )
-        uid, gid = self.confinement.spawn_ids
         try:
             return await run_process(
                 argv,
@@ -109,8 +109,7 @@ class LocalSandbox:
                 time_limit=timeout if timeout is not None else limits.command_timeout_s,
                 max_output_bytes=limits.max_output_bytes,
                 on_output=on_output,
-                user=uid,
-                group=gid,
+                supervised=self.confinement.supervised,
             )
         except OSError as exc:  # e.g. the working directory vanished as the command started
             raise SandboxError(
@@ -157,7 +156,10 @@ class LocalBackend:
         isolation: "auto" uses bubblewrap when it works; "bubblewrap" requires it;
             "process-group" never uses it. Default: `FLOWRUN_SANDBOX_ISOLATION` from `env`
             (the process environment when `env` is None), else "auto".
-        sandbox_uid/sandbox_gid: who commands run as when the server is root.
+        sandbox_uid/sandbox_gid: who commands run as when the server is root and
+            `uid_per_sandbox` is off (or the machine cannot switch to the reserved range).
+        uid_per_sandbox: when root, each workspace runs as a uid of its own (see `identity`),
+            so process limits and file permissions apply per sandbox.
         github_token: the GitHub integration's credential, for private repositories
             (default: `GITHUB_TOKEN` from `env`).
         env: the server's settings environment; read for defaults, never passed to commands.
@@ -172,6 +174,7 @@ class LocalBackend:
         isolation: IsolationChoice | None = None,
         sandbox_uid: int = SANDBOX_UID,
         sandbox_gid: int = SANDBOX_GID,
+        uid_per_sandbox: bool = True,
         github_token: str | None = None,
         env: Mapping[str, str] | None = None,
     ) -> None:
@@ -183,6 +186,7 @@ class LocalBackend:
         self._choice = isolation or _isolation_choice(chosen)
         self._uid = sandbox_uid
         self._gid = sandbox_gid
+        self._uid_per_sandbox = uid_per_sandbox
         self._github_token = github_token
         self._confinement: Confinement | None = None
         self._lock = anyio.Lock()
@@ -240,6 +244,11 @@ class LocalBackend:
                 fix="resume the run: it continues in a new sandbox (the old workspace cannot be recovered)",
                 sandbox=key,
             )
+        if confinement.uid is not None and confinement.gid is not None and self._uid_per_sandbox:
+            uid, gid = await anyio.to_thread.run_sync(
+                sandbox_identity, self.root, workspace, (confinement.uid, confinement.gid)
+            )
+            confinement = confinement.for_uid(uid, gid)
         owner = _owner(confinement)
         await anyio.to_thread.run_sync(_make_workspace, self.root, workspace, owner)
         if on_setup is not None:

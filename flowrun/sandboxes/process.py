@@ -3,8 +3,9 @@
 The process is started in its own session (`start_new_session=True`) so its process group can be
 signalled as a unit. Under bubblewrap the process we start is bwrap itself, whose child is the
 init of a private PID namespace with `--die-with-parent`: killing bwrap kills that init and with
-it every process in the namespace, including ones that called `setsid`. Without bubblewrap a
-`setsid` child escapes the group; that is the reduced isolation the backend warns about.
+it every process in the namespace, including ones that called `setsid`. Without bubblewrap the
+process we start is the `reaper` supervisor (`supervised=True`), a child subreaper that every
+escaped descendant is re-parented to: asked with SIGTERM, it kills and reaps them all.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def kill_tree(process: Process) -> None:
             os.kill(process.pid, signal.SIGKILL)
 
 
+async def stop_tree(process: Process, *, supervised: bool) -> None:
+    """End the command's whole tree. A supervised command (see `reaper`) is asked with SIGTERM,
+    and its supervisor kills and reaps every descendant, escaped sessions included; it gets
+    `_REAP_TIMEOUT_S` before the group is SIGKILLed anyway. Shielded: runs on cancellation."""
+    if supervised and process.returncode is None:
+        with suppress(ProcessLookupError, PermissionError):
+            os.kill(process.pid, signal.SIGTERM)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_TIMEOUT_S):
+            await process.wait()
+    kill_tree(process)
+
+
 def _exit_code(returncode: int | None) -> int:
     if returncode is None:
         return -1
@@ -72,6 +85,7 @@ async def run_process(
     user: int | None = None,
     group: int | None = None,
     pass_fds: Sequence[int] = (),
+    supervised: bool = False,
 ) -> ExecResult:
     """Run `argv` to completion, or until `time_limit` seconds, and return what it did.
 
@@ -107,12 +121,12 @@ async def run_process(
             with anyio.move_on_after(time_limit) as deadline:
                 await process.wait()
             timed_out = deadline.cancelled_caught
-            kill_tree(process)  # the command's leftovers do not outlive it
+            await stop_tree(process, supervised=supervised)  # its leftovers do not outlive it
             with anyio.move_on_after(_DRAIN_GRACE_S):
                 await drained.wait()
             tg.cancel_scope.cancel()
     except BaseException:
-        kill_tree(process)
+        await stop_tree(process, supervised=supervised)
         with anyio.CancelScope(shield=True), anyio.move_on_after(_REAP_TIMEOUT_S):
             await process.aclose()
         raise

@@ -33,6 +33,9 @@ def test_flowrun_chat_starts_a_run_shows_progress_and_decides_in_words(
     assert "was approved by local: “looks good, ship it”" in out
     assert "step 2/2 Ship: completed" in out and "Tiny (run run_" in out and "completed (2 of 2 steps done)" in out
     chat_id = out.split("flowrun chat --chat ")[1].split()[0]
+    run_id = out.split("Started **Tiny** as run `")[1].split("`")[0]
+    assert main(["show", run_id]) == 0
+    assert f"started by local (chat {chat_id})" in capsys.readouterr().out  # the summary card's launch
 
     assert main(["chat", "--chat", chat_id, "-m", "/status"]) == 0
     again = capsys.readouterr().out

@@ -150,3 +150,12 @@ def test_the_cli_decides_with_hostile_comments_and_says_when_a_decision_id_was_u
     assert main(["show", run_id]) == 0
     out = capsys.readouterr().out
     assert "[approve by local: [/x] [bold red]loud[/]" in out and "duration" in out
+
+
+def test_records_print_their_untrusted_text_as_written(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plans", "add", "--title", f"CSV {HOSTILE}", "--body", f"Body [b]x[/b] {HOSTILE}"]) == 0
+    [record_id] = [w for w in capsys.readouterr().out.split() if w.startswith(("plan_", "plan-"))][:1]
+    assert main(["plans", "show", record_id]) == 0
+    out = capsys.readouterr().out
+    assert "CSV [/x] [bold red]loud[/]" in out and "Body [b]x[/b] [/x]" in out  # as written, no backslashes
+    assert "\x1b[2J" not in out and "\x07" not in out and "\\x1b[2J" in out

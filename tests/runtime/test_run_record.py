@@ -291,3 +291,18 @@ async def test_a_read_only_actor_is_offered_only_what_it_may_do(tmp_path: Path) 
         assert next_actions(paused, RUNNER) == ["decide_checkpoint"]  # not their run to cancel
         cancelled = await engine.cancel(ANA, paused.id)
         assert next_actions(cancelled, READER) == [] and next_actions(cancelled, RUNNER) == ["resume_run"]
+
+
+async def test_a_paused_run_cancelled_elsewhere_has_its_held_sandbox_released_when_the_holder_stops(
+    tmp_path: Path,
+) -> None:
+    cat = catalog(SIGNED, defaults={"sandbox_profile": "local"})
+    provider = scripts(plan=[submit("planned")], ship=[submit("shipped")])
+    async with running_engine(tmp_path, cat, provider, config=EngineConfig(owner="host-a:1")) as holding:
+        paused = await settle(holding, await holding.start_run(ANA, "test-flow"))
+        assert paused.status == RunStatus.PAUSED and paused.id in holding.deps.sandboxes  # interactive: held
+        async with running_engine(tmp_path, cat, provider, config=EngineConfig(owner="host-b:2")) as other:
+            assert (await other.cancel(ANA, paused.id)).status == RunStatus.CANCELLED
+    async with running_engine(tmp_path, cat, provider) as later:
+        stored = await later.get_run(ANA, paused.id)
+        assert stored.links.sandbox is not None and stored.links.sandbox.state == "released"

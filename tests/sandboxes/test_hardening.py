@@ -136,3 +136,84 @@ async def test_a_cwd_through_a_symlink_inside_the_workspace_works(backend: Local
     (sb.host_path / "alias").symlink_to("real/sub")
     result = await sb.exec("ls && pwd", cwd="alias")
     assert result.exit_code == 0 and "f.txt" in result.stdout
+
+
+async def _alive(marker: str) -> list[str]:
+    done = await anyio.run_process(["pgrep", "-f", marker], check=False)
+    return done.stdout.decode().split()
+
+
+async def test_a_setsid_child_dies_with_the_command_on_cancel_timeout_and_exit(
+    backend: LocalBackend,
+) -> None:
+    sb = await backend.acquire("run_tree", profile())
+    escape = "setsid bash -c 'sleep 1.5; touch {name}; exec sleep 3000{n}' >/dev/null 2>&1 < /dev/null &"
+    with anyio.move_on_after(0.5) as scope:
+        await sb.exec(escape.format(name="after-cancel", n=1) + " sleep 30")
+    assert scope.cancelled_caught
+    result = await sb.exec(escape.format(name="after-timeout", n=2) + " sleep 30", timeout=0.5)
+    assert result.timed_out
+    done = await sb.exec(escape.format(name="after-exit", n=3) + " disown; echo left")
+    assert done.exit_code == 0 and done.stdout == "left\n"
+    await anyio.sleep(2.0)  # long enough for an escapee to leave its mark
+    for name in ("after-cancel", "after-timeout", "after-exit"):
+        assert not (sb.host_path / name).exists(), name
+    assert await _alive("sleep 300[0]") == []
+
+
+async def test_many_escaped_children_do_not_pile_up(backend: LocalBackend) -> None:
+    sb = await backend.acquire("run_pile", profile())
+    for _ in range(3):
+        result = await sb.exec(
+            "for i in $(seq 20); do setsid sleep 4000 >/dev/null 2>&1 < /dev/null & done; echo spawned"
+        )
+        assert result.stdout == "spawned\n"
+    assert await _alive("sleep 400[0]") == []
+
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per sandbox needs root")
+
+
+@needs_root
+async def test_each_sandbox_runs_as_a_uid_of_its_own(backend: LocalBackend) -> None:
+    a = await backend.acquire("run_uid_a", profile())
+    b = await backend.acquire("run_uid_b", profile())
+    ids = [(await sb.exec("id -u")).stdout.strip() for sb in (a, b)]
+    assert len(set(ids)) == 2 and "0" not in ids and "65534" not in ids
+    for sb, uid in zip((a, b), ids, strict=True):
+        info = sb.host_path.stat()
+        assert str(info.st_uid) == uid and info.st_mode & 0o777 == 0o700
+    # a restart (a new backend on the same root) keeps each workspace's uid
+    again = LocalBackend(backend.root, isolation=backend.isolation)
+    reacquired = await again.acquire("run_uid_a", profile(), link=a.link)
+    assert (await reacquired.exec("id -u")).stdout.strip() == ids[0]
+
+
+@needs_root
+async def test_one_sandbox_filling_its_process_limit_does_not_starve_another(backend: LocalBackend) -> None:
+    hog = await backend.acquire("run_hog", profile(limits={"max_processes": 40}))
+    other = await backend.acquire("run_other", profile(limits={"max_processes": 40}))
+    full = anyio.Event()
+
+    async def on_output(stream: str, text: str) -> None:
+        if "full" in text:
+            full.set()
+
+    async with anyio.create_task_group() as tg:
+        # the hog holds 35 processes of its limit of 40 (sharing one uid, nobody else could fork)
+        tg.start_soon(lambda: hog.exec("for i in $(seq 35); do sleep 60 & done; echo full; wait", on_output=on_output))
+        with anyio.fail_after(20):
+            await full.wait()
+        result = await other.exec("for i in $(seq 20); do sleep 0.1 & done; wait; echo fine", timeout=8)
+        tg.cancel_scope.cancel()
+    assert result.stdout == "fine\n", result.stderr
+
+
+@needs_root
+async def test_a_sandbox_cannot_read_another_sandboxs_workspace(sandbox_root: Path) -> None:
+    backend = LocalBackend(sandbox_root, isolation="process-group")
+    a = await backend.acquire("run_read_a", profile())
+    b = await backend.acquire("run_read_b", profile())
+    await b.write_file("secret.txt", b"b's work\n")
+    result = await a.exec(f"cat {b.host_path}/secret.txt")
+    assert result.exit_code != 0 and "b's work" not in result.stdout
