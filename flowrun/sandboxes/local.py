@@ -145,7 +145,7 @@ class LocalSandbox:
 
     async def restore(self, src: Path) -> None:
         self._check_active("restore the workspace")
-        await anyio.to_thread.run_sync(restore_snapshot, self._root, src)
+        await anyio.to_thread.run_sync(restore_snapshot, self._root, src, _owner(self.confinement))
 
 
 class LocalBackend:

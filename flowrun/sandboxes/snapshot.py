@@ -34,15 +34,21 @@ def write_snapshot(workspace: Path, dest: Path) -> int:
     return dest.stat().st_size
 
 
-def restore_snapshot(workspace: Path, src: Path) -> None:
+def restore_snapshot(workspace: Path, src: Path, owner: tuple[int, int] | None = None) -> None:
     """Make the workspace exactly what `src` holds: everything in it now is removed first.
-    The workspace directory itself stays (a sandbox may be bound to it). Blocking."""
+    The workspace directory itself stays (a sandbox may be bound to it). Everything restored
+    belongs to `owner` (the sandbox's uid and gid, when the server is root): a snapshot may come
+    from another sandbox (a clone starts from its source's), which ran as another uid. Blocking."""
     if not src.is_file():
         raise SandboxError(f"no workspace snapshot at {src}", code="snapshot_missing")
     workspace.mkdir(parents=True, exist_ok=True)
     empty_directory(workspace)
-    same_owner = ["--same-owner", "--numeric-owner"] if os.geteuid() == 0 else []
-    _tar(["-C", str(workspace), "-xpf", str(src), *same_owner], "restore")
+    _tar(["-C", str(workspace), "-xpf", str(src), "--no-same-owner"], "restore")
+    if owner is not None:
+        for dirpath, dirnames, filenames in os.walk(workspace):
+            for name in (*dirnames, *filenames):
+                os.chown(os.path.join(dirpath, name), *owner, follow_symlinks=False)
+        os.chown(workspace, *owner)
 
 
 def empty_directory(path: Path) -> None:

@@ -78,7 +78,7 @@ async def test_commands_really_work_as_root_without_bubblewrap_under_a_0700_home
             "&& git status --short && python3 -m unittest 2>&1"
         )
         assert result.exit_code == 0, result.stdout + result.stderr
-        assert result.stdout.startswith("65534\n") and "Ran 1 test" in result.stdout
+        assert int(result.stdout.split()[0]) != 0 and "Ran 1 test" in result.stdout  # a dropped uid
         assert "Permission denied" not in result.stdout + result.stderr
     finally:
         await backend.destroy(sandbox.link)
