@@ -165,6 +165,13 @@ async def test_flowrun_serve_writes_a_token_on_first_start_and_serves_mcp(tmp_pa
         async with httpx2.AsyncClient(timeout=10) as http:
             assert (await http.get(f"{base}/healthz")).status_code == 200
             assert (await http.post(f"{base}/mcp", json=INITIALIZE, headers=MCP_HEADERS)).status_code == 401
+        # the one-time login link it printed logs a browser in (a session cookie), once
+        link = next(word for word in seen.split() if word.startswith(f"{base}/login?token="))
+        async with httpx2.AsyncClient(timeout=10, follow_redirects=False) as browser:
+            login = await browser.get(link)
+            assert login.status_code == 303 and "flowrun_session=" in login.headers["set-cookie"]
+            assert (await browser.get(f"{base}/api/flows")).status_code == 200
+            assert (await browser.get(link)).status_code == 401
         async with http_session(base, token) as operator:
             flows = await call(operator, "list_flows")
             assert "full-sdlc" in {f["id"] for f in flows["flows"]}

@@ -9,6 +9,7 @@ the websocket and the terminal see each piece as it is committed.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -19,6 +20,7 @@ from ..flows.chat import (
     ChatDelta,
     ChatMessage,
     ChatRole,
+    ChatToolUsed,
     NoteKind,
     ReplyStatus,
     new_message_id,
@@ -26,6 +28,7 @@ from ..flows.chat import (
 from ..flows.enums import Scope
 from ..flows.errors import FlowrunError, NotFound, PermissionDenied
 from ..flows.events import ChatEventData, Event
+from ..flows.redact import Redactor, StreamRedactor
 from ..runtime.access import Actor
 from .conversation import ChatState, Input, has_news, rebuild
 from .notes import QUIET, note_for
@@ -56,6 +59,7 @@ class ChatSession:
         self._tools: ChatTools | None = None
         self._replying = False
         self._idle = anyio.Event()
+        self._streams: dict[str, StreamRedactor] = {}  # replies being streamed, by message id
         self._row_lock = anyio.Lock()
 
     @property
@@ -74,7 +78,8 @@ class ChatSession:
     # -- writing to the chat's log -----------------------------------------------------------------
 
     async def append(self, *events: ChatEventData) -> int:
-        written = await self.service.store.append_chat(self.chat.id, list(events))
+        tails = self._end_streams(events)
+        written = await self.service.store.append_chat(self.chat.id, [*tails, *events])
         return written[-1].seq if written else 0
 
     async def append_with_row(self, events: list[ChatEventData], **changes: Any) -> list[Event]:
@@ -82,7 +87,8 @@ class ChatSession:
         writers (a run linked, a message that sets the title) never drop each other's change."""
         async with self._row_lock:
             chat = self.chat.model_copy(update=changes)
-            written = await self.service.store.append_chat(self.chat.id, events, chat=chat)
+            tails = self._end_streams(events)
+            written = await self.service.store.append_chat(self.chat.id, [*tails, *events], chat=chat)
             self.chat = chat
             return written
 
@@ -186,5 +192,23 @@ class ChatSession:
         await self.append(ChatMessage(message_id=new_message_id(), role=ChatRole.NOTE, text=text, note=kind))
 
     async def stream_piece(self, message_id: str, text: str) -> None:
-        await self.append(ChatDelta(message_id=message_id, text=text))
+        """A piece of a streamed reply, redacted as a stream: a secret split across pieces is
+        caught (the store redacts each piece on its own), the held tail follows with the next
+        piece or before the event that ends the stretch (a tool use, the whole message)."""
+        stream = self._streams.get(message_id)
+        if stream is None:
+            redactor = self.service.engine.deps.redactor or Redactor()
+            stream = self._streams[message_id] = redactor.stream()
+        safe = stream.feed(text)
+        if safe:
+            await self.append(ChatDelta(message_id=message_id, text=safe))
+
+    def _end_streams(self, events: Sequence[ChatEventData]) -> list[ChatDelta]:
+        tails: list[ChatDelta] = []
+        for event in events:
+            if isinstance(event, ChatMessage | ChatToolUsed) and event.message_id in self._streams:
+                tail = self._streams.pop(event.message_id).finish()
+                if tail:
+                    tails.append(ChatDelta(message_id=event.message_id, text=tail))
+        return tails
 

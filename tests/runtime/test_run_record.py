@@ -306,3 +306,31 @@ async def test_a_paused_run_cancelled_elsewhere_has_its_held_sandbox_released_wh
     async with running_engine(tmp_path, cat, provider) as later:
         stored = await later.get_run(ANA, paused.id)
         assert stored.links.sandbox is not None and stored.links.sandbox.state == "released"
+
+
+async def test_a_race_of_callers_sharing_a_decision_id_gets_the_first_answer_or_its_name(tmp_path: Path) -> None:
+    provider = scripts(plan=[submit("planned")], ship=[submit("shipped")])
+    async with running_engine(tmp_path, catalog(SIGNED), provider) as engine:
+        run = await settle(engine, await engine.start_run(ANA, "test-flow"))
+        kinds = ["approve", "reject", "skip"] * 10
+        answers: list[tuple[str, Run | DecisionConflict]] = []
+
+        async def caller(kind: str) -> None:
+            try:
+                answers.append((kind, await engine.decide(ANA, run.id, kind, decision_id="race-1")))
+            except DecisionConflict as exc:
+                answers.append((kind, exc))
+
+        async with anyio.create_task_group() as tg:
+            for kind in kinds:
+                tg.start_soon(caller, kind)
+        stored = await engine.get_run(ANA, run.id)
+        first = stored.steps[1].decision
+        assert first is not None and first.decision_id == "race-1"
+        for kind, answer in answers:
+            if kind == first.kind.value:  # the same decision: the first answer, never an error
+                assert isinstance(answer, Run), answer
+            else:  # another decision: refused, naming the one that stands
+                assert isinstance(answer, DecisionConflict) and answer.code == "already_decided"
+                assert f"{first.kind.value} by ana" in answer.message
+        await settle(engine, run)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import secrets
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -139,7 +140,14 @@ async def test_a_cwd_through_a_symlink_inside_the_workspace_works(backend: Local
 
 
 async def _alive(marker: str) -> list[str]:
-    done = await anyio.run_process(["pgrep", "-f", marker], check=False)
+    """Processes whose command line holds `marker`, once the ones already killed have gone
+    (SIGKILLed processes of a torn-down PID namespace take a moment to exit); waits 3 s at most."""
+    with anyio.move_on_after(3):
+        while True:
+            done = await anyio.run_process(["pgrep", "-f", marker], check=False)
+            if not done.stdout.split():
+                return []
+            await anyio.sleep(0.05)
     return done.stdout.decode().split()
 
 
@@ -147,28 +155,30 @@ async def test_a_setsid_child_dies_with_the_command_on_cancel_timeout_and_exit(
     backend: LocalBackend,
 ) -> None:
     sb = await backend.acquire("run_tree", profile())
-    escape = "setsid bash -c 'sleep 1.5; touch {name}; exec sleep 3000{n}' >/dev/null 2>&1 < /dev/null &"
+    tag = secrets.randbelow(10**9)  # this test's own processes (other test runs share the machine)
+    escape = "setsid bash -c 'sleep 1.5; touch {name}; exec sleep 3000.{tag}' >/dev/null 2>&1 < /dev/null &"
     with anyio.move_on_after(0.5) as scope:
-        await sb.exec(escape.format(name="after-cancel", n=1) + " sleep 30")
+        await sb.exec(escape.format(name="after-cancel", tag=tag) + " sleep 30")
     assert scope.cancelled_caught
-    result = await sb.exec(escape.format(name="after-timeout", n=2) + " sleep 30", timeout=0.5)
+    result = await sb.exec(escape.format(name="after-timeout", tag=tag) + " sleep 30", timeout=0.5)
     assert result.timed_out
-    done = await sb.exec(escape.format(name="after-exit", n=3) + " disown; echo left")
+    done = await sb.exec(escape.format(name="after-exit", tag=tag) + " disown; echo left")
     assert done.exit_code == 0 and done.stdout == "left\n"
     await anyio.sleep(2.0)  # long enough for an escapee to leave its mark
     for name in ("after-cancel", "after-timeout", "after-exit"):
         assert not (sb.host_path / name).exists(), name
-    assert await _alive("sleep 300[0]") == []
+    assert await _alive(f"sleep 3000.{tag}") == []
 
 
 async def test_many_escaped_children_do_not_pile_up(backend: LocalBackend) -> None:
     sb = await backend.acquire("run_pile", profile())
+    tag = secrets.randbelow(10**9)
     for _ in range(3):
         result = await sb.exec(
-            "for i in $(seq 20); do setsid sleep 4000 >/dev/null 2>&1 < /dev/null & done; echo spawned"
+            f"for i in $(seq 20); do setsid sleep 4000.{tag} >/dev/null 2>&1 < /dev/null & done; echo spawned"
         )
         assert result.stdout == "spawned\n"
-    assert await _alive("sleep 400[0]") == []
+    assert await _alive(f"sleep 4000.{tag}") == []
 
 
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="a uid per sandbox needs root")

@@ -3,12 +3,14 @@ Origin and auth, the OpenAPI document; and the whole face in-process (Starlette'
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 from starlette.testclient import TestClient
+from websockets.asyncio.client import connect
 
 from flowrun.config import Settings
 from flowrun.server import create_app
@@ -202,6 +204,12 @@ async def test_login_link_sets_a_strict_cookie_once(tmp_path: Path) -> None:
             assert started.status_code == 201 and started.json()["started_by"] == "local"
             async with s.ws(token=None, origin=s.base) as ws:  # not from a browser: no cookie, so auth first
                 assert (await ws.authenticate(READER)).actor == "reader"
+            session = browser.cookies["flowrun_session"]
+            async with connect(s.base.replace("http", "ws") + "/ws", origin=s.base,  # type: ignore[arg-type]
+                               additional_headers={"Cookie": f"flowrun_session={session}"}, proxy=None) as ws:
+                await ws.send(json.dumps({"type": "subscribe", "ref": 1, "run_id": started.json()["id"]}))
+                ack = json.loads(await ws.recv())
+                assert (ack["type"], ack["run_id"]) == ("ack", started.json()["id"])  # the cookie's actor
         async with s.http(None, follow_redirects=False) as other:
             reused = await other.get(link.removeprefix(s.base))
             assert (reused.status_code, reused.json()["code"]) == (401, "unauthenticated")

@@ -317,3 +317,31 @@ async def _refused(coro: Any) -> ClientError:
 def test_error_messages_parse() -> None:
     error = Error(code="x", message="y", run_id="r")
     assert error.model_extra == {"run_id": "r"}
+
+
+async def test_follow_reconnects_from_its_last_seq_after_the_server_drops_it(tmp_path: Path) -> None:
+    from flowrun.web.client import follow
+
+    async with served(environment(tmp_path)) as s:
+        run = await _start(s)
+        async with s.ws() as watcher:
+            await watcher.subscribe(run)
+            seen = await _until_status(watcher, "paused")
+        hub_obj = s.app.state.web.hub
+        drops: list[tuple[int, str]] = []
+        followed: list[int] = []
+        with anyio.fail_after(WAIT_S):
+            async for event in follow(s.base, run, token=ANA, on_reconnect=lambda last, exc: drops.append((last, exc.code))):
+                followed.append(event.seq)
+                if event.seq == seen[10].seq:  # the server drops it, as it would a slow reader
+                    for feed in hub_obj.feeds.values():
+                        for listener in feed.listeners:
+                            listener.outbox.mark_slow()
+                if event.seq == seen[-1].seq:  # the run goes on meanwhile
+                    async with s.http() as http:
+                        await http.post(f"/api/runs/{run}/decide", json={"decision": "approve"})
+                data = event.data
+                if data.type == "run_status" and data.status == "completed":
+                    break
+        assert followed == list(range(1, followed[-1] + 1))  # no gap, no duplicate across the reconnect
+        assert drops and drops[0][1] == "slow_consumer" and drops[0][0] >= seen[10].seq
