@@ -22,6 +22,7 @@ from flowrun.runtime.tools.base import Tool
 from flowrun.sandboxes import get_backend
 from flowrun.sandboxes.base import SandboxBackend
 from flowrun.storage.sqlite import SQLiteStore
+from tests.storekinds import StoreKind
 
 ANY_OUTPUT = {"type": "object"}
 
@@ -67,7 +68,9 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
                          db: str = "flowrun.db", github: GitHub | None = None,
                          tools: Mapping[str, Tool] | None = None,
-                         redactor: Redactor | None = None) -> AsyncIterator[Engine]:
+                         redactor: Redactor | None = None, kind: StoreKind | None = None) -> AsyncIterator[Engine]:
+    """`kind`: the store (tests/storekinds.py); SQLite on `tmp_path / db` by default. Two engines
+    with one `tmp_path`, `db` and kind share one database (two processes, as it were)."""
     made: dict[str, SandboxBackend] = dict(backends or {})
 
     def backend_for(name: str) -> SandboxBackend:
@@ -75,7 +78,8 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
             made[name] = get_backend(name, root=tmp_path / "sandboxes")
         return made[name]
 
-    async with SQLiteStore(tmp_path / db, redactor=redactor) as store:
+    store_cm = kind.store(tmp_path / db, redactor=redactor) if kind is not None else SQLiteStore(tmp_path / db, redactor=redactor)
+    async with store_cm as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
                           tools={**builtin_tools(), **(tools or {})}, github=github, redactor=redactor,
                           config=config or EngineConfig(snapshot_dir=tmp_path / "snapshots"))

@@ -25,7 +25,7 @@ ANA = Actor("ana")
 
 def writer_connection(store: object) -> sqlite3.Connection:
     """The group writer's own connection (the fault is injected there, and only there)."""
-    assert isinstance(store, SQLiteStore) and store._writer is not None
+    assert isinstance(store, SQLiteStore) and store._writer is not None and store._writer._conn is not None
     return store._writer._conn
 
 
