@@ -51,7 +51,8 @@ async def serve(args: argparse.Namespace) -> int:
     # SIGTERM: open streams (a websocket, an MCP wait) get a bounded grace, then the lifespan
     # stops the engine, which cancels every run task (tool calls included) and marks them interrupted
     config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", ws="websockets-sansio",
-                            ws_max_size=WS_MAX_FRAME_BYTES, log_level="info" if args.debug else "warning",
+                            ws_max_size=WS_MAX_FRAME_BYTES, ws_per_message_deflate=False,  # CPU per frame
+                            log_level="info" if args.debug else "warning",
                             timeout_graceful_shutdown=5)
     await uvicorn.Server(config).serve()
     return 0

@@ -2,7 +2,7 @@
 
 Without bubblewrap there is no PID namespace to tear down, and a process group is no fence: a
 command can `setsid` (or double-fork) out of it. So the engine starts this small program
-instead (by path, standard library only: `python -I reaper.py [--uid U --gid G] -- argv...`).
+instead (by path, standard library only: `python -I -S reaper.py [--uid U --gid G] -- argv...`).
 It marks itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`), so every orphaned descendant of
 the command, however it detached, is re-parented to it rather than to init; then it starts the
 command (dropping to the sandbox uid and gid when given) and waits. When the command exits, or
@@ -103,9 +103,10 @@ def main(argv: list[str]) -> int:
         elif flag == "--gid":
             gid = int(value)
     command = argv[1:]
+    engine = os.getppid()
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the engine died before the line above
+    if os.getppid() != engine:  # the engine died before the line above (it may itself be pid 1)
         return 125
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _stop)
