@@ -1,7 +1,7 @@
 """Rows <-> domain models.
 
-Secrets are replaced here, on the one path every write takes (`redact_run`, `redact_all`, called
-by the store before it encodes): parameters, summaries, outputs, artifacts, decisions and their
+Secrets are replaced here, on the one path every write takes (`redact_run`, and the `redactor`
+of `encode_events`/`encode_entries`): parameters, summaries, outputs, artifacts, decisions and their
 comments, failure reasons, transcript entries and records are stored and published redacted,
 whoever wrote them.
 
@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -117,14 +117,6 @@ def redact_run(run: Run, redactor: Redactor, *, new: bool = False) -> Run:
     return run.model_copy(update=update) if update else run
 
 
-M = TypeVar("M")
-
-
-def redact_all(items: Sequence[M], redactor: Redactor) -> list[M]:
-    """Events, transcript entries or records with their secrets replaced."""
-    return [redactor.redact_obj(item) for item in items]
-
-
 def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> EncodedRun:
     if not isinstance(run, Run):
         raise UsageError(f"expected a Run, got {type(run).__name__}")
@@ -148,18 +140,31 @@ def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> 
     )
 
 
-def encode_events(run_id: str, events: Sequence[EventData]) -> list[EncodedEvent]:
+def _encode_event(data: Any, what: str, redactor: Redactor | None) -> EncodedEvent:
+    """One event's JSON, with its secrets replaced (the event that is published is the redacted
+    one too). Walking the model costs less than screening its JSON: Python's `re` pays per
+    character, and the JSON is longer than the strings in it."""
+    if redactor is not None:
+        data = redactor.redact_obj(data)
+    return EncodedEvent(data.type, _dump(data, what), data)
+
+
+def encode_events(
+    run_id: str, events: Sequence[EventData], redactor: Redactor | None = None
+) -> list[EncodedEvent]:
     encoded: list[EncodedEvent] = []
     for i, data in enumerate(events):
         if not isinstance(data, EVENT_TYPES):
             raise UsageError(
                 f"run {run_id}: events[{i}] is a {type(data).__name__}, not an event model"
             )
-        encoded.append(EncodedEvent(data.type, _dump(data, f"run {run_id}: events[{i}]"), data))
+        encoded.append(_encode_event(data, f"run {run_id}: events[{i}]", redactor))
     return encoded
 
 
-def encode_entries(run_id: str, entries: Sequence[LogOnly]) -> list[EncodedEvent]:
+def encode_entries(
+    run_id: str, entries: Sequence[LogOnly], redactor: Redactor | None = None
+) -> list[EncodedEvent]:
     encoded: list[EncodedEvent] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, TranscriptEntry | AgentMessages):
@@ -167,7 +172,7 @@ def encode_entries(run_id: str, entries: Sequence[LogOnly]) -> list[EncodedEvent
                 f"run {run_id}: entries[{i}] is a {type(entry).__name__}, not a TranscriptEntry "
                 "or AgentMessages"
             )
-        encoded.append(EncodedEvent(entry.type, _dump(entry, f"run {run_id}: entries[{i}]"), entry))
+        encoded.append(_encode_event(entry, f"run {run_id}: entries[{i}]", redactor))
     return encoded
 
 
