@@ -42,10 +42,21 @@ class Settings:
     public_url: str = "http://127.0.0.1:8765"
     secrets: list[str] = field(default_factory=list)
     env: Mapping[str, str] = field(default_factory=dict)
+    database_url: str | None = None  # FLOWRUN_DATABASE_URL: postgresql://... or a SQLite file
+    # who drives runs (runtime/leases.py): `flowrun worker` and `serve` always, a CLI command or
+    # `flowrun mcp` only when no worker is alive ("auto"), `serve --no-drive` never
+    drive: str = "auto"
+    engine_kind: str = "cli"
+    lease_s: float = 10.0  # FLOWRUN_LEASE_S: a dead driver's runs are taken over after about this
 
     @property
     def db_path(self) -> Path:
         return self.home / "flowrun.db"
+
+    @property
+    def database(self) -> str:
+        """Where runs are stored: `FLOWRUN_DATABASE_URL`, else `$FLOWRUN_HOME/flowrun.db`."""
+        return self.database_url or str(self.db_path)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -67,7 +78,22 @@ class Settings:
             secrets=[env[k] for k in SECRET_ENV_VARS if env.get(k)]
             + [s for s in env.get("FLOWRUN_SECRETS", "").split(",") if s],
             env=env,
+            database_url=env.get("FLOWRUN_DATABASE_URL") or None,
+            lease_s=_positive(env, "FLOWRUN_LEASE_S", 10.0),
         )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise UsageError(f"{name} must be a number of seconds > 0, got {raw!r}")
+    return value
 
 
 def ensure_demo_remote(home: Path) -> Path:
@@ -144,14 +170,14 @@ def make_redactor(settings: Settings, extra: Sequence[str] = ()) -> Redactor:
 @asynccontextmanager
 async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> AsyncIterator[Engine]:
     """The store, the catalog and the engine, ready; closed in order on exit."""
+    from .storage.factory import open_store
     from .storage.private import private_dir
-    from .storage.sqlite import SQLiteStore
 
     private_dir(settings.home)
     catalog = catalog or load_catalog(settings)
     github = GitHub.from_env(settings.env, settings.home)
     redactor = make_redactor(settings, extra=github.tokens())
-    async with SQLiteStore(settings.db_path, redactor=redactor) as store:
+    async with open_store(settings.database, redactor=redactor) as store:
         deps = EngineDeps(
             store=store,
             catalog=catalog,
@@ -161,6 +187,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
             config=EngineConfig(
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
                 run_url=settings.public_url + "/runs/{run_id}",
+                drive=settings.drive, kind=settings.engine_kind, lease_s=settings.lease_s,
             ),
             redactor=redactor,
             github=github,

@@ -144,6 +144,7 @@ async def bench_wire(rounds: int) -> dict[str, Any]:
     from tests.web.webkit import served
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-chat-wire-"))
+    linked: list[float] = []
     visible: list[float] = []
     async with served(environment(tmp)) as s, s.http(TOKEN) as http, s.ws(TOKEN) as ws:
         chat = (await http.post("/api/chats", json={})).json()
@@ -157,10 +158,22 @@ async def bench_wire(rounds: int) -> dict[str, Any]:
                     if isinstance(message, EventMessage) and message.event["data"]["type"] == "chat_run":
                         run_id = message.event["data"]["run_id"]
                         break
+            linked.append(time.perf_counter() - start)
             assert (await http.get(f"/api/runs/{run_id}")).status_code == 200
             visible.append(time.perf_counter() - start)
             await http.post(f"/api/runs/{run_id}/cancel")
-    return {"POST /run tiny -> chat_run on /ws + the run fetched (no model), target <= 100 ms": summary(visible)}
+            await ws.subscribe(run_id)  # the next round starts on a quiet server
+            with anyio.fail_after(20):
+                while True:
+                    message = await ws.receive()
+                    if not isinstance(message, EventMessage) or message.run_id != run_id:
+                        continue
+                    data = message.event["data"]
+                    if data.get("type") == "run_status" and data.get("status") in ("cancelled", "paused", "completed"):
+                        break
+            await ws.unsubscribe(run_id)
+    return {"POST /run tiny -> chat_run on /ws (no model), target <= 100 ms": summary(linked),
+            "POST /run tiny -> chat_run on /ws + the run fetched (no model), target <= 100 ms": summary(visible)}
 
 
 def main() -> None:

@@ -111,7 +111,7 @@ def serve(port: int, home: str) -> None:
     app.router.routes += [Route("/bench/run", new_run, methods=["POST"]), Route("/bench/fill", fill, methods=["POST"]),
                           Route("/bench/produce", produce, methods=["POST"]), Route("/bench/stop", stop, methods=["POST"])]
     config = uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", ws="websockets-sansio",
-                            log_level="warning", ws_max_size=1024 * 1024)
+                            log_level="warning", ws_max_size=1024 * 1024, ws_per_message_deflate=False)
     server = uvicorn.Server(config)
     server.run()
 

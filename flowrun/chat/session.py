@@ -119,6 +119,13 @@ class ChatSession:
                     self._replying = True
                     try:
                         await replier.answer()
+                    except Exception as exc:  # a bug must not take every chat (and the server) down
+                        log.exception("chat %s: answering failed", self.chat.id)
+                        self.state.pending.clear()
+                        self.state.needs_continue = False
+                        with anyio.CancelScope(shield=True):
+                            await self.tell(f"flowrun failed while answering ({type(exc).__name__}); your message "
+                                            "is stored. Send another message to try again.")
                     finally:
                         self._replying = False
                     continue
@@ -178,6 +185,8 @@ class ChatSession:
                     break
         except FlowrunError as exc:
             log.warning("chat %s stopped following run %s: %s", self.chat.id, run_id, exc.message)
+        except Exception:  # the run goes on; only this chat's notes about it stop
+            log.exception("chat %s stopped following run %s", self.chat.id, run_id)
         finally:
             self._following.discard(run_id)
 

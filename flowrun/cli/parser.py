@@ -90,6 +90,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .server_commands import add_server_commands
 
     add_server_commands(sub)
+    from .db_commands import add_db_commands
+    from .worker import add_worker_command
+
+    add_db_commands(sub)
+    add_worker_command(sub)
     p = sub.add_parser("health", help="open health events (why runs are blocked on their environment)")
     p.add_argument("--all", action="store_true", help="resolved ones too")
     p.add_argument("--resolve", metavar="EVENT_ID", help="mark a health event resolved (then resume the run)")

@@ -28,7 +28,7 @@ async def serve(args: argparse.Namespace) -> int:
     from ..server import create_app
     from ..tools.auth import TokenTable, create_operator_token
 
-    settings = _settings()
+    settings = dataclasses.replace(_settings(), drive="never" if args.no_drive else "always", engine_kind="serve")
     if "FLOWRUN_PUBLIC_URL" not in settings.env:  # page links point at where we actually listen
         host = f"[{args.host}]" if ":" in args.host else args.host
         settings = dataclasses.replace(settings, public_url=f"http://{host}:{args.port}")
@@ -51,7 +51,8 @@ async def serve(args: argparse.Namespace) -> int:
     # SIGTERM: open streams (a websocket, an MCP wait) get a bounded grace, then the lifespan
     # stops the engine, which cancels every run task (tool calls included) and marks them interrupted
     config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", ws="websockets-sansio",
-                            ws_max_size=WS_MAX_FRAME_BYTES, log_level="info" if args.debug else "warning",
+                            ws_max_size=WS_MAX_FRAME_BYTES, ws_per_message_deflate=False,  # CPU per frame
+                            log_level="info" if args.debug else "warning",
                             timeout_graceful_shutdown=5)
     await uvicorn.Server(config).serve()
     return 0
@@ -60,7 +61,7 @@ async def serve(args: argparse.Namespace) -> int:
 async def mcp_stdio(args: argparse.Namespace) -> int:
     from ..server import run_stdio
 
-    await run_stdio(_settings())
+    await run_stdio(dataclasses.replace(_settings(), engine_kind="mcp"))
     return 0
 
 
@@ -85,6 +86,8 @@ def add_server_commands(sub: Any) -> None:
     p = sub.add_parser("serve", help="serve the HTTP app: MCP at /mcp, the JSON API, /ws and the pages; prints a login link")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--no-drive", action="store_true",
+                   help="only serve: leave driving runs to `flowrun worker` processes")
     p.set_defaults(handler="server_commands:serve")
 
     p = sub.add_parser("mcp", help="serve MCP on stdio as the local operator (for IDE configs)")

@@ -40,6 +40,12 @@ class EngineConfig:
     warmup_retry_after_s: float = 2.0
     run_url: str | None = None  # e.g. "http://127.0.0.1:8765/runs/{run_id}"
     owner: str = field(default_factory=process_owner)
+    # leases (see runtime/leases.py): whether this process drives runs, and for how long a
+    # claim holds without renewal (a run whose driver died is taken over after about this)
+    drive: str = "auto"  # always (worker, serve) | auto (CLI, mcp: when no worker lives) | never
+    kind: str = "engine"  # shown in the workers table: worker | serve | cli | mcp ...
+    lease_s: float = 10.0
+    max_active_runs: int = 64  # a worker claims no more runs than this at once
 
     def plan_for(self, workspace: str) -> Plan:
         return self.plans.get(workspace, self.default_plan)

@@ -8,6 +8,7 @@ so any process can pick it up again.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import anyio
 
@@ -51,6 +52,8 @@ class RunDriver:
         self._usage_step: int | None = None
         self._usage_lock = anyio.Lock()  # sub-agents report usage concurrently
         self._deferred: list[EventData] = []
+        # a graceful stop: the run goes no further than the step boundary it is at
+        self.should_stop: Callable[[], bool] = lambda: False
 
     def defer(self, transition: machine.Transition) -> Run:
         """Hold a transition for the next commit. A finished step is committed together with
@@ -130,6 +133,10 @@ class RunDriver:
             continuation, self.continuation = self.continuation, None
             run = await self._run_step(continuation.step, record, continuation)
         while run.status == RunStatus.RUNNING:
+            if self.should_stop():  # handed over: the finished step is committed, no next one
+                if self._deferred:
+                    await self.apply((run, []))
+                return
             index = machine.first_unfinished(run)
             if index is None:
                 await self.park(machine.complete(run), keep=False)

@@ -8,7 +8,6 @@ nothing is fire-and-forget. A parked run has no task at all: it is a row in the 
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +31,7 @@ from .context import EngineDeps
 from .continuation import Continuation
 from .driver import RunDriver
 from .health import HEALTH_EVENT, get_health_event, resolve_health_event
+from .leases import DriveMode, Leases
 from .parking import release_and_record
 from .preflight import preflight, select_profile_name
 from .step import release_sandbox
@@ -46,6 +46,7 @@ class _Active:
     done: anyio.Event = field(default_factory=anyio.Event)
     cancelled_by: str | None = None
     cancelled_elsewhere: bool = False
+    lease_lost: bool = False  # another process took the run over: stop, record nothing
 
 
 class Engine:
@@ -54,19 +55,31 @@ class Engine:
         self._tg: TaskGroup | None = None
         self._active: dict[str, _Active] = {}
         self._ready = False
+        config = deps.config
+        self.leases = Leases(deps.store, mode=DriveMode(config.drive), kind=config.kind, lease_s=config.lease_s)
+        self._draining = False  # a graceful stop: claim nothing more, stop at step boundaries
+        self._closing = False
 
     # lifecycle ----------------------------------------------------------------------------------
 
     async def __aenter__(self) -> Engine:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
-        await self.recover()
+        try:
+            await self._tg.start(self.leases.keep, self._lost_lease)
+            await self.recover()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        if self.leases.claims_all:
+            self._tg.start_soon(self._claim_loop, name="claim runs")
         self._ready = True
         return self
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         assert self._tg is not None
         self._ready = False
+        self._closing = True
         self._tg.cancel_scope.cancel()
         try:
             # the body's own exception propagates as it is (not wrapped in an ExceptionGroup with
@@ -74,12 +87,23 @@ class Engine:
             await self._tg.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
-                await self._interrupt_active()
+                try:
+                    await self._interrupt_active()
+                finally:
+                    await self.leases.close()
 
     async def _interrupt_active(self) -> None:
-        """On shutdown, runs that were mid-step become interrupted (a deploy, not a failure)."""
-        for run in await self.deps.store.runs_with_status([RunStatus.RUNNING, RunStatus.PENDING]):
-            if run.owner == self.deps.config.owner:
+        """On shutdown, the runs this process still drives are handed over: to another live
+        worker, which continues them (or parks a step it cannot re-attach to), by releasing
+        their leases; with nobody to take them, runs that were in flight become interrupted
+        (a deploy, not a failure)."""
+        try:
+            handover = await self.leases.workers_alive()
+        except Exception:
+            handover = False
+        for run_id in sorted(self.leases.held):
+            run = await self.deps.store.get_run(run_id)
+            if run.status in (RunStatus.RUNNING, RunStatus.PENDING) and not handover:
                 await self._mark_interrupted(run, "The engine shut down while the run was in flight.")
         for run_id in list(self.deps.sandboxes):
             run = await self.deps.store.get_run(run_id)
@@ -107,28 +131,81 @@ class Engine:
             log.info("run %s changed while being marked interrupted", run.id)
 
     async def recover(self) -> list[str]:
-        """Runs left running by a process that died become interrupted; their sandboxes are kept
-        so a retry continues. A step that was streaming a command in a sandbox that outlived the
-        process re-attaches and keeps going instead (see `continuation`). Runs driven by another
-        live process on this host are left alone. Returns the ids of the interrupted runs."""
-        interrupted = []
-        for run in await self.deps.store.runs_with_status([RunStatus.RUNNING, RunStatus.PENDING]):
-            if run.owner and run.owner != self.deps.config.owner and _owner_alive(run.owner):
-                continue
-            continued = await self._continuation(run)
-            if continued is not None:
-                taken = run.model_copy(update={"owner": self.deps.config.owner})
-                try:
-                    run, _ = await self.deps.store.commit(taken, [], expected_version=taken.version)
-                except ConcurrentUpdate:
-                    continue  # another process took it meanwhile
-                self._spawn(run, continued)
-                continue
-            await self._mark_interrupted(run, "Interrupted: the platform restarted while the run was in flight.")
-            interrupted.append(run.id)
+        """Take over runs whose driver is gone (its lease expired, or its process on this host
+        died). A worker (`always`) drives them on; a step that was in flight re-attaches to its
+        streaming command when the sandbox outlived the process (see `continuation`), else the
+        run is parked as interrupted, its sandbox kept so a retry continues. A lone CLI (`auto`,
+        no worker alive) parks them all as interrupted, as a restart does. Returns the ids of
+        the runs it interrupted."""
+        if self.leases.mode is DriveMode.NEVER or (
+            self.leases.mode is DriveMode.AUTO and await self.leases.workers_alive()
+        ):
+            return []
+        interrupted: list[str] = []
+        seen: set[str] = set()
+        while claimed := [r for r in await self.leases.claim(limit=100) if r not in seen]:
+            seen.update(claimed)
+            for run_id in claimed:
+                if await self._take(await self.deps.store.get_run(run_id), park_idle=not self.leases.claims_all):
+                    interrupted.append(run_id)
         if interrupted:
-            log.info("marked %d run(s) interrupted after a restart: %s", len(interrupted), ", ".join(interrupted))
+            log.info("marked %d run(s) interrupted after their driver stopped: %s", len(interrupted),
+                     ", ".join(interrupted))
         return interrupted
+
+    async def _take(self, run: Run, *, park_idle: bool = False) -> bool:
+        """Drive a run this process has just claimed; True if it was parked as interrupted
+        instead (a step in flight that cannot re-attach; with `park_idle`, any run)."""
+        if run.id in self._active:
+            return False
+        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
+            await self.leases.release([run.id])  # parked meanwhile: nothing to do
+            return False
+        planned = await self._continuation(run) if continuation.in_flight(run) is not None else None
+        if planned is not None:
+            self._spawn(run, planned)
+            return False
+        if continuation.in_flight(run) is not None or park_idle:
+            await self._mark_interrupted(run, "Interrupted: the process driving it stopped while the run was in flight.")
+            await self.leases.release([run.id])
+            return True
+        self._spawn(run)
+        return False
+
+    async def _hand_over(self, run: Run) -> None:
+        """A command made `run` runnable: drive it here, or leave it to a live worker."""
+        if not self._draining and await self.leases.drives_here() and await self.leases.claim([run.id]):
+            await self._take(run)
+        else:
+            await self.deps.store.announce_work(run.id)
+
+    async def _claim_loop(self) -> None:
+        """A worker's loop: claim runnable runs with a free or expired lease, as many as it has
+        room for; woken by announced work, else every third of the lease time."""
+        while True:
+            room = self.deps.config.max_active_runs - len(self._active)
+            if not self._draining and room > 0:
+                try:
+                    for run_id in await self.leases.claim(limit=room):
+                        await self._take(await self.deps.store.get_run(run_id))
+                except FlowrunError as exc:  # the database is away for a moment: next round
+                    log.warning("claiming runs failed: %s", exc.message)
+            await self.deps.store.wait_for_work(self.leases.lease_s / 3)
+
+    async def _lost_lease(self, run_id: str) -> None:
+        active = self._active.get(run_id)
+        if active is not None:
+            active.lease_lost = True
+            active.scope.cancel()
+
+    async def drain(self, grace_s: float) -> None:
+        """A graceful stop (SIGTERM to a worker): claim nothing more, let each run stop at its
+        next step boundary for up to `grace_s`; leaving the engine then releases the leases, so
+        another worker takes the runs over. Steps still running after the grace are cancelled."""
+        self._draining = True
+        with anyio.move_on_after(grace_s):
+            while self._active:
+                await next(iter(self._active.values())).done.wait()
 
     async def _continuation(self, run: Run) -> Continuation | None:
         link = run.links.sandbox
@@ -211,7 +288,7 @@ class Engine:
         )
         cap = self.deps.config.plan_for(actor.workspace).daily_runs
         run, _ = await self.deps.store.create_run(run, [created], daily_cap=cap, day=datetime.now(UTC).date())
-        self._spawn(run)
+        await self._hand_over(run)
         return run
 
     def _spawn(self, run: Run, resume_step: Continuation | None = None) -> None:
@@ -228,7 +305,9 @@ class Engine:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_for_cancel, run, active)
                     try:
-                        await RunDriver(self.deps, run, resume_step).drive()
+                        driver = RunDriver(self.deps, run, resume_step)
+                        driver.should_stop = lambda: self._draining
+                        await driver.drive()
                     except Exception as exc:  # a bug must fail this run, not the engine and every other run
                         log.exception("the task of run %s crashed", run.id)
                         with anyio.CancelScope(shield=True):
@@ -242,6 +321,9 @@ class Engine:
                         await release_and_record(self.deps, run.id, keep=True)
         finally:
             self._active.pop(run.id, None)
+            if not self._closing:  # at shutdown, `_interrupt_active` decides what happens to it
+                with anyio.CancelScope(shield=True):
+                    await self.leases.release([run.id])
             active.done.set()
 
     async def _watch_for_cancel(self, run: Run, active: _Active) -> None:
@@ -337,7 +419,7 @@ class Engine:
                 new, events = machine.link_sandbox(run, link)
                 run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
         elif run.status == RunStatus.RUNNING:
-            self._spawn(run)
+            await self._hand_over(run)
         return run
 
     async def cancel(self, actor: Actor, run_id: str) -> Run:
@@ -362,7 +444,7 @@ class Engine:
         new, events = machine.resume(run)
         new = new.model_copy(update={"owner": self.deps.config.owner})
         run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
-        self._spawn(run)
+        await self._hand_over(run)
         return run
 
     async def retry(self, actor: Actor, run_id: str, *, clone: bool = False) -> Run:
@@ -375,7 +457,7 @@ class Engine:
             new, events = machine.retry(run)
             new = new.model_copy(update={"owner": self.deps.config.owner})
             run, _ = await self.deps.store.commit(new, events, expected_version=new.version)
-            self._spawn(run)
+            await self._hand_over(run)
             return run
         original, fresh, original_events, fresh_events = machine.clone_for_retry(run, actor.id)
         fresh = fresh.model_copy(update={"owner": self.deps.config.owner})
@@ -387,7 +469,7 @@ class Engine:
             (original, original_events, original.version), (fresh, [created, *fresh_events]),
             daily_cap=self.deps.config.plan_for(fresh.workspace).daily_runs, day=datetime.now(UTC).date(),
         )
-        self._spawn(fresh)
+        await self._hand_over(fresh)
         return fresh
 
     # reading ------------------------------------------------------------------------------------
@@ -464,18 +546,3 @@ class Engine:
         with anyio.fail_after(timeout_s):
             while self._active:
                 await next(iter(self._active.values())).done.wait()
-
-
-def _owner_alive(owner: str) -> bool:
-    import socket
-
-    host, _, pid = owner.rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False  # another host: with SQLite there is only one; treat as dead
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

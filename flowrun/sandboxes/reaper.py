@@ -2,7 +2,7 @@
 
 Without bubblewrap there is no PID namespace to tear down, and a process group is no fence: a
 command can `setsid` (or double-fork) out of it. So the engine starts this small program
-instead (by path, standard library only: `python -I reaper.py [--uid U --gid G] -- argv...`).
+instead (by path, standard library only: `python -I -S reaper.py [--uid U --gid G] -- argv...`).
 It marks itself a *child subreaper* (`PR_SET_CHILD_SUBREAPER`), so every orphaned descendant of
 the command, however it detached, is re-parented to it rather than to init; then it starts the
 command (dropping to the sandbox uid and gid when given) and waits. When the command exits, or

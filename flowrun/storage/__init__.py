@@ -1,13 +1,16 @@
-"""Layer 1: storage. The `Store` protocol and its SQLite implementation; the event log."""
+"""Layer 1: storage. The `Store` protocol, its SQLite and PostgreSQL implementations (`open_store`
+picks one from a database URL); the event log."""
 
-from .base import ChatStore, DecisionRow, RecordRow, RunFilter, Store
+from .base import ChatStore, DecisionRow, LeaseRow, RecordRow, RunFilter, Store, WorkerRow
 from .errors import SchemaTooNew, StorageCorrupt, StorageError, StoreClosed
+from .factory import open_store
 from .sqlite import SQLiteStore
 from .subscription import Subscription
 
 __all__ = [
     "ChatStore",
     "DecisionRow",
+    "LeaseRow",
     "RecordRow",
     "RunFilter",
     "SQLiteStore",
@@ -17,4 +20,6 @@ __all__ = [
     "Store",
     "StoreClosed",
     "Subscription",
+    "WorkerRow",
+    "open_store",
 ]

@@ -45,6 +45,25 @@ class DecisionRow(BaseModel):
     at: Any = Field(default_factory=now)
 
 
+class WorkerRow(BaseModel):
+    """An engine process that is alive (its heartbeat keeps `expires`, unix seconds, ahead)."""
+
+    id: str  # host:pid:token, as in `runs.lease_owner`
+    kind: str  # "worker" | "serve" | "cli" | "mcp" ...
+    drives: bool  # it claims runnable runs (a face-only process does not)
+    started_at: str = ""
+    expires: float = 0.0
+
+
+class LeaseRow(BaseModel):
+    """Who drives a run that has work to do (`pending` or `running`); `owner` None: nobody."""
+
+    run_id: str
+    status: RunStatus
+    owner: str | None = None
+    expires: float | None = None  # unix seconds on the store's clock
+
+
 ClaimStatus = Literal["taken", "done", "failed", "refused"]
 
 
@@ -142,6 +161,53 @@ class Store(Protocol):
 
     async def runs_started(self, workspace: str, day: date) -> int: ...
 
+    # leases: which engine process drives which run -----------------------------------------------
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int = 1,
+        run_ids: Sequence[str] | None = None,
+        dead_owners: Sequence[str] = (),
+    ) -> list[str]:
+        """Lease up to `limit` runs that have work to do (`pending`, `running`) and whose lease
+        is free, expired or held by one of `dead_owners` (processes known to be gone), oldest
+        first; with `run_ids`, only among those, and also those `owner` holds (renewed).
+        Returns the claimed ids. Two processes never both claim one run."""
+        ...
+
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        """Push the leases `owner` holds forward; returns the ids it still holds (a lease taken
+        over by another process after it expired is lost, and its driver must stop)."""
+        ...
+
+    async def release_leases(self, owner: str, run_ids: Sequence[str]) -> None: ...
+
+    async def leases(self) -> list[LeaseRow]:
+        """The lease of every run that has work to do, oldest first."""
+        ...
+
+    async def store_time(self) -> float:
+        """Now, in unix seconds, on the clock leases are measured by."""
+        ...
+
+    async def heartbeat(self, worker: WorkerRow, *, ttl_s: float) -> None:
+        """Record that `worker` is alive for the next `ttl_s` seconds."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None: ...
+
+    async def live_workers(self) -> list[WorkerRow]: ...
+
+    async def announce_work(self, run_id: str) -> None:
+        """Tell engine processes (this one and others) that `run_id` may be claimable now."""
+        ...
+
+    async def wait_for_work(self, timeout_s: float) -> bool:
+        """Wait until work is announced (True) or `timeout_s` passes (False)."""
+        ...
+
     # claims: at most once, across processes ------------------------------------------------------
     async def claim(self, key: str, data: dict[str, Any], *, retry_failed: bool = False) -> bool:
         """Take `key` (atomically, across processes): True if this caller took it. With
@@ -157,7 +223,7 @@ class Store(Protocol):
 class ChatStore(Protocol):
     """Chats, in the same store and event log as runs: a chat's events are stored under the chat
     id with a gapless seq, so `events(chat_id, ...)` and `subscribe(chat_id, ...)` read them exactly
-    as they read a run's. Implemented by `SQLiteStore`; a store for several machines adds these."""
+    as they read a run's. Implemented by `SQLiteStore` and `PostgresStore`."""
 
     async def create_chat(self, chat: Chat, events: Sequence[ChatEventData] = ()) -> tuple[Chat, list[Event]]: ...
 

@@ -58,6 +58,11 @@ class Mailbox:
         self._closed = True
         self._wake()
 
+    def nudge(self) -> None:
+        """Events were committed elsewhere (another process): the reader looks in the database."""
+        self._overflowed = True
+        self._wake()
+
     def take(self) -> tuple[list[Event], bool]:
         """The buffered events and whether some were dropped since the last take."""
         events = list(self._buffer)
@@ -122,6 +127,14 @@ class EventBus:
             del self._mailboxes[run_id]
         for mailbox in mailboxes:
             mailbox.put(events)
+
+    def nudge(self, run_id: str | None = None) -> None:
+        """Tell the run's subscribers (or everyone's, with None) that another process committed
+        events they have not been handed: they read them from the database."""
+        boxes = [self._mailboxes.get(run_id, ())] if run_id is not None else list(self._mailboxes.values())
+        for group in boxes:
+            for mailbox in list(group):
+                mailbox.nudge()
 
     def subscriber_count(self, run_id: str | None = None) -> int:
         if run_id is not None:

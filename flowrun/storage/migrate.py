@@ -54,13 +54,16 @@ def _strip_comments(text: str) -> str:
     return "\n".join(line.split("--", 1)[0] for line in text.splitlines())
 
 
-def load_migrations() -> list[Migration]:
-    """Read the packaged migrations, checking they are numbered 1..N without gaps.
+def load_migrations(dialect: str = "sqlite") -> list[Migration]:
+    """Read the packaged migrations of a dialect (`sqlite`, or `postgres` from its subfolder),
+    checking they are numbered 1..N without gaps.
 
     Raises:
         RuntimeError: a file is misnamed or the numbering has a gap (a packaging bug).
     """
     folder = resources.files("flowrun.storage").joinpath("migrations")
+    if dialect != "sqlite":
+        folder = folder.joinpath(dialect)
     migrations: list[Migration] = []
     for entry in folder.iterdir():
         if not entry.name.endswith(".sql"):

@@ -9,12 +9,11 @@ in a handful of `executemany` calls, whatever the number of operations.
 from __future__ import annotations
 
 import abc
-import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from ..flows.errors import ConcurrentUpdate, DecisionConflict, NotFound, StartRefused, UsageError
 from ..flows.events import DecisionRecorded, Event
@@ -33,6 +32,21 @@ T = TypeVar("T")
 Published = list[tuple[str, list[Event]]]
 
 _CHUNK = 500  # stay well under SQLite's bound-parameter limit
+
+
+class Rows(Protocol):
+    def fetchall(self) -> list[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+
+class Connection(Protocol):
+    """What a transaction needs of its connection: `?` placeholders, a blocking API. sqlite3's
+    connection is one; the PostgreSQL store adapts psycopg's to it (see `postgres_writer`)."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ..., /) -> Rows: ...
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object: ...
 
 
 class StepCache:
@@ -81,9 +95,14 @@ class Planned(Generic[T]):
 
 
 class Transaction:
-    """One group commit being planned: the stored state it read, and the rows it will write."""
+    """One group commit being planned: the stored state it read, and the rows it will write.
 
-    def __init__(self, conn: sqlite3.Connection, label: str, step_cache: StepCache) -> None:
+    `LOCK_ROWS` is appended to the reads of run rows: SQLite's write lock already serialises
+    every writer, a PostgreSQL transaction locks the rows it will change (`FOR UPDATE`)."""
+
+    LOCK_ROWS = ""
+
+    def __init__(self, conn: Connection, label: str, step_cache: StepCache) -> None:
         self.conn = conn
         self.label = label
         self._step_cache = step_cache
@@ -98,6 +117,8 @@ class Transaction:
         self._records: dict[str, tuple[str, str, str]] = {}
         self._claims: dict[str, tuple[str, str, str, str]] = {}  # key -> (key, at, status, json)
         self.step_versions: dict[str, tuple[int, tuple[str, ...]]] = {}
+        # statements that must see this transaction's other writes (lease claims): run last
+        self.after_flush: list[Callable[[Connection], None]] = []
         # one time for every event of the transaction: when it was written
         self.at = now()
         self.at_text = format_time(self.at)
@@ -108,7 +129,7 @@ class Transaction:
         """Read every run row and decision the batch names, a few queries for the whole batch."""
         run_ids = sorted({run_id for op in ops for run_id in op.run_ids()} - self._runs.keys())
         for row in self._rows_in(
-            "SELECT id, version, last_seq FROM runs WHERE id IN ({})", run_ids
+            "SELECT id, version, last_seq FROM runs WHERE id IN ({}) ORDER BY id" + self.LOCK_ROWS, run_ids
         ):
             self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2])
         for run_id in run_ids:
@@ -132,7 +153,7 @@ class Transaction:
         if run_id not in self._runs:
             rows = list(
                 self.conn.execute(
-                    "SELECT version, last_seq FROM runs WHERE id = ?", (run_id,)
+                    "SELECT version, last_seq FROM runs WHERE id = ?" + self.LOCK_ROWS, (run_id,)
                 ).fetchall()
             )
             self._runs[run_id] = (
@@ -352,9 +373,12 @@ class Transaction:
             )
         if self._claims:
             conn.executemany(
-                "INSERT OR REPLACE INTO claims (key, at, status, json) VALUES (?, ?, ?, ?)",
+                "INSERT INTO claims (key, at, status, json) VALUES (?, ?, ?, ?) ON CONFLICT (key) DO UPDATE "
+                "SET at = excluded.at, status = excluded.status, json = excluded.json",
                 list(self._claims.values()),
             )
+        for statement in self.after_flush:
+            statement(conn)
 
     def committed(self) -> None:
         """The transaction committed: remember the step JSON it wrote."""

@@ -63,6 +63,7 @@ from .ops import (
     decision_row,
 )
 from .private import private_database
+from .sqlite_leases import SQLiteLeases
 from .subscription import Subscription
 from .writer import GroupWriter, WriterStats
 
@@ -77,7 +78,7 @@ class StoreState(enum.Enum):
     CLOSED = "closed"
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteLeases):
     """The SQLite `Store`. An async context manager: entering opens and migrates the file and
     starts the writer task; leaving finishes queued writes, ends subscriptions and closes.
 

@@ -68,7 +68,7 @@ class _Pending(Generic[T]):
 class GroupWriter:
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        conn: sqlite3.Connection | None,  # None: a subclass brings its own (PostgreSQL)
         label: str,
         bus: EventBus,
         step_cache: StepCache,
@@ -188,6 +188,7 @@ class GroupWriter:
         process (not of the machine); a batch that carries a person's decision is committed
         with `synchronous=FULL`: acknowledged means on disk."""
         conn = self._conn
+        assert conn is not None
         durable = any(op.durable for op in ops)
         if durable:
             conn.execute("PRAGMA synchronous = FULL")

@@ -21,6 +21,7 @@ from flowrun.runtime.tools import builtin_tools
 from flowrun.sandboxes import get_backend
 from flowrun.sandboxes.base import SandboxBackend
 from flowrun.storage.sqlite import SQLiteStore
+from tests.storekinds import StoreKind
 
 ANY_OUTPUT = {"type": "object"}
 
@@ -59,7 +60,9 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
                          db: str = "flowrun.db", github: GitHub | None = None,
-                         redactor: Redactor | None = None) -> AsyncIterator[Engine]:
+                         redactor: Redactor | None = None, kind: StoreKind | None = None) -> AsyncIterator[Engine]:
+    """`kind`: the store (tests/storekinds.py); SQLite on `tmp_path / db` by default. Two engines
+    with one `tmp_path`, `db` and kind share one database (two processes, as it were)."""
     made: dict[str, SandboxBackend] = dict(backends or {})
 
     def backend_for(name: str) -> SandboxBackend:
@@ -67,7 +70,8 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
             made[name] = get_backend(name, root=tmp_path / "sandboxes")
         return made[name]
 
-    async with SQLiteStore(tmp_path / db, redactor=redactor) as store:
+    store_cm = kind.store(tmp_path / db, redactor=redactor) if kind is not None else SQLiteStore(tmp_path / db, redactor=redactor)
+    async with store_cm as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
                           tools=builtin_tools(), config=config or EngineConfig(), github=github,
                           redactor=redactor)

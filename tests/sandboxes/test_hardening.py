@@ -227,3 +227,15 @@ async def test_a_sandbox_cannot_read_another_sandboxs_workspace(sandbox_root: Pa
     await b.write_file("secret.txt", b"b's work\n")
     result = await a.exec(f"cat {b.host_path}/secret.txt")
     assert result.exit_code != 0 and "b's work" not in result.stdout
+
+
+@needs_root
+async def test_a_sandbox_cannot_read_flowruns_database(sandbox_root: Path) -> None:
+    from flowrun.config import Settings, open_engine
+
+    home = sandbox_root.parent / "home"
+    async with open_engine(Settings.from_env({"FLOWRUN_HOME": str(home)})):
+        backend = LocalBackend(sandbox_root, isolation="process-group")  # sees the host filesystem
+        sb = await backend.acquire("run_db", profile())
+        result = await sb.exec(f"cat {home}/flowrun.db | head -c 16; ls {home}")
+    assert "SQLite format" not in result.stdout and "Permission denied" in result.stderr

@@ -15,20 +15,21 @@ from flowrun.flows.enums import TranscriptKind
 from flowrun.flows.errors import ConcurrentUpdate, NotFound
 from flowrun.flows.events import Event, TranscriptEntry
 from flowrun.flows.run import Run, Usage
-from flowrun.storage import RecordRow, SQLiteStore, StorageError
+from flowrun.storage import RecordRow, StorageError
+from tests.storekinds import AnyStore, StoreKind
 
 from .storekit import WAIT, collect, created, entries, make_run, run_sql, seqs, store_at
 
 pytestmark = pytest.mark.anyio
 
 
-async def new_run(store: SQLiteStore) -> Run:
+async def new_run(store: AnyStore) -> Run:
     run = make_run()
     stored, _ = await store.create_run(run, created(run))
     return stored
 
 
-async def commit_usage(store: SQLiteStore, run_id: str) -> list[Event]:
+async def commit_usage(store: AnyStore, run_id: str) -> list[Event]:
     """Add a turn of usage, retrying on a lost compare-and-set (as the engine does)."""
     for _ in range(50):
         run = await store.get_run(run_id)
@@ -40,9 +41,9 @@ async def commit_usage(store: SQLiteStore, run_id: str) -> list[Event]:
     raise AssertionError("commit kept losing")
 
 
-async def test_seqs_are_gapless_under_concurrency(tmp_path: Path) -> None:
+async def test_seqs_are_gapless_under_concurrency(tmp_path: Path, store_kind: StoreKind) -> None:
     rng = random.Random(7)
-    async with store_at(tmp_path / "s.db") as store:
+    async with store_kind.store(tmp_path / "s.db") as store:
         runs = [await new_run(store) for _ in range(3)]
         returned: dict[str, list[int]] = {run.id: [1] for run in runs}
 
@@ -70,8 +71,8 @@ async def test_seqs_are_gapless_under_concurrency(tmp_path: Path) -> None:
         assert store.stats.transactions < 200
 
 
-async def test_a_refused_write_does_not_poison_its_batch(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_a_refused_write_does_not_poison_its_batch(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await new_run(store)
         before = store.stats.transactions
         outcomes: list[object] = []
@@ -134,8 +135,8 @@ async def test_a_failing_transaction_falls_back_to_one_by_one(tmp_path: Path) ->
         assert seqs(await store.events(run.id)) == list(range(1, 8))
 
 
-async def test_subscribe_replays_then_goes_live(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_subscribe_replays_then_goes_live(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await new_run(store)
         await store.append_transcript(run.id, entries(9))
         async with store.subscribe(run.id, after_seq=3) as stream:
@@ -150,8 +151,8 @@ async def test_subscribe_replays_then_goes_live(tmp_path: Path) -> None:
         assert store.bus.subscriber_count() == 0
 
 
-async def test_subscribe_while_writing_has_no_gap_or_duplicate(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_subscribe_while_writing_has_no_gap_or_duplicate(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await new_run(store)
         total = 1 + 150 * 2
 
@@ -169,8 +170,8 @@ async def test_subscribe_while_writing_has_no_gap_or_duplicate(tmp_path: Path) -
         assert seqs(got) == list(range(1, total + 1))
 
 
-async def test_a_slow_subscriber_does_not_block_and_catches_up(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db", mailbox_capacity=4) as store:
+async def test_a_slow_subscriber_does_not_block_and_catches_up(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db", mailbox_capacity=4) as store:
         run = await new_run(store)
         async with store.subscribe(run.id) as stream:
             assert seqs(await collect(stream, 1)) == [1]  # registered on the bus
@@ -182,8 +183,8 @@ async def test_a_slow_subscriber_does_not_block_and_catches_up(tmp_path: Path) -
             assert seqs(await collect(stream, 1)) == [102]
 
 
-async def test_subscriptions_do_not_leak(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_subscriptions_do_not_leak(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await new_run(store)
         bus = store.bus
 
@@ -222,12 +223,12 @@ async def test_subscriptions_do_not_leak(tmp_path: Path) -> None:
         assert bus.subscriber_count(run.id) == 0
 
 
-async def test_closing_the_store_ends_subscriptions(tmp_path: Path) -> None:
+async def test_closing_the_store_ends_subscriptions(tmp_path: Path, store_kind: StoreKind) -> None:
     ended = anyio.Event()
     reading = anyio.Event()
     got: list[int] = []
     async with anyio.create_task_group() as tg:
-        async with store_at(tmp_path / "s.db") as store:
+        async with store_kind.store(tmp_path / "s.db") as store:
             run = await new_run(store)
 
             async def follow() -> None:
@@ -244,24 +245,24 @@ async def test_closing_the_store_ends_subscriptions(tmp_path: Path) -> None:
     assert got == [1]
 
 
-async def test_subscribing_to_an_unknown_run(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store, store.subscribe("run_nope") as stream:
+async def test_subscribing_to_an_unknown_run(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store, store.subscribe("run_nope") as stream:
         with pytest.raises(NotFound, match="run_nope"):
             await anext(stream)
 
 
-async def test_two_stores_on_one_file(tmp_path: Path) -> None:
+async def test_two_stores_on_one_file(tmp_path: Path, store_kind: StoreKind) -> None:
     """Another process's writes reach a subscriber by polling; writes from both interleave
     without gaps, because seqs are assigned under the write lock."""
     path = tmp_path / "s.db"
-    async with store_at(path) as one, store_at(path) as two:
+    async with store_kind.store(path) as one, store_kind.store(path) as two:
         run = await new_run(one)
         async with two.subscribe(run.id) as stream:
             assert seqs(await collect(stream, 1)) == [1]
             await one.append_transcript(run.id, entries(10))
             assert seqs(await collect(stream, 10)) == list(range(2, 12))
 
-            async def write(store: SQLiteStore) -> None:
+            async def write(store: AnyStore) -> None:
                 for _ in range(40):
                     await store.append_transcript(run.id, entries(2))
                 await commit_usage(store, run.id)
@@ -275,11 +276,11 @@ async def test_two_stores_on_one_file(tmp_path: Path) -> None:
         assert seqs(await two.events(run.id)) == list(range(1, last + 1))
 
 
-async def test_a_gap_in_live_events_is_filled_from_the_database(tmp_path: Path) -> None:
+async def test_a_gap_in_live_events_is_filled_from_the_database(tmp_path: Path, store_kind: StoreKind) -> None:
     """Events another store wrote never reach this store's bus: the next local event arrives
     with a gap before it, and the subscriber reads the missing ones at once (no poll wait)."""
     path = tmp_path / "s.db"
-    async with SQLiteStore(path, poll_interval=30) as here, store_at(path) as there:
+    async with store_kind.store(path, poll_interval=30) as here, store_kind.store(path) as there:
         run = await new_run(here)
         async with here.subscribe(run.id) as stream:
             assert seqs(await collect(stream, 1)) == [1]
@@ -292,10 +293,10 @@ async def test_a_gap_in_live_events_is_filled_from_the_database(tmp_path: Path) 
 WRITER = """
 import sys, anyio
 from flowrun.flows.events import TranscriptEntry
-from flowrun.storage import SQLiteStore
+from flowrun.storage import open_store
 
 async def main(path: str, run_id: str, count: int) -> None:
-    async with SQLiteStore(path) as store:
+    async with open_store(path) as store:
         for i in range(count):
             await store.append_transcript(run_id, [TranscriptEntry(kind="text", text=f"other {i}")])
 
@@ -303,11 +304,11 @@ anyio.run(main, sys.argv[1], sys.argv[2], int(sys.argv[3]))
 """
 
 
-async def test_another_process_writing_the_same_run(tmp_path: Path) -> None:
+async def test_another_process_writing_the_same_run(tmp_path: Path, store_kind: StoreKind) -> None:
     path = tmp_path / "s.db"
     got: list[Event] = []
     other_seen = anyio.Event()
-    async with store_at(path) as store:
+    async with store_kind.store(path) as store:
         run = await new_run(store)
 
         async def follow() -> None:
@@ -321,7 +322,7 @@ async def test_another_process_writing_the_same_run(tmp_path: Path) -> None:
                         return
 
         async def other_process() -> None:
-            await anyio.run_process([sys.executable, "-c", WRITER, str(path), run.id, "150"])
+            await anyio.run_process([sys.executable, "-c", WRITER, store_kind.url(path), run.id, "150"])
 
         with anyio.fail_after(60):
             async with anyio.create_task_group() as tg:

@@ -1,4 +1,4 @@
-"""`SQLiteStore.events_json`: the stored events as the JSON `Event.model_dump_json()` gives,
+"""`events_json` (both stores): the stored events as the JSON `Event.model_dump_json()` gives,
 without decoding (the websocket's replay forwards it as it is)."""
 
 from __future__ import annotations
@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from flowrun.flows.errors import NotFound
+from tests.storekinds import StoreKind
 
-from .storekit import created, entries, make_run, store_at
+from .storekit import created, entries, make_run
 
 pytestmark = pytest.mark.anyio
 
 
-async def test_events_json_is_the_events_dumped(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "flowrun.db") as store:
+async def test_events_json_is_the_events_dumped(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "flowrun.db") as store:
         run, _ = await store.create_run(make_run(), created(make_run()))
         await store.append_transcript(run.id, entries(30))
         stored = await store.events(run.id)

@@ -23,9 +23,9 @@ from flowrun.flows.enums import TranscriptKind
 from flowrun.flows.errors import ConcurrentUpdate
 from flowrun.flows.events import Event, TranscriptEntry
 from flowrun.flows.run import Usage
-from flowrun.storage import SQLiteStore
+from tests.storekinds import AnyStore, StoreKind
 
-from .storekit import WAIT, created, entries, make_run, seqs, store_at
+from .storekit import WAIT, created, entries, make_run, seqs
 
 pytestmark = pytest.mark.anyio
 
@@ -80,12 +80,28 @@ async def turns(n: int) -> None:
 )
 @given(program=st.lists(steps, min_size=1, max_size=25))
 async def test_any_interleaving_is_gapless(tmp_path: Path, program: list[Step]) -> None:
-    path = tmp_path / f"p{next(_files)}.db"
+    await interleave(tmp_path, program, StoreKind("sqlite"))
+
+
+@settings(
+    max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(program=st.lists(steps, min_size=1, max_size=25))
+async def test_any_interleaving_is_gapless_on_postgres(
+    tmp_path: Path, program: list[Step], postgres_kind: StoreKind
+) -> None:
+    """Fewer examples: each opens two stores on their own connections."""
+    await interleave(tmp_path, program, postgres_kind)
+
+
+async def interleave(tmp_path: Path, program: list[Step], store_kind: StoreKind) -> None:
+    # PostgreSQL: one schema for every example (each makes its own runs); migrating costs more
+    path = tmp_path / ("p.db" if store_kind.postgres else f"p{next(_files)}.db")
     async with (
-        store_at(path, mailbox_capacity=16) as first,
-        store_at(path, mailbox_capacity=16) as second,
+        store_kind.store(path, mailbox_capacity=16) as first,
+        store_kind.store(path, mailbox_capacity=16) as second,
     ):
-        via: list[SQLiteStore] = [first, second]
+        via: list[AnyStore] = [first, second]
         run_ids: list[str] = []
         for _ in range(RUNS):
             run = make_run()

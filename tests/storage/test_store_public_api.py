@@ -10,6 +10,7 @@ def test_public_names() -> None:
     assert sorted(flowrun.storage.__all__) == [
         "ChatStore",
         "DecisionRow",
+        "LeaseRow",
         "RecordRow",
         "RunFilter",
         "SQLiteStore",
@@ -19,6 +20,8 @@ def test_public_names() -> None:
         "Store",
         "StoreClosed",
         "Subscription",
+        "WorkerRow",
+        "open_store",
     ]
     for name in flowrun.storage.__all__:
         assert getattr(flowrun.storage, name) is not None
@@ -28,3 +31,13 @@ def test_sqlite_store_implements_the_protocol() -> None:
     store: Store = SQLiteStore("unused.db")  # mypy checks the structural match
     chats: ChatStore = SQLiteStore("unused.db")
     assert isinstance(store, SQLiteStore) and isinstance(chats, SQLiteStore)
+
+
+def test_postgres_store_implements_the_protocol() -> None:
+    from flowrun.storage.postgres import PostgresStore
+
+    store: Store = PostgresStore("postgresql://nobody@127.0.0.1:1/none")  # not opened
+    chats: ChatStore = PostgresStore("postgresql://nobody@127.0.0.1:1/none")
+    assert isinstance(store, PostgresStore) and isinstance(chats, PostgresStore)
+    assert isinstance(flowrun.storage.open_store("postgresql://x@127.0.0.1:1/y"), PostgresStore)
+    assert isinstance(flowrun.storage.open_store("some.db"), SQLiteStore)

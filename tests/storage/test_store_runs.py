@@ -20,13 +20,14 @@ from flowrun.flows.errors import (
 from flowrun.flows.events import RunStatusChanged, StepStatusChanged
 from flowrun.flows.run import Decision, Run, StepResult, Usage
 from flowrun.storage import RecordRow, RunFilter, SQLiteStore, StoreClosed
+from tests.storekinds import AnyStore, StoreKind
 
-from .storekit import created, entries, make_run, run_sql, seqs, store_at
+from .storekit import created, entries, make_run, seqs
 
 pytestmark = pytest.mark.anyio
 
 
-async def started(store: SQLiteStore, run: Run | None = None) -> Run:
+async def started(store: AnyStore, run: Run | None = None) -> Run:
     """A run created and started (version 2)."""
     run = run or make_run()
     run, _ = await store.create_run(run, created(run))
@@ -35,8 +36,8 @@ async def started(store: SQLiteStore, run: Run | None = None) -> Run:
     return run
 
 
-async def test_round_trip_with_steps(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_round_trip_with_steps(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = make_run(mode=ExecutionMode.BACKGROUND)
         stored, events = await store.create_run(run, created(run))
         assert (stored.version, stored.last_seq, seqs(events)) == (1, 1, [1])
@@ -63,13 +64,13 @@ async def test_round_trip_with_steps(tmp_path: Path) -> None:
         assert loaded.task is not None
         assert [s.name for s in loaded.steps] == ["Plan", "Build", "Ship"]
 
-    async with store_at(tmp_path / "s.db") as reopened:  # durable across a reopen
+    async with store_kind.store(tmp_path / "s.db") as reopened:  # durable across a reopen
         assert await reopened.get_run(run.id) == committed
         assert seqs(await reopened.events(run.id)) == list(range(1, committed.last_seq + 1))
 
 
-async def test_commit_is_compare_and_set(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_commit_is_compare_and_set(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await started(store)
         new, events = machine.begin_step(run, 0)
         with pytest.raises(ConcurrentUpdate) as info:
@@ -88,18 +89,18 @@ async def test_commit_is_compare_and_set(tmp_path: Path) -> None:
             await store.commit(ghost, [], expected_version=1)
 
 
-async def test_only_changed_steps_are_written(tmp_path: Path) -> None:
+async def test_only_changed_steps_are_written(tmp_path: Path, store_kind: StoreKind) -> None:
     path = tmp_path / "s.db"
-    async with store_at(path) as store:
+    async with store_kind.store(path) as store:
         run = await started(store)
         # change step 2 behind the store's back: a commit that does not touch step 2 must not
         # rewrite it (so the poke survives), while step 0 (changed) is written
-        await run_sql(
+        await store_kind.poke(
             path,
-            (
-                "UPDATE steps SET json = json_set(json, '$.summary', 'poked') WHERE run_id = ? AND idx = 2",
-                (run.id,),
-            ),
+            sqlite="UPDATE steps SET json = json_set(json, '$.summary', 'poked') WHERE run_id = ? AND idx = 2",
+            postgres="UPDATE steps SET json = jsonb_set(json::jsonb, '{summary}', '\"poked\"')::text "
+            "WHERE run_id = ? AND idx = 2",
+            params=(run.id,),
         )
         new, events = machine.begin_step(run, 0)
         await store.commit(new, events, expected_version=run.version)
@@ -108,13 +109,15 @@ async def test_only_changed_steps_are_written(tmp_path: Path) -> None:
         assert loaded.steps[2].summary == "poked"
 
 
-async def test_transcript_appends_touch_only_events_and_last_seq(tmp_path: Path) -> None:
+async def test_transcript_appends_touch_only_events_and_last_seq(tmp_path: Path, store_kind: StoreKind) -> None:
     path = tmp_path / "s.db"
-    async with store_at(path) as store:
+    async with store_kind.store(path) as store:
         run = await started(store)
-        await run_sql(
+        await store_kind.poke(
             path,
-            ("UPDATE runs SET json = json_set(json, '$.error', 'poked') WHERE id = ?", (run.id,)),
+            sqlite="UPDATE runs SET json = json_set(json, '$.error', 'poked') WHERE id = ?",
+            postgres="UPDATE runs SET json = jsonb_set(json::jsonb, '{error}', '\"poked\"')::text WHERE id = ?",
+            params=(run.id,),
         )
         appended = await store.append_transcript(run.id, entries(5))
         assert seqs(appended) == [3, 4, 5, 6, 7]
@@ -127,8 +130,8 @@ async def test_transcript_appends_touch_only_events_and_last_seq(tmp_path: Path)
             await store.append_transcript("run_missing", entries(1))
 
 
-async def test_decision_rows_are_idempotent(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_decision_rows_are_idempotent(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await started(store)
         new, events = machine.pause_at(run, 2, "Sign off before the PR opens.")
         paused, _ = await store.commit(new, events, expected_version=run.version)
@@ -161,8 +164,8 @@ async def test_decision_rows_are_idempotent(tmp_path: Path) -> None:
             await store.commit(decided, [], expected_version=committed.version, decision_id="dec-3")
 
 
-async def test_concurrent_commits_with_one_decision_id_record_it_once(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_concurrent_commits_with_one_decision_id_record_it_once(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await started(store)
         new, events = machine.pause_at(run, 2, "Sign off")
         paused, _ = await store.commit(new, events, expected_version=run.version)
@@ -190,9 +193,9 @@ async def test_concurrent_commits_with_one_decision_id_record_it_once(tmp_path: 
         assert row is not None and final.steps[2].decision == row.decision
 
 
-async def test_daily_cap(tmp_path: Path) -> None:
+async def test_daily_cap(tmp_path: Path, store_kind: StoreKind) -> None:
     day = date(2025, 3, 1)
-    async with store_at(tmp_path / "s.db") as store:
+    async with store_kind.store(tmp_path / "s.db") as store:
         for _ in range(5):
             run = make_run(workspace="acme")
             await store.create_run(run, created(run), daily_cap=5, day=day)
@@ -222,10 +225,10 @@ async def test_daily_cap(tmp_path: Path) -> None:
         assert await store.runs_started("acme", date(2025, 3, 2)) == 1
 
 
-async def test_daily_cap_holds_under_concurrent_starts(tmp_path: Path) -> None:
+async def test_daily_cap_holds_under_concurrent_starts(tmp_path: Path, store_kind: StoreKind) -> None:
     day = date(2025, 3, 1)
     refused: list[StartRefused] = []
-    async with store_at(tmp_path / "s.db") as store:
+    async with store_kind.store(tmp_path / "s.db") as store:
 
         async def start() -> None:
             run = make_run(workspace="busy")
@@ -242,8 +245,8 @@ async def test_daily_cap_holds_under_concurrent_starts(tmp_path: Path) -> None:
         assert len(await store.list_runs(RunFilter(workspace="busy"))) == 5
 
 
-async def test_create_refuses_a_duplicate_id(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_create_refuses_a_duplicate_id(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = make_run()
         await store.create_run(run, created(run))
         with pytest.raises(UsageError) as info:
@@ -251,8 +254,8 @@ async def test_create_refuses_a_duplicate_id(tmp_path: Path) -> None:
         assert info.value.code == "already_exists"
 
 
-async def test_commit_pair_writes_both_or_neither(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_commit_pair_writes_both_or_neither(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await started(store)
         new, events = machine.fail(run, "tests failed")
         failed, _ = await store.commit(new, events, expected_version=run.version)
@@ -277,8 +280,8 @@ async def test_commit_pair_writes_both_or_neither(tmp_path: Path) -> None:
             await store.commit_pair((first, [], first.version), (first, []))
 
 
-async def test_list_runs_newest_first_with_filters(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_list_runs_newest_first_with_filters(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         made: list[Run] = []
         for i in range(6):
             run = make_run(workspace="a" if i % 2 else "b", started_by="ana" if i < 3 else "bo")
@@ -306,6 +309,8 @@ async def test_list_runs_newest_first_with_filters(tmp_path: Path) -> None:
         assert await store.list_runs(RunFilter(flow="other")) == []
         assert len(await store.list_runs(RunFilter(flow="review"))) == 7
         assert all(len(r.steps) == 3 for r in listed)
+        page = await store.list_runs(RunFilter(limit=3, before=made[-1].id))  # cursor paging
+        assert [r.id for r in page] == [made[4].id, made[3].id, made[2].id]
 
         pending = await store.runs_with_status([RunStatus.PENDING])
         assert [r.id for r in pending] == [r.id for r in made]  # oldest first
@@ -314,8 +319,8 @@ async def test_list_runs_newest_first_with_filters(tmp_path: Path) -> None:
             await store.list_runs(RunFilter(limit=0))
 
 
-async def test_records(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_records(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         record = RecordRow(id="plan_1", kind="plan", title="Plan", body="Do it", data={"n": 1})
         await store.put_record(record)
         assert await store.get_record("plan_1") == record
@@ -325,8 +330,8 @@ async def test_records(tmp_path: Path) -> None:
         assert await store.get_record("plan_2") is None
 
 
-async def test_bad_input_names_the_problem(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_bad_input_names_the_problem(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await started(store)
         with pytest.raises(UsageError, match="expected_version"):
             await store.commit(run, [], expected_version=0)
@@ -352,8 +357,8 @@ async def test_bad_input_names_the_problem(tmp_path: Path) -> None:
         assert (await store.get_run(run.id)).version == run.version
 
 
-async def test_lifecycle_is_guarded(tmp_path: Path) -> None:
-    store = store_at(tmp_path / "s.db")
+async def test_lifecycle_is_guarded(tmp_path: Path, store_kind: StoreKind) -> None:
+    store = store_kind.store(tmp_path / "s.db")
     with pytest.raises(StoreClosed, match="new, not open"):
         await store.get_run("run_x")
     async with store:
@@ -367,10 +372,10 @@ async def test_lifecycle_is_guarded(tmp_path: Path) -> None:
         SQLiteStore(":memory:")
 
 
-async def test_queued_writes_finish_before_close(tmp_path: Path) -> None:
+async def test_queued_writes_finish_before_close(tmp_path: Path, store_kind: StoreKind) -> None:
     results: list[int] = []
     path = tmp_path / "s.db"
-    async with anyio.create_task_group() as tg, store_at(path) as store:
+    async with anyio.create_task_group() as tg, store_kind.store(path) as store:
         run = await started(store)
 
         async def append() -> None:
@@ -380,15 +385,15 @@ async def test_queued_writes_finish_before_close(tmp_path: Path) -> None:
             tg.start_soon(append)
         await anyio.lowlevel.checkpoint()  # the appends queue up; leaving drains them
     assert results == [3] * 20
-    async with store_at(path) as reopened:
+    async with store_kind.store(path) as reopened:
         assert (await reopened.get_run(run.id)).last_seq == 2 + 60
 
 
-async def test_steps_are_written_whole_when_the_cache_is_cold(tmp_path: Path) -> None:
+async def test_steps_are_written_whole_when_the_cache_is_cold(tmp_path: Path, store_kind: StoreKind) -> None:
     path = tmp_path / "s.db"
-    async with store_at(path) as store:
+    async with store_kind.store(path) as store:
         run = await started(store)
-    async with store_at(path) as other:  # a fresh process: knows nothing of the run's steps
+    async with store_kind.store(path) as other:  # a fresh process: knows nothing of the run's steps
         new, events = machine.begin_step(run, 1)
         await other.commit(new, events, expected_version=run.version)
         loaded = await other.get_run(run.id)
@@ -398,8 +403,8 @@ async def test_steps_are_written_whole_when_the_cache_is_cold(tmp_path: Path) ->
         assert isinstance(status[1], RunStatusChanged) and isinstance(status[2], StepStatusChanged)
 
 
-async def test_cancelled_reads_leave_the_pool_usable(tmp_path: Path) -> None:
-    async with store_at(tmp_path / "s.db") as store:
+async def test_cancelled_reads_leave_the_pool_usable(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with store_kind.store(tmp_path / "s.db") as store:
         run = await started(store)
         for turns in range(40):
             with anyio.CancelScope() as scope:

@@ -1,0 +1,143 @@
+"""Leases: which engine process drives which run.
+
+Who asks is not who drives. A run with work to do (started, approved, resumed, retried) is
+claimed by one engine process with a lease in the store, renewed while it drives; any live
+engine process may claim a runnable run whose lease is free or expired. Every engine process
+also keeps a heartbeat row, so a face can tell whether a worker is alive.
+
+How an engine takes part is its `DriveMode`:
+- `always`: `flowrun worker` and `flowrun serve` claim every runnable run they can;
+- `auto`: a CLI command or `flowrun mcp` drives the run it touched itself only when no worker is
+  alive (as before workers existed); otherwise it writes the command and follows the log;
+- `never`: `flowrun serve --no-drive`, a face only.
+
+A lease held by a process on this host whose pid is gone is free at once (no need to wait for
+it to expire): that keeps a restart after a crash as quick as before leases.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Awaitable, Callable, Sequence
+
+import anyio
+from anyio.abc import TaskStatus
+
+from ..flows.run import now
+from ..storage.base import Store, WorkerRow
+
+log = logging.getLogger("flowrun.runtime")
+
+
+class DriveMode(enum.StrEnum):
+    ALWAYS = "always"
+    AUTO = "auto"
+    NEVER = "never"
+
+
+def lease_owner() -> str:
+    """`host:pid:token`: unique per engine (two engines in one process are two owners)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def owner_gone(owner: str) -> bool:
+    """True only when `owner` is a process on this host that no longer exists."""
+    host, _, rest = owner.partition(":")
+    pid = rest.split(":", 1)[0]
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+class Leases:
+    """This engine's leases and heartbeat. `keep` runs in the engine's task group: it renews
+    the held leases and the heartbeat every third of the lease time, and calls `on_lost` for a
+    run whose lease another process took (its driver must stop at once)."""
+
+    def __init__(self, store: Store, *, mode: DriveMode, kind: str, lease_s: float,
+                 owner: str | None = None) -> None:
+        self.store = store
+        self.mode = mode
+        self.kind = kind
+        self.lease_s = lease_s
+        self.owner = owner or lease_owner()
+        self.held: set[str] = set()
+        self._started_at = now().isoformat()
+
+    @property
+    def claims_all(self) -> bool:
+        return self.mode is DriveMode.ALWAYS
+
+    async def drives_here(self) -> bool:
+        """Should this process drive a run it just wrote a command for?"""
+        if self.mode is DriveMode.NEVER:
+            return False
+        if self.mode is DriveMode.ALWAYS:
+            return True
+        return not await self.workers_alive()
+
+    async def workers_alive(self) -> bool:
+        """Is another process that claims runs alive (`flowrun worker`, `flowrun serve`)?"""
+        return any(w.drives and w.id != self.owner for w in await self.store.live_workers())
+
+    async def claim(self, run_ids: Sequence[str] | None = None, *, limit: int = 1) -> list[str]:
+        dead = await self.dead_owners()
+        claimed = await self.store.claim_runs(self.owner, lease_s=self.lease_s, limit=limit,
+                                              run_ids=run_ids, dead_owners=dead)
+        self.held.update(claimed)
+        return claimed
+
+    async def dead_owners(self) -> list[str]:
+        """Lease holders on this host whose process is gone."""
+        owners = {lease.owner for lease in await self.store.leases() if lease.owner and lease.owner != self.owner}
+        return sorted(owner for owner in owners if owner_gone(owner))
+
+    async def release(self, run_ids: Sequence[str]) -> None:
+        mine = [run_id for run_id in run_ids if run_id in self.held]
+        self.held.difference_update(mine)
+        if mine:
+            await self.store.release_leases(self.owner, mine)
+
+    async def heartbeat(self) -> None:
+        await self.store.heartbeat(
+            WorkerRow(id=self.owner, kind=self.kind, drives=self.claims_all, started_at=self._started_at),
+            ttl_s=self.lease_s,
+        )
+
+    async def keep(self, on_lost: Callable[[str], Awaitable[None]], *,
+                   task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        await self.heartbeat()
+        task_status.started()
+        while True:
+            await anyio.sleep(self.lease_s / 3)
+            try:
+                await self.heartbeat()
+                held = sorted(self.held)
+                kept = set(await self.store.renew_leases(self.owner, held, lease_s=self.lease_s))
+            except Exception:  # the database is away for a moment: try again next round
+                log.warning("could not renew %d lease(s) of %s", len(self.held), self.owner, exc_info=True)
+                continue
+            for run_id in held:
+                if run_id not in kept and run_id in self.held:
+                    self.held.discard(run_id)
+                    log.warning("lost the lease of run %s to another process; its driver stops", run_id)
+                    await on_lost(run_id)
+
+    async def close(self) -> None:
+        """Let go of every lease and of the heartbeat row (shielded: runs at shutdown)."""
+        with anyio.CancelScope(shield=True):
+            try:
+                await self.release(sorted(self.held))
+                await self.store.remove_worker(self.owner)
+            except Exception:
+                log.warning("could not release the leases of %s", self.owner, exc_info=True)

@@ -1,0 +1,132 @@
+"""Leases and live engine processes on PostgreSQL (see `Store.claim_runs` and friends).
+
+A claim is one statement: the runnable rows are picked `FOR UPDATE SKIP LOCKED` (two workers
+claiming at once never wait for each other, and a row another transaction holds is skipped, to
+be claimed on the next try); PostgreSQL re-checks the picked rows' conditions after locking
+them, so a lease another worker took meanwhile is never taken twice. Times come from the
+database's clock, so machines with skewed clocks agree on when a lease expires. New work is
+announced on the `flowrun_work` channel, which wakes every listening store's `wait_for_work`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import anyio
+import psycopg
+
+from ..flows.enums import RunStatus
+from ..flows.errors import UsageError
+from .base import LeaseRow, WorkerRow
+from .postgres_writer import WORK_CHANNEL
+
+NOW = "extract(epoch from clock_timestamp())"
+_RUNNABLE = "status IN ('pending', 'running')"
+
+
+class PostgresLeases:
+    """Mixed into `PostgresStore`: the lease half of the `Store` protocol."""
+
+    _work: anyio.Event | None
+    _work_flag: bool
+
+    def _reading(self, snapshot: bool = False) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+        raise NotImplementedError
+
+    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+        raise NotImplementedError
+
+    async def claim_runs(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int = 1,
+        run_ids: Sequence[str] | None = None,
+        dead_owners: Sequence[str] = (),
+    ) -> list[str]:
+        _check(lease_s)
+        if limit < 1 or (run_ids is not None and not run_ids):
+            return []
+        # named runs also when `owner` holds them already (claiming again renews)
+        only = "AND id = ANY(%(ids)s)" if run_ids is not None else ""
+        own = "OR lease_owner = %(owner)s" if run_ids is not None else ""
+        rows = await self._rows(
+            f"UPDATE runs SET lease_owner = %(owner)s, lease_expires = {NOW} + %(lease)s WHERE id IN ("
+            f"  SELECT id FROM runs WHERE {_RUNNABLE} {only} AND (lease_owner IS NULL OR lease_expires < {NOW}"
+            f"    {own} OR lease_owner = ANY(%(dead)s))"
+            f"  ORDER BY created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+            f") RETURNING id",
+            {"owner": owner, "lease": lease_s, "ids": list(run_ids or []), "dead": list(dead_owners),
+             "limit": limit},
+        )
+        return sorted(row[0] for row in rows)
+
+    async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        _check(lease_s)
+        if not run_ids:
+            return []
+        rows = await self._rows(
+            f"UPDATE runs SET lease_expires = {NOW} + %s WHERE lease_owner = %s AND id = ANY(%s) RETURNING id",
+            (lease_s, owner, list(run_ids)),
+        )
+        return sorted(row[0] for row in rows)
+
+    async def release_leases(self, owner: str, run_ids: Sequence[str]) -> None:
+        if run_ids:
+            await self._rows(
+                "UPDATE runs SET lease_owner = NULL, lease_expires = NULL WHERE lease_owner = %s AND id = ANY(%s) "
+                "RETURNING id", (owner, list(run_ids)),
+            )
+
+    async def leases(self) -> list[LeaseRow]:
+        rows = await self._rows(
+            f"SELECT id, status, lease_owner, lease_expires FROM runs WHERE {_RUNNABLE} ORDER BY created_at, id"
+        )
+        return [LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3]) for r in rows]
+
+    async def store_time(self) -> float:
+        rows = await self._rows(f"SELECT {NOW}")
+        return float(rows[0][0])
+
+    async def heartbeat(self, worker: WorkerRow, *, ttl_s: float) -> None:
+        _check(ttl_s)
+        await self._rows(
+            f"INSERT INTO workers (id, kind, drives, started_at, expires) VALUES (%s, %s, %s, %s, {NOW} + %s) "
+            "ON CONFLICT (id) DO UPDATE SET expires = excluded.expires, drives = excluded.drives RETURNING id",
+            (worker.id, worker.kind, worker.drives, worker.started_at, ttl_s),
+        )
+
+    async def remove_worker(self, worker_id: str) -> None:
+        await self._rows(f"DELETE FROM workers WHERE id = %s OR expires < {NOW} - 3600 RETURNING id", (worker_id,))
+
+    async def live_workers(self) -> list[WorkerRow]:
+        rows = await self._rows(
+            f"SELECT id, kind, drives, started_at, expires FROM workers WHERE expires >= {NOW} ORDER BY id"
+        )
+        return [WorkerRow(id=r[0], kind=r[1], drives=bool(r[2]), started_at=r[3], expires=r[4]) for r in rows]
+
+    async def announce_work(self, run_id: str) -> None:
+        await self._rows("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, run_id))
+
+    async def wait_for_work(self, timeout_s: float) -> bool:
+        if self._work_flag:  # announced while nobody was waiting
+            self._work_flag = False
+            return True
+        self._work = event = anyio.Event()
+        try:
+            with anyio.move_on_after(timeout_s):
+                await event.wait()
+        finally:
+            self._work = None
+        self._work_flag = False
+        return event.is_set()
+
+
+def _check(seconds: float) -> None:
+    if not seconds > 0:
+        raise UsageError(f"a lease must last more than 0 seconds, got {seconds}")
+
+

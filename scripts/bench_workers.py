@@ -1,0 +1,243 @@
+"""Benchmark: workers and leases, on SQLite and PostgreSQL (not a test; prints JSON lines).
+
+    .venv/bin/python scripts/bench_workers.py [--quick] [--full] [--stores sqlite,postgres]
+
+For 1, 2 and 4 `flowrun worker` processes on one database, with 20-step scripted Flows (the
+no-op sandbox, no model delay, so the engine and the store are what is measured):
+- `runs_per_s`: runs started by this process (a face: it writes commands, never drives) and
+  driven to completion by the workers;
+- `checkpoint_rt_ms`: decide -> the next step running, as a face sees it (p50, p95), for a run
+  paused before every step; `remote` is a face with the workers elsewhere, `serve` is a face
+  that drives too (`flowrun serve`), where the decision and the claim happen in one process.
+Then the take-over time after a SIGKILL (two workers, lease 2 s; target: lease + 1 s), and with
+`--full` the issue's size: 500 runs started from 4 processes while 4 workers drive them, each
+completing exactly once. PostgreSQL comes from FLOWRUN_TEST_DATABASE_URL (default: this
+machine's), in a schema made and dropped for the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Mapping
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from flowrun.config import Settings, open_engine
+from flowrun.flows.enums import RunStatus, StepStatus
+from flowrun.runtime.access import Actor
+from flowrun.runtime.engine import Engine
+from tests.cli.workerkit import environment, worker
+
+PG_URL = os.environ.get("FLOWRUN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ANA = Actor("ana")
+PARKED = [s for s in RunStatus if s.finished]
+STEPS = 20
+
+
+@asynccontextmanager
+async def face(env: Mapping[str, str], drive: str = "never") -> AsyncIterator[Engine]:
+    settings = dataclasses.replace(Settings.from_env(env), drive=drive, engine_kind="bench")
+    async with open_engine(settings) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def database(kind: str, folder: Path) -> AsyncIterator[str]:
+    if kind == "sqlite":
+        yield str(folder / "flowrun.db")
+        return
+    import psycopg
+
+    schema = f"bench_{secrets.token_hex(5)}"
+    try:
+        yield f"{PG_URL}{'&' if '?' in PG_URL else '?'}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(PG_URL, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def runs_per_s(engine: Engine, runs: int) -> float:
+    t0 = time.perf_counter()
+    ids = [(await engine.start_run(ANA, "relay")).id for _ in range(runs)]
+    for run_id in ids:
+        run = await engine.wait_until(ANA, run_id, statuses=PARKED, timeout_s=600)
+        assert run.status == RunStatus.COMPLETED, (run_id, run.status, run.error)
+    return runs / (time.perf_counter() - t0)
+
+
+async def checkpoint_round_trips(engine: Engine, decisions: int) -> list[float]:
+    """Decide -> next step running, for a relay run paused before every step."""
+    times: list[float] = []
+    while len(times) < decisions:
+        run = await engine.start_run(ANA, "relay", checkpoint_mode="every", execution_mode="interactive")
+        async with engine.deps.store.subscribe(run.id) as stream:  # type: ignore[attr-defined]
+            for index in range(STEPS):
+                with anyio.fail_after(60):
+                    async for event in stream:
+                        if event.data.type == "run_status" and event.data.status == RunStatus.PAUSED:
+                            break
+                t0 = time.perf_counter()
+                await engine.decide(ANA, run.id, "approve", step=index)
+                with anyio.fail_after(60):
+                    async for event in stream:
+                        data = event.data
+                        if data.type == "step_status" and data.step == index and data.status == StepStatus.RUNNING:
+                            times.append(time.perf_counter() - t0)
+                            break
+                if len(times) >= decisions:
+                    break
+        if (await engine.get_run(ANA, run.id)).status == RunStatus.PAUSED:
+            await engine.cancel(ANA, run.id)
+    return times
+
+
+async def takeover(env: Mapping[str, str], engine: Engine, trials: int, lease_s: float) -> list[float]:
+    """SIGKILL the worker driving a run mid-step; seconds until the other worker took it over."""
+    took: list[float] = []
+    async with worker(env) as survivor:
+        for _ in range(trials):
+            async with worker(env) as victim:
+                for _ in range(40):
+                    run = await engine.start_run(ANA, "slow")
+                    owner = await _owner(engine, run.id)
+                    if owner == victim.owner:
+                        break
+                    await engine.cancel(ANA, run.id)
+                else:
+                    raise RuntimeError("the victim never claimed a run")
+                await anyio.sleep(0.3)  # mid-step
+                victim.kill()
+                t0 = time.perf_counter()
+                await engine.wait_until(ANA, run.id, statuses=PARKED, timeout_s=lease_s * 20)
+                took.append(time.perf_counter() - t0)
+            assert survivor.process.returncode is None
+    return took
+
+
+async def _owner(engine: Engine, run_id: str) -> str | None:
+    with anyio.fail_after(30):
+        while True:
+            owners = {lease.run_id: lease.owner for lease in await engine.deps.store.leases()}
+            if owners.get(run_id):
+                return owners[run_id]
+            await anyio.sleep(0.01)
+
+
+STARTER = """
+import anyio, dataclasses, json, os, sys
+from flowrun.config import Settings, open_engine
+from flowrun.runtime.access import Actor
+
+async def main(count: int) -> None:
+    settings = dataclasses.replace(Settings.from_env(), drive="never", engine_kind="starter")
+    async with open_engine(settings) as engine:
+        ids = [(await engine.start_run(Actor("ana"), "relay")).id for _ in range(count)]
+    print(json.dumps(ids))
+
+anyio.run(main, int(sys.argv[1]))
+"""
+
+
+async def full_size(env: Mapping[str, str], engine: Engine, runs: int, starters: int, workers: int) -> dict[str, Any]:
+    async with AsyncExitStack() as stack:
+        for _ in range(workers):
+            await stack.enter_async_context(worker(env))
+        t0 = time.perf_counter()
+        ids: list[str] = []
+
+        async def start() -> None:
+            done = await anyio.run_process([sys.executable, "-c", STARTER, str(runs // starters)], env=dict(env))
+            ids.extend(json.loads(done.stdout))
+
+        async with anyio.create_task_group() as tg:
+            for _ in range(starters):
+                tg.start_soon(start)
+        statuses: Counter[str] = Counter()
+        starts_ok = 0
+        for run_id in ids:
+            run = await engine.wait_until(ANA, run_id, statuses=PARKED, timeout_s=900)
+            statuses[run.status.value] += 1
+            events = await engine.events(ANA, run_id)
+            begun = Counter(e.data.step for e in events
+                            if e.data.type == "step_status" and e.data.status == StepStatus.RUNNING)
+            starts_ok += all(count == 1 for count in begun.values()) and len(begun) == STEPS
+        return {"runs": len(ids), "starters": starters, "workers": workers, "statuses": dict(statuses),
+                "every_step_once": starts_ok, "seconds": round(time.perf_counter() - t0, 1)}
+
+
+async def bench_store(kind: str, args: argparse.Namespace) -> None:
+    runs = 10 if args.quick else 40
+    decisions = 20 if args.quick else 60
+    for count in (1, 2, 4):
+        with tempfile.TemporaryDirectory() as tmp:
+            async with database(kind, Path(tmp)) as url:
+                env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
+                async with AsyncExitStack() as stack:
+                    engine = await stack.enter_async_context(face(env))
+                    for _ in range(count):
+                        await stack.enter_async_context(worker(env))
+                    rate = await runs_per_s(engine, runs)
+                    remote = await checkpoint_round_trips(engine, decisions)
+                print(json.dumps({"store": kind, "workers": count, "runs": runs, "steps": STEPS,
+                                  "runs_per_s": round(rate, 2),
+                                  "checkpoint_rt_ms": {"remote_p50": round(statistics.median(remote) * 1000, 1),
+                                                       "remote_p95": round(percentile(remote, 0.95) * 1000, 1)}}),
+                      flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        async with database(kind, Path(tmp)) as url:
+            env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
+            async with face(env, drive="always") as serve:
+                local = await checkpoint_round_trips(serve, decisions)
+            print(json.dumps({"store": kind, "checkpoint_rt_ms": {
+                "serve_p50": round(statistics.median(local) * 1000, 1),
+                "serve_p95": round(percentile(local, 0.95) * 1000, 1)}}), flush=True)
+    lease_s = 2.0
+    with tempfile.TemporaryDirectory() as tmp:
+        async with database(kind, Path(tmp)) as url:
+            env = environment(Path(tmp), url, steps=2, delay_s=30.0, lease_s=lease_s, profile="quiet")
+            (Path(tmp) / "catalog" / "flows" / "slow.yaml").write_text(
+                (Path(tmp) / "catalog" / "flows" / "relay.yaml").read_text().replace("id: relay", "id: slow"))
+            async with face(env) as engine:
+                took = await takeover(env, engine, 2 if args.quick else 5, lease_s)
+            print(json.dumps({"store": kind, "lease_s": lease_s, "takeover_s": [round(t, 2) for t in took],
+                              "takeover_max_s": round(max(took), 2), "target_s": lease_s + 1}), flush=True)
+    if args.full:
+        with tempfile.TemporaryDirectory() as tmp:
+            async with database(kind, Path(tmp)) as url:
+                env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
+                async with face(env) as engine:
+                    print(json.dumps({"store": kind, "full_size": await full_size(env, engine, 500, 4, 4)}),
+                          flush=True)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer runs and decisions")
+    parser.add_argument("--full", action="store_true", help="also 500 runs from 4 processes with 4 workers")
+    parser.add_argument("--stores", default="sqlite,postgres")
+    args = parser.parse_args()
+    for kind in args.stores.split(","):
+        await bench_store(kind, args)
+
+
+if __name__ == "__main__":
+    anyio.run(main)
