@@ -84,10 +84,12 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     """
     from .chat import ChatService
     from .chat.api import chat_endpoints
+    from .chat.page import chat_page_routes
     from .tools.jsonrpc_guard import JsonRpcGuard
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
-    from .web import build_web
+    from .web import authenticate, build_web
     from .web.chats import ChatSlot
+    from .web.pages import page_routes
 
     bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
     if not len(bearer.table):
@@ -130,7 +132,8 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-              Mount("/mcp", app=mcp_app), hook, *web.routes()]
+              Mount("/mcp", app=mcp_app), hook, *web.routes(), *page_routes(slot, authenticate, chat_slot),
+              *chat_page_routes(lambda: chat_service[0] if chat_service else None, authenticate, settings.public_url)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web_auth = web.auth
     app.state.web = web
@@ -146,7 +149,9 @@ async def run_stdio(settings: Settings) -> None:
     from .tools.server import build_mcp_server
 
     slot = EngineSlot()
-    server = build_mcp_server(slot, settings.public_url, lambda: LOCAL_OPERATOR)
+    # run page links only where `flowrun serve` is said to run: this process serves no pages
+    server = build_mcp_server(slot, settings.public_url, lambda: LOCAL_OPERATOR,
+                              pages="FLOWRUN_PUBLIC_URL" in settings.env)
     await prepare_demo(settings)
     async with open_engine(settings) as engine:
         slot.engine = engine

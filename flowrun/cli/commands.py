@@ -14,6 +14,7 @@ from ..flows.errors import UsageError
 from ..flows.run import Decision, Launch, Run
 from ..runtime.access import LOCAL_OPERATOR, Actor
 from ..runtime.engine import Engine
+from .pageurl import announce
 from .safe import markup, text
 
 console = Console(highlight=False)
@@ -75,6 +76,7 @@ async def demo(args: argparse.Namespace) -> int:
             LOCAL_OPERATOR, "full-sdlc", {}, sandbox_profile=args.profile, execution_mode=args.mode,
             checkpoint_mode=args.checkpoints,
         )
+        announce(console, settings.public_url, run.id, open_browser=bool(getattr(args, "open", False)))
         code = await _follow_and_report(engine, LOCAL_OPERATOR, run, args, settings)
     if code == 0:
         import anyio
@@ -116,6 +118,8 @@ async def run(args: argparse.Namespace) -> int:
             execution_mode=args.mode, checkpoint_mode=args.checkpoints, launch=launch,
         )
         console.print(text(f"started {started.id} ({started.flow.name})"))
+        if args.open:
+            announce(console, settings.public_url, started.id, open_browser=True)
         return await _follow_and_report(engine, LOCAL_OPERATOR, started, args, settings)
 
 

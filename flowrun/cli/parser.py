@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="run the bundled Full SDLC Flow offline, with a checkpoint")
     _run_choices(p)
+    p.add_argument("--open", action="store_true", help="also open the run page (printed either way) in a browser")
     p.set_defaults(handler="demo")
 
     p = sub.add_parser("flows", help="list Flows and their parameters")
@@ -30,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("flow")
     p.add_argument("-p", "--param", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--record", help="launch from a record (plan or initiative id); its context is in scope")
+    p.add_argument("--open", action="store_true",
+                   help="print the run page's URL and open it in a browser (pages are served by `flowrun serve`)")
     _run_choices(p)
     p.set_defaults(handler="run")
 

@@ -42,7 +42,7 @@ class Face:
 
     slot: EngineSlot
     actor_for: Callable[[], Actor]
-    public_url: str
+    public_url: str | None  # where the run pages are served; None: no page link to hand out
     chat_id: str | None = None  # set when the server is a chat's own: its runs launch as that chat
 
     def engine(self) -> Engine:

@@ -94,7 +94,9 @@ class RunView(_View):
     flow: str = Field(description="the Flow id")
     flow_name: str
     status: RunStatus
-    url: str = Field(description="the run's page in the flowrun web UI")
+    url: str | None = Field(description=(
+        "the run's page in the flowrun web UI (served by `flowrun serve`); null from the stdio server "
+        "unless FLOWRUN_PUBLIC_URL says where `flowrun serve` runs, so no link is handed out that does not work"))
     hint: str = Field(description="one line on where the run is and what to do next")
     next_actions: list[NextTool] = Field(description="the tools that make sense for this run now")
     started_by: str

@@ -76,13 +76,16 @@ class FlowrunMCP(MCPServer[Any]):
 
 
 def build_mcp_server(slot: EngineSlot, public_url: str, actor_for: Callable[[], Actor],
-                     *, tokens: BearerTokens | None = None, chat_id: str | None = None) -> FlowrunMCP:
+                     *, tokens: BearerTokens | None = None, chat_id: str | None = None,
+                     pages: bool = True) -> FlowrunMCP:
     """The server with every tool and resource registered.
 
     With `tokens`, the streamable HTTP app it builds requires a bearer token on every request
     (401 without one) and `actor_for` should be `tokens.current_actor`. Without, it is meant for
     stdio, where the transport itself is the trust boundary. With `chat_id`, it is that chat's
-    own server (reached in memory): the runs it starts record the chat as their launch.
+    own server (reached in memory): the runs it starts record the chat as their launch. `pages`
+    says whether run pages are served at `public_url` (they are by `flowrun serve`); without,
+    runs carry no page `url`.
     """
     auth = AuthSettings(issuer_url=AnyUrl(public_url), resource_server_url=None) if tokens else None
     bus = InMemorySubscriptionBus()
@@ -90,7 +93,7 @@ def build_mcp_server(slot: EngineSlot, public_url: str, actor_for: Callable[[], 
         "flowrun", title="flowrun", version=_version(), instructions=INSTRUCTIONS, website_url=public_url,
         token_verifier=tokens, auth=auth, log_level="WARNING", subscriptions=bus,
     )
-    face = Face(slot=slot, actor_for=actor_for, public_url=public_url, chat_id=chat_id)
+    face = Face(slot=slot, actor_for=actor_for, public_url=public_url if pages else None, chat_id=chat_id)
     register(server, face)
     server.serve_listen(RunListenHandler(bus, face))  # run://{id} subscriptions deliver updates
     return server

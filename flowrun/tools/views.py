@@ -40,9 +40,10 @@ def run_url(public_url: str, run_id: str) -> str:
     return f"{public_url.rstrip('/')}/runs/{run_id}"
 
 
-def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None = None,
+def run_view(run: Run, public_url: str | None, transcript: list[TranscriptLine] | None = None,
              actor: Actor | None = None) -> RunView:
-    """The run as an assistant sees it; with `actor`, `next_actions` offers only what they may do."""
+    """The run as an assistant sees it; with `actor`, `next_actions` offers only what they may do.
+    `public_url` is where the run pages are served (None: nowhere known, so no `url`)."""
     checkpoint = None
     if run.checkpoint is not None:
         cp = run.checkpoint
@@ -52,7 +53,8 @@ def run_view(run: Run, public_url: str, transcript: list[TranscriptLine] | None 
     if run.blocked is not None:
         blocked = BlockedView(cause=run.blocked.cause.value, message=run.blocked.message, fix=run.blocked.fix)
     return RunView(
-        id=run.id, flow=run.flow.id, flow_name=run.flow.name, status=run.status, url=run_url(public_url, run.id),
+        id=run.id, flow=run.flow.id, flow_name=run.flow.name, status=run.status,
+        url=run_url(public_url, run.id) if public_url else None,
         hint=hint(run, actor), next_actions=next_actions(run, actor), started_by=run.started_by, params=run.params,
         execution_mode=run.execution_mode, checkpoint_mode=run.checkpoint_mode, sandbox_profile=run.sandbox_profile,
         steps=[_step_view(run, step) for step in run.steps], checkpoint=checkpoint, blocked=blocked, error=run.error,

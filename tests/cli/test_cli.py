@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def test_demo_runs_the_full_sdlc_flow_to_a_pull_request(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["demo", "--yes"]) == 0
     out = capsys.readouterr().out
+    assert re.search(r"Run page: http://127\.0\.0\.1:8765/runs/run_[0-9A-Z]{26}", out)  # (served by `flowrun serve`)
     assert "Sign off before the PR opens." in out
     assert "approve by local" in out
     assert "OK" in out  # the sample's tests ran inside the sandbox and their output streamed

@@ -63,7 +63,7 @@ async def test_the_demo_flow_runs_to_its_checkpoint_and_completes_once_approved(
             started = await call(session, "start_flow", flow="full-sdlc", params={"goal": "CSV export"})
             assert anyio.current_time() - began < 1.0  # never waits for the run
             assert started["status"] in ("pending", "running")
-            assert started["url"] == f"http://127.0.0.1:8765/runs/{started['id']}"
+            assert started["url"] is None  # no page server is known to this stdio server: no dead link
             assert [s["name"] for s in started["steps"]] == ["Plan", "Implement", "Verify", "Create PR"]
             assert started["params"]["goal"] == "CSV export"
             assert started["started_by"] == "local"
