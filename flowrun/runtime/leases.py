@@ -92,7 +92,9 @@ class Leases:
         return any(w.drives and w.id != self.owner for w in await self.store.live_workers())
 
     async def claim(self, run_ids: Sequence[str] | None = None, *, limit: int = 1) -> list[str]:
-        dead = await self.dead_owners()
+        """Claim runnable runs (`run_ids`: those just made runnable by a command here, which no
+        live process holds; else any, including those of processes known to be gone)."""
+        dead = await self.dead_owners() if run_ids is None else []
         claimed = await self.store.claim_runs(self.owner, lease_s=self.lease_s, limit=limit,
                                               run_ids=run_ids, dead_owners=dead)
         self.held.update(claimed)

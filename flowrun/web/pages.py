@@ -28,6 +28,7 @@ from ..flows.enums import Scope as AccessScope
 from ..flows.errors import FlowrunError, NotFound, PermissionDenied
 from ..runtime.access import Actor
 from ..tools.face import EngineSlot
+from .chats import ChatSlot
 from .render import make_env
 from .runpage import page_context, progress_view
 
@@ -71,9 +72,10 @@ def run_page_url(public_url: str, run_id: str) -> str:
 
 
 class Pages:
-    def __init__(self, slot: EngineSlot, authenticate: Authenticate) -> None:
+    def __init__(self, slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None) -> None:
         self.slot = slot
         self.authenticate = authenticate
+        self.chats = chats
         self.env = make_env()
 
     def html(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -106,11 +108,18 @@ class Pages:
             return self._signin()
         try:
             runs = await self.slot.get().list_runs(actor, limit=SESSIONS_LIMIT)
+            chats = (await self.chats.chats.list_chats(actor, limit=SESSIONS_LIMIT)
+                     if self.chats is not None and self.chats.chats is not None else [])
         except FlowrunError as exc:
             return self._error(actor, exc)
+        # runs and chats together, newest first (a chat by its newest message)
+        items = sorted([("run", r.created_at, r) for r in runs] + [("chat", c.updated_at, c) for c in chats],
+                       key=lambda item: item[1], reverse=True)
         if request.query_params.get("part") == "rows":
-            return json_response({"regions": [{"id": "session-rows", "html": self.part("sessions_rows.html", runs=runs)}]})
-        return self.html("sessions.html", title="Sessions", page="sessions", actor=actor, module="lists.js", runs=runs)
+            return json_response({"regions": [{"id": "session-rows",
+                                               "html": self.part("sessions_rows.html", runs=runs, items=items)}]})
+        return self.html("sessions.html", title="Sessions", page="sessions", actor=actor, module="lists.js", runs=runs,
+                         items=items)
 
     async def command_center(self, request: Request) -> Response:
         actor = await self._actor(request)
@@ -209,8 +218,8 @@ def json_response(body: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers={"cache-control": "no-store", **SECURITY_HEADERS})
 
 
-def page_routes(slot: EngineSlot, authenticate: Authenticate) -> list[BaseRoute]:
-    pages = Pages(slot, authenticate)
+def page_routes(slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None) -> list[BaseRoute]:
+    pages = Pages(slot, authenticate, chats)
     return [
         Route("/", pages.index, methods=["GET"]),
         Route("/sessions", pages.sessions, methods=["GET"]),
