@@ -19,6 +19,7 @@ import json as jsonlib
 import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import date, datetime
@@ -47,10 +48,10 @@ from .codec import (
     encode_record,
     encode_run,
     format_day,
-    redact_all,
     redact_run,
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
+from .full import StoreFull, full_error, is_disk_full
 from .migrate import migrate
 from .ops import (
     AppendTranscript,
@@ -127,6 +128,7 @@ class SQLiteStore(SQLiteLeases):
         self._stack: AsyncExitStack | None = None
         self._writer: GroupWriter | None = None
         self._readers: _ReaderPool | None = None
+        self._read_only: StoreFull | None = None  # the disk was full when it opened: reads only
         self.state = StoreState.NEW
 
     @property
@@ -168,16 +170,42 @@ class SQLiteStore(SQLiteLeases):
             stack.callback(writer.close)
             await task_group.start(writer.run)
         except BaseException as exc:
-            self.state = StoreState.CLOSED
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path, "open") from exc
-            raise
+            error = _translate(exc, self.path, "open") if isinstance(exc, sqlite3.Error) else exc
+            if not isinstance(error, StoreFull):
+                self.state = StoreState.CLOSED
+                if error is exc:
+                    raise
+                raise error from exc
+            stack = await self._open_read_only(error)
         self._stack = stack
         self.state = StoreState.OPEN
         logger.debug("opened %s", self.path)
         return self
+
+    async def _open_read_only(self, full: StoreFull) -> AsyncExitStack:
+        """The disk is full (SQLite cannot even make its WAL index): open for reading only, so
+        `flowrun runs` and `show` keep working. The file is read as it is on disk (`immutable`:
+        no locks, no WAL index); every write is refused with the "disk full" error."""
+        logger.warning("%s; reading only", full.message)
+        stack = AsyncExitStack()
+        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro&immutable=1"
+        try:
+            readers = []
+            for _ in range(self._reader_count):
+                conn = await stack.enter_async_context(_connect(uri, self._busy_ms, writer=False, uri=True))
+                readers.append(conn)
+            self._readers = pool = _ReaderPool(readers, self.path)
+            stack.push_async_callback(pool.close)
+            stack.callback(self._bus.close)
+        except BaseException:
+            self.state = StoreState.CLOSED
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            raise full from None
+        self._read_only = full
+        return stack
 
     async def __aexit__(self, *exc: object) -> None:
         if self.state is not StoreState.OPEN or self._stack is None:
@@ -190,16 +218,22 @@ class SQLiteStore(SQLiteLeases):
         logger.debug("closed %s", self.path)
 
     def _open_writer(self) -> GroupWriter:
-        if self.state is not StoreState.OPEN or self._writer is None:
+        self._check_open()
+        if self._read_only is not None:
+            raise StoreFull(self._read_only.message, path=self.path)
+        assert self._writer is not None
+        return self._writer
+
+    def _check_open(self) -> None:
+        if self.state is not StoreState.OPEN:
             raise StoreClosed(
                 f"the store at {self.path} is {self.state.value}, not open (use `async with`)"
             )
-        return self._writer
 
     @asynccontextmanager
     async def _reading(self, snapshot: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """A pooled read-only connection; with `snapshot`, all its reads see one committed state."""
-        self._open_writer()
+        self._check_open()
         assert self._readers is not None
         async with self._readers.connection() as conn:
             try:
@@ -243,9 +277,8 @@ class SQLiteStore(SQLiteLeases):
         writer = self._open_writer()
         day = self._cap_day(daily_cap, day)
         run = redact_run(run, self.redactor, new=True)
-        events = redact_all(events, self.redactor)
         op = CreateRun(
-            run, encode_run(run, new=True), encode_events(run.id, events), daily_cap, day
+            run, encode_run(run, new=True), encode_events(run.id, events, self.redactor), daily_cap, day
         )
         return await writer.submit(op)
 
@@ -302,11 +335,11 @@ class SQLiteStore(SQLiteLeases):
             raise UsageError(f"commit_pair: both runs have the id {run.id}")
         day = self._cap_day(daily_cap, day)
         clone = redact_run(clone, self.redactor, new=True)
-        clone_events = redact_all(clone_events, self.redactor)
         op = CommitPair(
             self._commit_op(run, events, expected_version, None),
             CreateRun(
-                clone, encode_run(clone, new=True), encode_events(clone.id, clone_events), daily_cap, day
+                clone, encode_run(clone, new=True), encode_events(clone.id, clone_events, self.redactor),
+                daily_cap, day,
             ),
         )
         return await writer.submit(op)
@@ -324,7 +357,7 @@ class SQLiteStore(SQLiteLeases):
             )
         run = redact_run(run, self.redactor)
         encoded = encode_run(run, memo=self._step_memo)
-        encoded_events = encode_events(run.id, redact_all(events, self.redactor))
+        encoded_events = encode_events(run.id, events, self.redactor)
         decision = (
             decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         )
@@ -342,8 +375,7 @@ class SQLiteStore(SQLiteLeases):
         writer = self._open_writer()
         if not entries:
             return []
-        entries = redact_all(entries, self.redactor)
-        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries)))
+        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries, self.redactor)))
 
     async def get_run(self, run_id: str) -> Run:
         """Raises NotFound naming the id."""
@@ -503,8 +535,9 @@ class SQLiteStore(SQLiteLeases):
         """
         writer = self._open_writer()
         chat = self.redactor.redact_obj(chat)
-        events = redact_all(events, self.redactor)
-        return await writer.submit(CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events)))
+        return await writer.submit(
+            CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events, self.redactor))
+        )
 
     async def append_chat(
         self, chat_id: str, events: Sequence[ChatEventData], *, chat: Chat | None = None
@@ -519,9 +552,10 @@ class SQLiteStore(SQLiteLeases):
         if chat is not None and chat.id != chat_id:
             raise UsageError(f"append_chat: the row is chat {chat.id}, not {chat_id}")
         chat = self.redactor.redact_obj(chat) if chat is not None else None
-        events = redact_all(events, self.redactor)
         encoded = encode_chat(chat) if chat is not None else None
-        return await writer.submit(AppendChat(chat_id, encode_chat_events(chat_id, events), encoded))
+        return await writer.submit(
+            AppendChat(chat_id, encode_chat_events(chat_id, events, self.redactor), encoded)
+        )
 
     async def get_chat(self, chat_id: str) -> Chat:
         """Raises NotFound naming the id."""
@@ -648,8 +682,8 @@ def _open_writer_connection(path: str, busy_ms: int) -> sqlite3.Connection:
 
 
 @asynccontextmanager
-async def _connect(path: str, busy_ms: int, *, writer: bool) -> AsyncIterator[aiosqlite.Connection]:
-    conn = await aiosqlite.connect(path, isolation_level=None)
+async def _connect(path: str, busy_ms: int, *, writer: bool, uri: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+    conn = await aiosqlite.connect(path, isolation_level=None, uri=uri)
     try:
         await conn.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
         if writer:
@@ -697,6 +731,8 @@ class _ReaderPool:
 
 
 def _translate(exc: sqlite3.Error, path: str, doing: str) -> Exception:
+    if is_disk_full(exc, path):
+        return full_error(path, exc, doing)
     name = getattr(exc, "sqlite_errorname", "")
     if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         return StorageCorrupt(
