@@ -131,7 +131,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-              Mount("/mcp", app=mcp_app), hook, *web.routes(), *page_routes(slot, authenticate)]
+              Mount("/mcp", app=mcp_app), hook, *web.routes(), *page_routes(slot, authenticate, chat_slot)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web_auth = web.auth
     app.state.web = web
