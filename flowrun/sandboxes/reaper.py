@@ -103,9 +103,10 @@ def main(argv: list[str]) -> int:
         elif flag == "--gid":
             gid = int(value)
     command = argv[1:]
+    engine = os.getppid()
     _prctl(PR_SET_CHILD_SUBREAPER, 1)
     _prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    if os.getppid() == 1:  # the engine died before the line above
+    if os.getppid() != engine:  # the engine died before the line above (it may itself be pid 1)
         return 125
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(signum, _stop)

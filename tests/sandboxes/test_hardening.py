@@ -8,6 +8,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,15 +140,14 @@ async def test_a_cwd_through_a_symlink_inside_the_workspace_works(backend: Local
     assert result.exit_code == 0 and "f.txt" in result.stdout
 
 
-async def _alive(marker: str) -> list[str]:
-    """Processes whose command line holds `marker`, once the ones already killed have gone
-    (SIGKILLed processes of a torn-down PID namespace take a moment to exit); waits 3 s at most."""
+async def _alive(marker: str, *, gone: bool = True) -> list[str]:
+    """Processes whose command line holds `marker`. With `gone`, once the ones already killed
+    have exited (a torn-down PID namespace or a supervisor takes a moment); waits 3 s at most."""
+    done = await anyio.run_process(["pgrep", "-f", marker], check=False)
     with anyio.move_on_after(3):
-        while True:
-            done = await anyio.run_process(["pgrep", "-f", marker], check=False)
-            if not done.stdout.split():
-                return []
+        while gone and done.stdout.split():
             await anyio.sleep(0.05)
+            done = await anyio.run_process(["pgrep", "-f", marker], check=False)
     return done.stdout.decode().split()
 
 
@@ -239,3 +239,39 @@ async def test_a_sandbox_cannot_read_flowruns_database(sandbox_root: Path) -> No
         sb = await backend.acquire("run_db", profile())
         result = await sb.exec(f"cat {home}/flowrun.db | head -c 16; ls {home}")
     assert "SQLite format" not in result.stdout and "Permission denied" in result.stderr
+
+
+_ENGINE = """
+import sys, anyio
+from pathlib import Path
+from flowrun.flows.profiles import SandboxProfile
+from flowrun.sandboxes import LocalBackend
+
+async def main() -> None:
+    sb = await LocalBackend(Path(sys.argv[1]), isolation="process-group").acquire("run_dies", SandboxProfile(name="d"))
+    async def out(stream: str, text: str) -> None:
+        print(text, end="", flush=True)
+    await sb.exec(f"setsid sleep 5000.{sys.argv[2]} >/dev/null 2>&1 < /dev/null & echo READY; sleep 5000.{sys.argv[2]}",
+                  on_output=out)
+
+anyio.run(main)
+"""
+
+
+async def test_the_tree_dies_when_the_engine_is_killed(sandbox_root: Path) -> None:
+    tag = secrets.randbelow(10**9)
+    engine = await anyio.open_process([sys.executable, "-c", _ENGINE, str(sandbox_root), str(tag)])
+    try:
+        assert engine.stdout is not None
+        with anyio.fail_after(30):
+            async for chunk in engine.stdout:
+                if b"READY" in chunk:
+                    break
+        assert await _alive(f"sleep 5000.{tag}", gone=False)
+        engine.kill()  # no cleanup of any kind: the supervisor notices its parent died
+        await engine.wait()
+        assert await _alive(f"sleep 5000.{tag}") == []
+    finally:
+        if engine.returncode is None:
+            engine.kill()
+        await engine.aclose()
