@@ -84,6 +84,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     """
     from .chat import ChatService
     from .chat.api import chat_endpoints
+    from .chat.page import chat_page_routes
     from .tools.jsonrpc_guard import JsonRpcGuard
     from .tools.server import build_mcp_server  # mcp is heavy: imported only when serving
     from .web import authenticate, build_web
@@ -131,7 +132,8 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
 
     hook = github_hook_route(lambda: slot.engine, lambda: webhook_secret(settings.env, settings.home))
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/mcp", _ExactMount(mcp_app, "/mcp")),
-              Mount("/mcp", app=mcp_app), hook, *web.routes(), *page_routes(slot, authenticate, chat_slot)]
+              Mount("/mcp", app=mcp_app), hook, *web.routes(), *page_routes(slot, authenticate, chat_slot),
+              *chat_page_routes(lambda: chat_service[0] if chat_service else None, authenticate, settings.public_url)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web_auth = web.auth
     app.state.web = web

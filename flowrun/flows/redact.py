@@ -51,12 +51,18 @@ KEY_PATTERNS: tuple[str, ...] = (
 )
 
 _FORMATS = re.compile("|".join(KEY_PATTERNS))
+# Every alternative above contains one of these literals (case and all). Python's `re` costs about
+# 0.1 us per character even on text with no match; `str.__contains__` is far cheaper, so text that
+# holds none of them skips the expression.
+KEY_LITERALS: tuple[str, ...] = (
+    "-----BEGIN", "sk-", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "AKIA", "ASIA", "e2b_",
+    "xox", "AIza", "earer",
+)
 _PEM_BEGIN = "-----BEGIN"
 _PEM = re.compile(KEY_PATTERNS[0])
 # characters a key of the formats above can continue with, read backwards from a stream's end
 _KEY_RUN_REVERSED = re.compile(r"[A-Za-z0-9_\-.~+/=]*")
 _BEARER_BEFORE = re.compile(r"[Bb]earer\s*\Z")
-
 # Mapping keys whose string values are secret whatever they look like (headers, config dicts).
 _SENSITIVE_KEY = re.compile(
     r"(?i)^(?:.*[_\-.])?(?:password|passwd|secret|token|api[_\-]?key|apikey|authorization|"
@@ -127,7 +133,7 @@ class Redactor:
         for value in self._values:
             if value in result:
                 result = result.replace(value, self._placeholder)
-        if self._pattern is not None:
+        if self._pattern is not None and any(literal in result for literal in KEY_LITERALS):
             result = self._pattern.sub(self._replace, result)
         return text if result == text else result  # callers test `is` to skip copies
 

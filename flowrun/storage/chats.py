@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from ..flows.chat import Chat, ChatMessage, ChatRole
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import ChatEventData, Event
+from ..flows.redact import Redactor
 from .codec import EncodedEvent, _corrupt, _dump, encode_events, format_time
 from .ops import Op, Planned, Transaction, _RunState
 
@@ -37,8 +38,10 @@ def encode_chat(chat: Chat) -> EncodedChat:
                        _dump(chat, f"chat {chat.id}", exclude=CHAT_EXCLUDE))
 
 
-def encode_chat_events(chat_id: str, events: Sequence[ChatEventData]) -> list[EncodedEvent]:
-    return encode_events(chat_id, events)
+def encode_chat_events(
+    chat_id: str, events: Sequence[ChatEventData], redactor: Redactor | None = None
+) -> list[EncodedEvent]:
+    return encode_events(chat_id, events, redactor)
 
 
 def decode_chat(label: str, chat_id: str, last_seq: int, json: str) -> Chat:

@@ -1,7 +1,7 @@
 """Rows <-> domain models.
 
-Secrets are replaced here, on the one path every write takes (`redact_run`, `redact_all`, called
-by the store before it encodes): parameters, summaries, outputs, artifacts, decisions and their
+Secrets are replaced here, on the one path every write takes (`redact_run`, and the `redactor`
+of `encode_events`/`encode_entries`): parameters, summaries, outputs, artifacts, decisions and their
 comments, failure reasons, transcript entries and records are stored and published redacted,
 whoever wrote them.
 
@@ -121,7 +121,8 @@ M = TypeVar("M")
 
 
 def redact_all(items: Sequence[M], redactor: Redactor) -> list[M]:
-    """Events, transcript entries or records with their secrets replaced."""
+    """Events, transcript entries or records with their secrets replaced (for a store that
+    redacts before it encodes; `encode_events(..., redactor)` does both)."""
     return [redactor.redact_obj(item) for item in items]
 
 
@@ -148,18 +149,31 @@ def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> 
     )
 
 
-def encode_events(run_id: str, events: Sequence[EventData]) -> list[EncodedEvent]:
+def _encode_event(data: Any, what: str, redactor: Redactor | None) -> EncodedEvent:
+    """One event's JSON, with its secrets replaced (the event that is published is the redacted
+    one too). Walking the model costs less than screening its JSON: Python's `re` pays per
+    character, and the JSON is longer than the strings in it."""
+    if redactor is not None:
+        data = redactor.redact_obj(data)
+    return EncodedEvent(data.type, _dump(data, what), data)
+
+
+def encode_events(
+    run_id: str, events: Sequence[EventData], redactor: Redactor | None = None
+) -> list[EncodedEvent]:
     encoded: list[EncodedEvent] = []
     for i, data in enumerate(events):
         if not isinstance(data, EVENT_TYPES):
             raise UsageError(
                 f"run {run_id}: events[{i}] is a {type(data).__name__}, not an event model"
             )
-        encoded.append(EncodedEvent(data.type, _dump(data, f"run {run_id}: events[{i}]"), data))
+        encoded.append(_encode_event(data, f"run {run_id}: events[{i}]", redactor))
     return encoded
 
 
-def encode_entries(run_id: str, entries: Sequence[LogOnly]) -> list[EncodedEvent]:
+def encode_entries(
+    run_id: str, entries: Sequence[LogOnly], redactor: Redactor | None = None
+) -> list[EncodedEvent]:
     encoded: list[EncodedEvent] = []
     for i, entry in enumerate(entries):
         if not isinstance(entry, TranscriptEntry | AgentMessages):
@@ -167,7 +181,7 @@ def encode_entries(run_id: str, entries: Sequence[LogOnly]) -> list[EncodedEvent
                 f"run {run_id}: entries[{i}] is a {type(entry).__name__}, not a TranscriptEntry "
                 "or AgentMessages"
             )
-        encoded.append(EncodedEvent(entry.type, _dump(entry, f"run {run_id}: entries[{i}]"), entry))
+        encoded.append(_encode_event(entry, f"run {run_id}: entries[{i}]", redactor))
     return encoded
 
 

@@ -47,7 +47,6 @@ from .codec import (
     encode_record,
     encode_run,
     format_day,
-    redact_all,
     redact_run,
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
@@ -243,9 +242,8 @@ class SQLiteStore(SQLiteLeases):
         writer = self._open_writer()
         day = self._cap_day(daily_cap, day)
         run = redact_run(run, self.redactor, new=True)
-        events = redact_all(events, self.redactor)
         op = CreateRun(
-            run, encode_run(run, new=True), encode_events(run.id, events), daily_cap, day
+            run, encode_run(run, new=True), encode_events(run.id, events, self.redactor), daily_cap, day
         )
         return await writer.submit(op)
 
@@ -302,11 +300,11 @@ class SQLiteStore(SQLiteLeases):
             raise UsageError(f"commit_pair: both runs have the id {run.id}")
         day = self._cap_day(daily_cap, day)
         clone = redact_run(clone, self.redactor, new=True)
-        clone_events = redact_all(clone_events, self.redactor)
         op = CommitPair(
             self._commit_op(run, events, expected_version, None),
             CreateRun(
-                clone, encode_run(clone, new=True), encode_events(clone.id, clone_events), daily_cap, day
+                clone, encode_run(clone, new=True), encode_events(clone.id, clone_events, self.redactor),
+                daily_cap, day,
             ),
         )
         return await writer.submit(op)
@@ -324,7 +322,7 @@ class SQLiteStore(SQLiteLeases):
             )
         run = redact_run(run, self.redactor)
         encoded = encode_run(run, memo=self._step_memo)
-        encoded_events = encode_events(run.id, redact_all(events, self.redactor))
+        encoded_events = encode_events(run.id, events, self.redactor)
         decision = (
             decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         )
@@ -342,8 +340,7 @@ class SQLiteStore(SQLiteLeases):
         writer = self._open_writer()
         if not entries:
             return []
-        entries = redact_all(entries, self.redactor)
-        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries)))
+        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries, self.redactor)))
 
     async def get_run(self, run_id: str) -> Run:
         """Raises NotFound naming the id."""
@@ -503,8 +500,9 @@ class SQLiteStore(SQLiteLeases):
         """
         writer = self._open_writer()
         chat = self.redactor.redact_obj(chat)
-        events = redact_all(events, self.redactor)
-        return await writer.submit(CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events)))
+        return await writer.submit(
+            CreateChat(chat, encode_chat(chat), encode_chat_events(chat.id, events, self.redactor))
+        )
 
     async def append_chat(
         self, chat_id: str, events: Sequence[ChatEventData], *, chat: Chat | None = None
@@ -519,9 +517,10 @@ class SQLiteStore(SQLiteLeases):
         if chat is not None and chat.id != chat_id:
             raise UsageError(f"append_chat: the row is chat {chat.id}, not {chat_id}")
         chat = self.redactor.redact_obj(chat) if chat is not None else None
-        events = redact_all(events, self.redactor)
         encoded = encode_chat(chat) if chat is not None else None
-        return await writer.submit(AppendChat(chat_id, encode_chat_events(chat_id, events), encoded))
+        return await writer.submit(
+            AppendChat(chat_id, encode_chat_events(chat_id, events, self.redactor), encoded)
+        )
 
     async def get_chat(self, chat_id: str) -> Chat:
         """Raises NotFound naming the id."""

@@ -14,8 +14,6 @@ login link `flowrun serve` prints (a session cookie); without it a page asks for
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,41 +71,12 @@ def run_page_url(public_url: str, run_id: str) -> str:
     return f"{public_url.rstrip('/')}/runs/{run_id}"
 
 
-@dataclass(frozen=True)
-class SessionRow:
-    """One line of Sessions: a run or a chat."""
-
-    kind: str
-    id: str
-    title: str
-    status: str | None
-    who: str
-    when: datetime
-    turns: int | None
-    cost_usd: float | None
-    href: str
-    detail: str
-
-
 class Pages:
     def __init__(self, slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None) -> None:
         self.slot = slot
         self.authenticate = authenticate
         self.chats = chats
         self.env = make_env()
-
-    async def session_rows(self, actor: Actor) -> list[SessionRow]:
-        runs = await self.slot.get().list_runs(actor, limit=SESSIONS_LIMIT)
-        rows = [SessionRow("run", r.id, r.flow.name, r.status.value, r.started_by, r.created_at, r.usage.turns,
-                           r.usage.cost_usd, f"/runs/{r.id}", f"run · {r.execution_mode.value}") for r in runs]
-        if self.chats is not None and self.chats.chats is not None:
-            for chat in await self.chats.chats.list_chats(actor, limit=SESSIONS_LIMIT):
-                started = len(chat.runs)
-                rows.append(SessionRow("chat", chat.id, chat.title or "New chat", None, chat.owner, chat.updated_at,
-                                       None, None, f"/chats/{chat.id}",
-                                       f"chat · {started} run{'' if started == 1 else 's'} started"))
-        rows.sort(key=lambda row: row.when, reverse=True)
-        return rows[:SESSIONS_LIMIT]
 
     def html(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = self.env.get_template(template).render(**context)
@@ -138,12 +107,19 @@ class Pages:
         if actor is None:
             return self._signin()
         try:
-            rows = await self.session_rows(actor)
+            runs = await self.slot.get().list_runs(actor, limit=SESSIONS_LIMIT)
+            chats = (await self.chats.chats.list_chats(actor, limit=SESSIONS_LIMIT)
+                     if self.chats is not None and self.chats.chats is not None else [])
         except FlowrunError as exc:
             return self._error(actor, exc)
+        # runs and chats together, newest first (a chat by its newest message)
+        items = sorted([("run", r.created_at, r) for r in runs] + [("chat", c.updated_at, c) for c in chats],
+                       key=lambda item: item[1], reverse=True)
         if request.query_params.get("part") == "rows":
-            return json_response({"regions": [{"id": "session-rows", "html": self.part("sessions_rows.html", rows=rows)}]})
-        return self.html("sessions.html", title="Sessions", page="sessions", actor=actor, module="lists.js", rows=rows)
+            return json_response({"regions": [{"id": "session-rows",
+                                               "html": self.part("sessions_rows.html", runs=runs, items=items)}]})
+        return self.html("sessions.html", title="Sessions", page="sessions", actor=actor, module="lists.js", runs=runs,
+                         items=items)
 
     async def command_center(self, request: Request) -> Response:
         actor = await self._actor(request)

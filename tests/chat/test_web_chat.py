@@ -67,6 +67,9 @@ async def _chat_round_trip(s: Served) -> None:
         sessions = (await http.get("/api/sessions")).json()["sessions"]
         kinds = {(v["kind"], v["id"]) for v in sessions}
         assert ("chat", chat["id"]) in kinds and ("run", run_id) in kinds
+        page = await http.get("/sessions")  # the Sessions page lists the chat beside its run
+        assert page.status_code == 200
+        assert f'href="/chats/{chat["id"]}"' in page.text and f'href="/runs/{run_id}"' in page.text
         mine = (await http.get("/api/chats")).json()["chats"]
         assert [c["id"] for c in mine] == [chat["id"]]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -195,3 +196,15 @@ def test_a_long_run_of_key_characters_is_held_only_up_to_the_bound() -> None:
     out = stream.feed("a" * 1000)
     assert out == "a" * (1000 - 64)
     assert stream.finish() == "a" * 64
+
+
+def test_every_key_format_carries_one_of_the_literals_that_let_clean_text_skip_the_expression() -> None:
+    from flowrun.flows.redact import KEY_LITERALS, KEY_PATTERNS
+
+    samples = [PRIVATE_KEY, ANTHROPIC, "sk-AbCdEfGhIjKlMnOpQrStUvWx1234", GITHUB, "gho_" + "a" * 36,
+               "github_pat_11ABCDEFG0123456789_abcdefghij", AWS, "ASIA" + "B" * 16, "e2b_0123456789abcdef0123",
+               "xoxb-0123456789-abc", "AIza" + "x" * 35, "bearer abcdefghijklmnopqrstuvwxyz"]
+    for pattern in KEY_PATTERNS:
+        matched = [s for s in samples if re.search(pattern, s)]
+        assert matched, pattern
+        assert all(any(lit in s for lit in KEY_LITERALS) for s in matched), pattern

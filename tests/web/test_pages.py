@@ -178,7 +178,7 @@ async def test_sessions_lists_runs_and_chats(tmp_path: Path) -> None:
         html = (await client.get("/sessions")).text
         no_active_markup(html)
         chat_row = html.index("CSV export &lt;b&gt;chat&lt;/b&gt;")
-        assert 'href="/chats/chat_' in html and "chat · 2 runs started" in html
+        assert 'href="/chats/chat_' in html and "chat · 2 runs" in html
         assert chat_row < html.index(f'href="/runs/{run.id}"'), "newest first: the chat spoke last"
 
 

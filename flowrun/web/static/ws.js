@@ -73,7 +73,7 @@ export class FlowSocket {
 
   _sendSubscribe(sub) {
     const msg = { type: "subscribe", ref: sub.ref, ...sub.target };
-    if (sub.target.run_id) msg.after_seq = sub.lastSeq;
+    if (sub.target.run_id || sub.target.chat_id) msg.after_seq = sub.lastSeq;
     this._send(msg);
     if (sub.onOpen) sub.onOpen();
   }
@@ -113,7 +113,8 @@ export class FlowSocket {
     if (msg.type === "event") {
       for (const sub of this.subs.values()) {
         const t = sub.target;
-        if (!t.run_id || msg.run_id !== t.run_id) continue;
+        const log = t.run_id || t.chat_id;  // a chat's events carry the chat id as run_id
+        if (!log || msg.run_id !== log || msg.topic) continue;
         if (typeof msg.seq === "number" && msg.seq <= sub.lastSeq) continue; // replay overlap
         if (typeof msg.seq === "number") sub.lastSeq = msg.seq;
         sub.onEvent(msg);
