@@ -54,6 +54,12 @@ class Settings:
         return self.home / "flowrun.db"
 
     @property
+    def sandbox_root(self) -> Path:
+        """Where local workspaces live (moved out of a home the sandbox uid cannot enter)."""
+        configured = self.env.get("FLOWRUN_SANDBOX_ROOT")
+        return Path(configured).expanduser() if configured else self.home / "sandboxes"
+
+    @property
     def database(self) -> str:
         """Where runs are stored: `FLOWRUN_DATABASE_URL`, else `$FLOWRUN_HOME/flowrun.db`."""
         return self.database_url or str(self.db_path)
@@ -181,12 +187,12 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
         deps = EngineDeps(
             store=store,
             catalog=catalog,
-            backend_for=_Backends(settings.home / "sandboxes", settings.env, github),
+            backend_for=_Backends(settings.sandbox_root, settings.env, github),
             provider_for=make_provider_for(settings),
             tools=_tools(),
             config=EngineConfig(
                 default_model=settings.model, default_plan=settings.plan, step_timeout_s=settings.step_timeout_s,
-                run_url=settings.public_url + "/runs/{run_id}",
+                run_url=settings.public_url + "/runs/{run_id}", snapshot_dir=settings.home / "snapshots",
                 drive=settings.drive, kind=settings.engine_kind, lease_s=settings.lease_s,
             ),
             redactor=redactor,

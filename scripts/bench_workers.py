@@ -3,7 +3,8 @@
     .venv/bin/python scripts/bench_workers.py [--quick] [--full] [--stores sqlite,postgres]
 
 For 1, 2 and 4 `flowrun worker` processes on one database, with 20-step scripted Flows (the
-no-op sandbox, no model delay, so the engine and the store are what is measured):
+local sandbox, whose workspaces any worker on this host reconnects to; no model delay, so the
+engine, the store and the sandbox's bookkeeping are what is measured):
 - `runs_per_s`: runs started by this process (a face: it writes commands, never drives) and
   driven to completion by the workers;
 - `checkpoint_rt_ms`: decide -> the next step running, as a face sees it (p50, p95), for a run
@@ -22,6 +23,7 @@ import dataclasses
 import json
 import os
 import secrets
+import signal
 import statistics
 import sys
 import tempfile
@@ -93,8 +95,10 @@ async def checkpoint_round_trips(engine: Engine, decisions: int) -> list[float]:
             for index in range(STEPS):
                 with anyio.fail_after(60):
                     async for event in stream:
-                        if event.data.type == "run_status" and event.data.status == RunStatus.PAUSED:
+                        if event.data.type == "run_status" and event.data.status in PARKED:
                             break
+                if getattr(event.data, "status", None) != RunStatus.PAUSED:
+                    raise RuntimeError(f"run {run.id} parked as {(await engine.get_run(ANA, run.id)).model_dump()}")
                 t0 = time.perf_counter()
                 await engine.decide(ANA, run.id, "approve", step=index)
                 with anyio.fail_after(60):
@@ -110,26 +114,24 @@ async def checkpoint_round_trips(engine: Engine, decisions: int) -> list[float]:
     return times
 
 
-async def takeover(env: Mapping[str, str], engine: Engine, trials: int, lease_s: float) -> list[float]:
-    """SIGKILL the worker driving a run mid-step; seconds until the other worker took it over."""
+async def takeover(env: Mapping[str, str], engine: Engine, trials: int, lease_s: float,
+                   how: signal.Signals) -> list[float]:
+    """Stop the worker driving a run mid-step; seconds until the other worker took it over.
+    SIGKILL: on one host the survivor sees the pid is gone and takes over at once; SIGSTOP (a
+    hung process, a partitioned machine) leaves it to the lease expiring."""
     took: list[float] = []
-    async with worker(env) as survivor:
-        for _ in range(trials):
-            async with worker(env) as victim:
-                for _ in range(40):
-                    run = await engine.start_run(ANA, "slow")
-                    owner = await _owner(engine, run.id)
-                    if owner == victim.owner:
-                        break
-                    await engine.cancel(ANA, run.id)
-                else:
-                    raise RuntimeError("the victim never claimed a run")
-                await anyio.sleep(0.3)  # mid-step
+    for _ in range(trials):
+        async with worker(env) as one, worker(env) as two:
+            run = await engine.start_run(ANA, "slow")
+            owner = await _owner(engine, run.id)
+            victim = one if owner == one.owner else two
+            await anyio.sleep(0.3)  # mid-step
+            os.kill(victim.process.pid, how)
+            t0 = time.perf_counter()
+            await engine.wait_until(ANA, run.id, statuses=PARKED, timeout_s=lease_s * 20)
+            took.append(time.perf_counter() - t0)
+            if how is signal.SIGSTOP:
                 victim.kill()
-                t0 = time.perf_counter()
-                await engine.wait_until(ANA, run.id, statuses=PARKED, timeout_s=lease_s * 20)
-                took.append(time.perf_counter() - t0)
-            assert survivor.process.returncode is None
     return took
 
 
@@ -187,10 +189,10 @@ async def full_size(env: Mapping[str, str], engine: Engine, runs: int, starters:
 async def bench_store(kind: str, args: argparse.Namespace) -> None:
     runs = 10 if args.quick else 40
     decisions = 20 if args.quick else 60
-    for count in (1, 2, 4):
+    for count in () if args.only else (1, 2, 4):
         with tempfile.TemporaryDirectory() as tmp:
             async with database(kind, Path(tmp)) as url:
-                env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
+                env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="local")
                 async with AsyncExitStack() as stack:
                     engine = await stack.enter_async_context(face(env))
                     for _ in range(count):
@@ -204,8 +206,10 @@ async def bench_store(kind: str, args: argparse.Namespace) -> None:
                       flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         async with database(kind, Path(tmp)) as url:
-            env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
+            env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="local")
             async with face(env, drive="always") as serve:
+                if args.only:
+                    decisions = 1
                 local = await checkpoint_round_trips(serve, decisions)
             print(json.dumps({"store": kind, "checkpoint_rt_ms": {
                 "serve_p50": round(statistics.median(local) * 1000, 1),
@@ -217,9 +221,11 @@ async def bench_store(kind: str, args: argparse.Namespace) -> None:
             (Path(tmp) / "catalog" / "flows" / "slow.yaml").write_text(
                 (Path(tmp) / "catalog" / "flows" / "relay.yaml").read_text().replace("id: relay", "id: slow"))
             async with face(env) as engine:
-                took = await takeover(env, engine, 2 if args.quick else 5, lease_s)
-            print(json.dumps({"store": kind, "lease_s": lease_s, "takeover_s": [round(t, 2) for t in took],
-                              "takeover_max_s": round(max(took), 2), "target_s": lease_s + 1}), flush=True)
+                for how in (signal.SIGKILL, signal.SIGSTOP):
+                    took = await takeover(env, engine, 2 if args.quick else 5, lease_s, how)
+                    print(json.dumps({"store": kind, "lease_s": lease_s, "signal": how.name,
+                                      "takeover_s": [round(t, 2) for t in took],
+                                      "takeover_max_s": round(max(took), 2), "target_s": lease_s + 1}), flush=True)
     if args.full:
         with tempfile.TemporaryDirectory() as tmp:
             async with database(kind, Path(tmp)) as url:
@@ -234,6 +240,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs and decisions")
     parser.add_argument("--full", action="store_true", help="also 500 runs from 4 processes with 4 workers")
     parser.add_argument("--stores", default="sqlite,postgres")
+    parser.add_argument("--only", choices=["takeover"], help="just the take-over measurement")
     args = parser.parse_args()
     for kind in args.stores.split(","):
         await bench_store(kind, args)

@@ -18,7 +18,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from ..flows.errors import FlowrunError, UsageError
+    from .pipe import guard_stdout
 
+    guard_stdout()  # `flowrun run ... | head -1`: the run goes on when the reader leaves
     try:
         import anyio
 

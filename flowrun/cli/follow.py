@@ -71,7 +71,32 @@ LIVE_UPDATES = frozenset({"run_status", "step_status", "usage", "decision"})
 
 async def follow(engine: Engine, actor: Actor, run_id: str, console: Console, asker: Asker,
                  *, after_seq: int = 0, verbose: bool = True) -> Run:
-    """Print the run's events from `after_seq` until it parks; answer checkpoints via `asker`."""
+    """Print the run's events from `after_seq` until it parks; answer checkpoints via `asker`.
+
+    Raises:
+        StorageError: this process stopped driving the run because the store failed (a full
+            disk): the run cannot park in the store, so following it would never end.
+    """
+    halted: FlowrunError | None = None
+    result: Run | None = None
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            nonlocal halted
+            halted = await engine.wait_halted(run_id)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        result = await _follow(engine, actor, run_id, console, asker, after_seq=after_seq, verbose=verbose)
+        tg.cancel_scope.cancel()
+    if halted is not None:
+        raise halted
+    assert result is not None
+    return result
+
+
+async def _follow(engine: Engine, actor: Actor, run_id: str, console: Console, asker: Asker,
+                  *, after_seq: int, verbose: bool) -> Run:
     printer = EventPrinter(console, verbose=verbose)
     live = _LiveTimeline(console)
     try:

@@ -1,7 +1,8 @@
 """`flowrun worker`: an engine process that only drives runs (no face of its own).
 
 Any number of workers (on any number of machines sharing one PostgreSQL database) claim
-runnable runs with leases. SIGTERM (or Ctrl-C) is a graceful hand-over: the worker claims
+runnable runs with leases, and fire the Flows' schedules, checkpoint wait policies and
+notifications (each once, whichever process gets there first). SIGTERM (or Ctrl-C) is a graceful hand-over: the worker claims
 nothing more, lets each run it drives finish its current step (for up to `--grace` seconds),
 then releases its leases, and another worker takes the runs over. A second signal stops at once.
 """
@@ -25,7 +26,15 @@ async def worker(args: argparse.Namespace) -> int:
     if args.lease is not None:
         settings = dataclasses.replace(settings, lease_s=args.lease)
     where = "PostgreSQL" if is_postgres_url(settings.database) else settings.database
-    async with open_engine(settings) as engine:
+    from ..runtime.notify import Notifier, Webhooks
+    from ..runtime.triggers import Triggers
+
+    webhooks = Webhooks.from_env(settings.env)
+    async with open_engine(settings) as engine, anyio.create_task_group() as services:
+        # schedules, checkpoint timeouts and notifications fire from every engine process: each
+        # firing is a claim in the store, so several workers still fire each one once
+        await services.start(Triggers(engine).run)
+        await services.start(Notifier(engine, webhooks, run_url=settings.public_url + "/runs/{run_id}").run)
         print(f"flowrun worker {engine.leases.owner} driving runs from {where} "
               f"(lease {settings.lease_s:g}s); SIGTERM hands its runs over", file=sys.stderr, flush=True)
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
@@ -42,6 +51,7 @@ async def worker(args: argparse.Namespace) -> int:
                     await engine.drain(args.grace)
                     tg.cancel_scope.cancel()
                 break
+        services.cancel_scope.cancel()
     print("worker stopped; its runs were handed over", file=sys.stderr, flush=True)
     return 0
 

@@ -380,19 +380,26 @@ def resume(run: Run) -> Transition:
 
 def retry(run: Run) -> Transition:
     """Failed or interrupted: reset the first unfinished step and the ones after it to a clean
-    state, then continue. Completed and skipped steps before it are kept."""
+    state, then continue. Completed and skipped steps before it are kept, and so is an approval
+    already given for the step it picks up at: that sign-off still stands (the step is retried,
+    not changed), so nobody is asked again."""
     events: list[EventData] = []
     run_transition(run, RunCommand.RETRY)
     index = first_unfinished(run)
     if index is not None:
         for i in range(index, len(run.steps)):
             step = run.steps[i]
-            if step.status != S.PENDING or step.decision is not None or step.outcome is not None:
+            stands = step.decision if i == index and _approved(step.decision) else None
+            if step.status != S.PENDING or step.decision is not stands or step.outcome is not None:
                 run = _set_step(run, i, StepCommand.RESET, events, reason="retry", outcome=None, summary="",
                                 artifacts=[], output={}, error=None, started_at=None, finished_at=None,
-                                decision=None, auto_resolved=[])
+                                decision=stands, auto_resolved=[])
     run = _set_status(run, RunCommand.RETRY, events, reason="retry", blocked=None, error=None)
     return run, events
+
+
+def _approved(decision: Decision | None) -> bool:
+    return decision is not None and decision.kind == DecisionKind.APPROVE
 
 
 def clone_for_retry(run: Run, actor: str) -> tuple[Run, Run, list[EventData], list[EventData]]:

@@ -1,10 +1,15 @@
 """The offline, deterministic model: replays a script of turns per skill.
 
 A script is YAML: `turns:`, each turn optional `thinking`, `text`, `tools` (a list of
-`{name, input}` calls), `usage` (`input_tokens`, `output_tokens`) and `delay_s`. The turn to play
-is the number of assistant messages already in the conversation, so the provider is stateless
-and a retried step replays from the top. It fails loudly: a turn past the end of the script
-raises, and `conversation_done` raises when a conversation ended with turns left unplayed.
+`{name, input, expect, expect_output}` calls), `usage` (`input_tokens`, `output_tokens`) and
+`delay_s`. The turn to play is the number of assistant messages already in the conversation, so
+the provider is stateless and a retried step replays from the top.
+
+It never claims what did not happen: each call states what it expects back (`expect: success`
+by default, or `error`, or `any`; `expect_output` a text the result must contain), and a
+different result fails the step with an error naming the script, the turn, the call and what
+came back. It fails loudly otherwise too: a turn past the end of the script raises, and
+`conversation_done` raises when a conversation ended with turns left unplayed.
 Sub-agents read the script `<skill>.subagent` when it exists.
 """
 
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,6 +34,7 @@ from .base import (
     TextDelta,
     ThinkingBlock,
     ThinkingDelta,
+    ToolResultBlock,
     ToolUseBlock,
     ToolUseStarted,
     TurnComplete,
@@ -44,6 +50,8 @@ class ScriptedCall(BaseModel):
 
     name: str
     input: dict[str, Any] = Field(default_factory=dict)
+    expect: Literal["success", "error", "any"] = "success"
+    expect_output: str | None = None  # a text the result must contain
 
 
 class ScriptedTurn(BaseModel):
@@ -63,6 +71,11 @@ class Script(BaseModel):
 
     skill: str
     turns: list[ScriptedTurn] = Field(min_length=1)
+    source: str = Field(default="", exclude=True)  # the file it came from, for error messages
+
+    @property
+    def label(self) -> str:
+        return self.source or f"the script for {self.skill!r}"
 
 
 def load_scripts(directory: Path) -> dict[str, Script]:
@@ -71,7 +84,7 @@ def load_scripts(directory: Path) -> dict[str, Script]:
         script = load_yaml_model(Script, path)
         if script.skill != path.stem:
             raise TemplateError(f"{path}: skill: {script.skill!r} does not match the file name {path.stem!r}")
-        scripts[script.skill] = script
+        scripts[script.skill] = script.model_copy(update={"source": str(path)})
     return scripts
 
 
@@ -103,6 +116,8 @@ class ScriptedProvider:
                 f"unexpected turn: the script for {script.skill!r} has {len(script.turns)} turns and the "
                 f"agent asked for turn {index + 1} (run {request.run_id}, step {request.step})"
             )
+        if index:
+            check_results(script, request, index - 1)
         turn = script.turns[index]
         if turn.delay_s:
             await anyio.sleep(turn.delay_s)
@@ -131,8 +146,38 @@ class ScriptedProvider:
         """Called by the agent loop when a conversation ends. Raises if turns were left over."""
         script = self._script(request)
         played = sum(1 for m in request.messages if m.role == "assistant")
+        if played:
+            check_results(script, request, played - 1)
         if played < len(script.turns):
             raise ScriptError(
                 f"unconsumed turns: the script for {script.skill!r} has {len(script.turns)} turns but the "
                 f"conversation ended after {played} (run {request.run_id}, step {request.step})"
+            )
+
+
+def check_results(script: Script, request: ModelRequest, turn: int) -> None:
+    """Raises ScriptError when a call of `turn` (0-based) came back other than the script expects.
+
+    Calls after one that ends the step (`submit_result`, `report_blocked`) in the same turn are
+    not run, so they are not checked."""
+    results = {b.tool_use_id: b for m in request.messages if m.role == "user"
+               for b in m.content if isinstance(b, ToolResultBlock)}
+    for n, call in enumerate(script.turns[turn].tools):
+        got = results.get(f"toolu_{request.step}_{turn}_{n}")
+        if got is None or call.expect == "any" and call.expect_output is None:
+            continue
+        if call.name in ("submit_result", "report_blocked") and not got.is_error:
+            return
+        problem = ""
+        if call.expect == "success" and got.is_error:
+            problem = "expected it to succeed, but it failed"
+        elif call.expect == "error" and not got.is_error:
+            problem = "expected it to fail, but it succeeded"
+        elif call.expect_output is not None and call.expect_output not in got.content:
+            problem = f"expected its result to contain {call.expect_output!r}"
+        if problem:
+            shown = got.content if len(got.content) <= 600 else got.content[:600] + " [...]"
+            raise ScriptError(
+                f"{script.label}, turn {turn + 1}, call {n + 1} ({call.name}): {problem}; "
+                f"it returned: {shown} (run {request.run_id}, step {request.step})"
             )

@@ -108,6 +108,9 @@ class AgentTask:
     record: Callable[[list[Message], bool], Awaitable[None]] | None = None
     history: list[Message] = field(default_factory=list)
     attach: dict[str, int] = field(default_factory=dict)
+    # called before every tool call with effects: raises (RunStopped) when the run was cancelled,
+    # so no call starts once a cancel is acknowledged, by whichever process
+    before_tool: Callable[[], Awaitable[None]] | None = None
 
 
 @dataclass
@@ -292,6 +295,8 @@ async def _handle_calls(task: AgentTask, calls: list[ToolUseBlock], state: _Stat
                                          blocked_reason=summary)
             results.append(ToolResultBlock(tool_use_id=call.id, content="reported; the run pauses for a person"))
         else:
+            if task.before_tool is not None:
+                await task.before_tool()
             output = await _run_tool(task, call)
             results.append(ToolResultBlock(tool_use_id=call.id, content=cap_output(output.content),
                                            is_error=output.is_error))

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..flows.enums import Plan
@@ -39,6 +40,7 @@ class EngineConfig:
     step_timeout_s: float = 3600.0
     warmup_retry_after_s: float = 2.0
     run_url: str | None = None  # e.g. "http://127.0.0.1:8765/runs/{run_id}"
+    snapshot_dir: Path | None = None  # workspace snapshots at step boundaries (None: none kept)
     owner: str = field(default_factory=process_owner)
     # leases (see runtime/leases.py): whether this process drives runs, and for how long a
     # claim holds without renewal (a run whose driver died is taken over after about this)

@@ -24,6 +24,7 @@ from .conditions import evaluate_when
 from .context import EngineDeps, RunStopped, step_context
 from .continuation import Continuation
 from .parking import release_and_record
+from .snapshots import Snapshots
 from .step import acquire_sandbox, execute_step, release_sandbox
 from .transcript import TranscriptSink
 from .usage import record_usage_anyway
@@ -52,6 +53,8 @@ class RunDriver:
         self._usage_step: int | None = None
         self._usage_lock = anyio.Lock()  # sub-agents report usage concurrently
         self._deferred: list[EventData] = []
+        snapshot_dir = deps.config.snapshot_dir
+        self.snapshots = Snapshots(snapshot_dir) if snapshot_dir is not None else None
         # a graceful stop: the run goes no further than the step boundary it is at
         self.should_stop: Callable[[], bool] = lambda: False
 
@@ -84,6 +87,15 @@ class RunDriver:
         if self.run.links.sandbox != link:
             await self.apply(machine.link_sandbox(self.run, link))
 
+    async def _stop_if_cancelled(self) -> None:
+        """Read the stored status before a tool call starts: a cancel another process committed
+        stops the run here, not only when the engine's watcher notices it a moment later."""
+        current = await self.deps.store.get_run(self.run.id)
+        if current.status == RunStatus.CANCELLED:
+            log.info("run %s was cancelled elsewhere; no further tool call starts", self.run.id)
+            self.run = current
+            raise RunStopped
+
     async def _on_usage(self, usage: Usage) -> None:
         """Store a model turn's usage as soon as the turn is over, so a step cancelled or
         interrupted mid-step keeps its turns and cost. Shielded: a turn that was paid for is on
@@ -97,10 +109,23 @@ class RunDriver:
                     raise
 
     async def park(self, transition: machine.Transition, *, keep: bool) -> Run:
-        """Release (keep) or destroy the sandbox, then commit the transition that parks the run,
-        with the sandbox's new state in the same commit: whoever sees the run parked also sees
-        where its sandbox went."""
+        """Park the run and release (keep) or destroy its sandbox.
+
+        Kept: released first, then committed with the sandbox's new state in the same commit, so
+        whoever sees the run parked also sees where its sandbox went. Destroyed: the run's end
+        is recorded *first* and only then is its workspace destroyed (and the link's new state
+        committed): a kill in between leaves a finished run and a leftover workspace, never an
+        unfinished run whose workspace is gone."""
         new, events = transition
+        if not keep:
+            run = await self.apply((new, events))
+            link = await release_sandbox(self.deps, run, keep=False)
+            if self.snapshots is not None:
+                with anyio.CancelScope(shield=True):  # recorded: a shutdown now only leaves litter
+                    await self.snapshots.forget(run.id)
+            if link is not None and link != run.links.sandbox:
+                run = await self.apply(machine.link_sandbox(run, link))
+            return run
         link = await release_sandbox(self.deps, new, keep=keep)
         if link is not None and link != new.links.sandbox:
             new, more = machine.link_sandbox(new, link)
@@ -153,7 +178,14 @@ class RunDriver:
                     run = await self.apply(machine.skip_step(run, index, f"condition {spec.when!r} is false"))
                     continue
             message = checkpoint_message(run, index)
-            if message is not None and run.steps[index].decision is None:
+            decision = run.steps[index].decision
+            if message is not None and decision is not None and run.steps[index].attempt > 0:
+                await self.sink.emit(TranscriptEntry(  # a retry after the sign-off: it still stands
+                    kind=TranscriptKind.INFO, step=index, data={"decision": decision.model_dump(mode="json")},
+                    text=f"The approval {decision.actor} gave for step {index + 1} at {decision.at:%Y-%m-%d %H:%M:%S} "
+                         "UTC still stands: the step runs again without asking.",
+                ))
+            if message is not None and decision is None:
                 background = run.execution_mode == ExecutionMode.BACKGROUND
                 if background and spec.checkpoint is not None and spec.checkpoint.auto_approve_in_background:
                     run = await self.apply(machine.auto_approve(run, index))
@@ -179,7 +211,10 @@ class RunDriver:
         attempt = run.steps[index].attempt
 
         async def acquire() -> Sandbox:
-            return await acquire_sandbox(self.deps, self.run, self.sink, step_for_setup, self._on_link)
+            sandbox = await acquire_sandbox(self.deps, self.run, self.sink, step_for_setup, self._on_link)
+            if continuation is None and self.snapshots is not None:
+                await self.snapshots.at_step_start(sandbox, self.run, index, self.sink)
+            return sandbox
 
         async def persist(messages: list[Message], before_tools: bool) -> None:
             dumped = [m.model_dump(mode="json") for m in messages]
@@ -188,7 +223,7 @@ class RunDriver:
                 await self.sink.flush()
 
         outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage,
-                                     persist=persist, continuation=continuation)
+                                     persist=persist, continuation=continuation, before_tool=self._stop_if_cancelled)
         run, transition_events = machine.finish_step(self.run, index, outcome.result, error=outcome.error)
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)

@@ -25,6 +25,7 @@ from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
 from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow, RunFilter
+from ..storage.errors import StorageError
 from . import continuation, deciding
 from .access import Actor
 from .context import EngineDeps
@@ -34,6 +35,7 @@ from .health import HEALTH_EVENT, get_health_event, resolve_health_event
 from .leases import DriveMode, Leases
 from .parking import release_and_record
 from .preflight import preflight, select_profile_name
+from .snapshots import Snapshots
 from .step import release_sandbox
 
 log = logging.getLogger("flowrun.runtime")
@@ -54,6 +56,8 @@ class Engine:
         self.deps = deps
         self._tg: TaskGroup | None = None
         self._active: dict[str, _Active] = {}
+        self.halted: dict[str, FlowrunError] = {}  # runs this process stopped driving: the store failed
+        self._halt_changed = anyio.Event()
         self._ready = False
         config = deps.config
         self.leases = Leases(deps.store, mode=DriveMode(config.drive), kind=config.kind, lease_s=config.lease_s)
@@ -123,12 +127,18 @@ class Engine:
                 except ConcurrentUpdate:
                     log.info("run %s changed while its sandbox was parked", run_id)
 
-    async def _mark_interrupted(self, run: Run, reason: str) -> None:
+    async def _mark_interrupted(self, run: Run, reason: str) -> bool:
+        """Whether it was recorded: a store that cannot be written (a full disk) leaves the run as it
+        is, for the next process to start to record."""
         new, events = machine.interrupt(run, reason)
         try:
             await self.deps.store.commit(new, events, expected_version=new.version)
         except ConcurrentUpdate:
             log.info("run %s changed while being marked interrupted", run.id)
+        except StorageError as exc:
+            log.warning("run %s left as stored: %s", run.id, exc.message)
+            return False
+        return True
 
     async def recover(self) -> list[str]:
         """Take over runs whose driver is gone (its lease expired, or its process on this host
@@ -143,11 +153,14 @@ class Engine:
             return []
         interrupted: list[str] = []
         seen: set[str] = set()
-        while claimed := [r for r in await self.leases.claim(limit=100) if r not in seen]:
-            seen.update(claimed)
-            for run_id in claimed:
-                if await self._take(await self.deps.store.get_run(run_id), park_idle=not self.leases.claims_all):
-                    interrupted.append(run_id)
+        try:
+            while claimed := [r for r in await self.leases.claim(limit=100) if r not in seen]:
+                seen.update(claimed)
+                for run_id in claimed:
+                    if await self._take(await self.deps.store.get_run(run_id), park_idle=not self.leases.claims_all):
+                        interrupted.append(run_id)
+        except StorageError as exc:  # a full disk: reading must still work; the next start tries again
+            log.warning("runs left as stored: %s", exc.message)
         if interrupted:
             log.info("marked %d run(s) interrupted after their driver stopped: %s", len(interrupted),
                      ", ".join(interrupted))
@@ -308,6 +321,11 @@ class Engine:
                         driver = RunDriver(self.deps, run, resume_step)
                         driver.should_stop = lambda: self._draining
                         await driver.drive()
+                    except StorageError as exc:  # the store failed (a full disk): stop, say so, keep reading
+                        log.error("run %s stopped: %s", run.id, exc.message)
+                        self.halted[run.id] = exc
+                        with anyio.CancelScope(shield=True):
+                            await self._park_after_store_error(run.id)
                     except Exception as exc:  # a bug must fail this run, not the engine and every other run
                         log.exception("the task of run %s crashed", run.id)
                         with anyio.CancelScope(shield=True):
@@ -323,8 +341,14 @@ class Engine:
             self._active.pop(run.id, None)
             if not self._closing:  # at shutdown, `_interrupt_active` decides what happens to it
                 with anyio.CancelScope(shield=True):
-                    await self.leases.release([run.id])
+                    try:
+                        await self.leases.release([run.id])
+                    except StorageError as exc:  # a full disk: the lease expires by itself
+                        log.warning("run %s: its lease was not released: %s", run.id, exc.message)
             active.done.set()
+            if run.id in self.halted:
+                self._halt_changed.set()
+                self._halt_changed = anyio.Event()
 
     async def _watch_for_cancel(self, run: Run, active: _Active) -> None:
         """A run cancelled by another process (its CLI, another server) stops here too: the log
@@ -339,6 +363,24 @@ class Engine:
                 active.scope.cancel()
                 return
 
+    async def _park_after_store_error(self, run_id: str) -> None:
+        """The run stops where it is: recorded as interrupted if the store takes that write (else
+        the next process to start records it, its owner being gone), its sandbox kept."""
+        try:
+            run = await self.deps.store.get_run(run_id)
+        except FlowrunError as again:
+            log.warning("run %s stays as stored until the store can be read: %s", run_id, again.message)
+            return
+        await release_sandbox(self.deps, run, keep=True)
+        if run.status == RunStatus.RUNNING:
+            await self._mark_interrupted(run, "Interrupted: the store could not record the run; retry continues it.")
+
+    async def wait_halted(self, run_id: str) -> FlowrunError:
+        """Wait until this process stops driving the run because the store failed; the error."""
+        while run_id not in self.halted:
+            await self._halt_changed.wait()
+        return self.halted[run_id]
+
     async def _fail_crashed(self, run_id: str, exc: Exception) -> None:
         run = await self.deps.store.get_run(run_id)
         if run.status != RunStatus.RUNNING:
@@ -348,6 +390,8 @@ class Engine:
             await self.deps.store.commit(new, events, expected_version=new.version)
         except ConcurrentUpdate:
             log.info("run %s changed while recording its crash", run_id)
+        except StorageError as again:
+            log.warning("run %s: its crash could not be recorded: %s", run_id, again.message)
 
     async def _commit_cancel(self, run_id: str, actor_id: str) -> Run:
         """Cancelled runs keep their sandbox parked, so a resume continues in the same workspace."""
@@ -415,6 +459,8 @@ class Engine:
             raise
         if run.status == RunStatus.REJECTED:
             link = await release_sandbox(self.deps, run, keep=False)
+            if self.deps.config.snapshot_dir is not None:  # nothing of it will start again
+                await Snapshots(self.deps.config.snapshot_dir).forget(run.id)
             if link is not None and link != run.links.sandbox:
                 new, events = machine.link_sandbox(run, link)
                 run, _ = await self.deps.store.commit(new, events, expected_version=new.version)

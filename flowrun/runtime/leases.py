@@ -29,6 +29,7 @@ from anyio.abc import TaskStatus
 
 from ..flows.run import now
 from ..storage.base import Store, WorkerRow
+from ..storage.errors import StorageError
 
 log = logging.getLogger("flowrun.runtime")
 
@@ -91,7 +92,9 @@ class Leases:
         return any(w.drives and w.id != self.owner for w in await self.store.live_workers())
 
     async def claim(self, run_ids: Sequence[str] | None = None, *, limit: int = 1) -> list[str]:
-        dead = await self.dead_owners()
+        """Claim runnable runs (`run_ids`: those just made runnable by a command here, which no
+        live process holds; else any, including those of processes known to be gone)."""
+        dead = await self.dead_owners() if run_ids is None else []
         claimed = await self.store.claim_runs(self.owner, lease_s=self.lease_s, limit=limit,
                                               run_ids=run_ids, dead_owners=dead)
         self.held.update(claimed)
@@ -116,7 +119,10 @@ class Leases:
 
     async def keep(self, on_lost: Callable[[str], Awaitable[None]], *,
                    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await self.heartbeat()
+        try:
+            await self.heartbeat()
+        except StorageError as exc:  # a full disk: reading still works; the loop tries again
+            log.warning("could not record the heartbeat of %s: %s", self.owner, exc.message)
         task_status.started()
         while True:
             await anyio.sleep(self.lease_s / 3)
@@ -139,5 +145,7 @@ class Leases:
             try:
                 await self.release(sorted(self.held))
                 await self.store.remove_worker(self.owner)
+            except StorageError as exc:  # a full disk: the leases and the row expire by themselves
+                log.warning("could not release the leases of %s: %s", self.owner, exc.message)
             except Exception:
                 log.warning("could not release the leases of %s", self.owner, exc_info=True)

@@ -116,7 +116,8 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
                        sink: TranscriptSink, record: RecordRow | None,
                        on_usage: Callable[[Usage], Awaitable[None]], *,
                        persist: Callable[[list[Message], bool], Awaitable[None]] | None = None,
-                       continuation: Continuation | None = None) -> StepOutcome:
+                       continuation: Continuation | None = None,
+                       before_tool: Callable[[], Awaitable[None]] | None = None) -> StepOutcome:
     """Acquire the sandbox and run the step's agent to a result. Failures (of the sandbox, the
     model or the agent) become outcomes; cancellation propagates.
 
@@ -148,6 +149,7 @@ async def execute_step(deps: EngineDeps, run: Run, index: int, acquire: Callable
             record=persist if hasattr(sandbox, "running_calls") else None,
             history=list(continuation.history) if continuation else [],
             attach=dict(continuation.attach) if continuation else {},
+            before_tool=before_tool,
         )
         if spec.subagents:
             from .subagents import enable_subagents

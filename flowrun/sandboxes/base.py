@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from pathlib import Path
+from typing import Literal, Protocol, runtime_checkable
 
 from ..flows.profiles import SandboxProfile
 from ..flows.run import SandboxLink
@@ -65,6 +66,20 @@ class Sandbox(Protocol):
     async def write_file(self, path: str, data: bytes) -> None: ...
 
     async def list_files(self, path: str = ".", *, recursive: bool = False) -> list[str]: ...
+
+
+@runtime_checkable
+class SupportsSnapshots(Protocol):
+    """A sandbox whose whole workspace can be saved to a file on this machine and put back.
+    The engine takes one at every step boundary (see `flowrun.runtime.snapshots`)."""
+
+    async def snapshot(self, dest: Path) -> int:
+        """Save the workspace to `dest` (atomically); returns its size in bytes."""
+        ...
+
+    async def restore(self, src: Path) -> None:
+        """Make the workspace exactly what `src` holds."""
+        ...
 
 
 class SandboxBackend(Protocol):

@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import os
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -191,23 +190,6 @@ def warn_reduced_once(confinement: Confinement) -> None:
         confinement.reason,
         " as an unprivileged uid" if confinement.uid is not None else "",
     )
-
-
-def unsearchable_ancestor(path: str, uid: int, gid: int) -> str | None:
-    """The first directory on the way to `path` that `uid`/`gid` may not enter, if any."""
-    current = "/"
-    for part in [p for p in path.split("/") if p]:
-        mode = os.stat(current)
-        if mode.st_uid == uid:
-            ok = mode.st_mode & stat.S_IXUSR
-        elif mode.st_gid == gid:
-            ok = mode.st_mode & stat.S_IXGRP
-        else:
-            ok = mode.st_mode & stat.S_IXOTH
-        if not ok:
-            return current
-        current = os.path.join(current, part)
-    return None
 
 
 def _probe_bwrap(candidate: Confinement) -> str:

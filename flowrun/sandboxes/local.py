@@ -33,12 +33,13 @@ from .isolation import (
     IsolationChoice,
     clean_env,
     decide,
-    unsearchable_ancestor,
     warn_reduced_once,
 )
 from .localfiles import WorkspaceFiles
 from .process import run_process
 from .provision import clone_repositories
+from .rootdir import reachable_root
+from .snapshot import restore_snapshot, write_snapshot
 from .state import SandboxState, require_active
 
 logger = logging.getLogger("flowrun.sandboxes")
@@ -138,6 +139,14 @@ class LocalSandbox:
             self._files.list, path, recursive, abandon_on_cancel=True
         )
 
+    async def snapshot(self, dest: Path) -> int:
+        self._check_active("snapshot the workspace")
+        return await anyio.to_thread.run_sync(write_snapshot, self._root, dest)
+
+    async def restore(self, src: Path) -> None:
+        self._check_active("restore the workspace")
+        await anyio.to_thread.run_sync(restore_snapshot, self._root, src, _owner(self.confinement))
+
 
 class LocalBackend:
     """Sandboxes as directories under `root`, confined by bubblewrap where it works.
@@ -145,8 +154,8 @@ class LocalBackend:
     Args:
         root: where workspaces live, one directory per run.
         isolation: "auto" uses bubblewrap when it works; "bubblewrap" requires it;
-            "process-group" never uses it. Default: `FLOWRUN_SANDBOX_ISOLATION` from `env`,
-            else "auto".
+            "process-group" never uses it. Default: `FLOWRUN_SANDBOX_ISOLATION` from `env`
+            (the process environment when `env` is None), else "auto".
         sandbox_uid/sandbox_gid: who commands run as when the server is root and
             `uid_per_sandbox` is off (or the machine cannot switch to the reserved range).
         uid_per_sandbox: when root, each workspace runs as a uid of its own (see `identity`),
@@ -172,7 +181,9 @@ class LocalBackend:
         self.root = Path(root).resolve()
         settings = env or {}
         github_token = github_token or settings.get("GITHUB_TOKEN") or None
-        self._choice = isolation or _isolation_choice(settings.get("FLOWRUN_SANDBOX_ISOLATION"))
+        # without `env`, the process environment chooses (so CI can run every test without it)
+        chosen = (env if env is not None else os.environ).get("FLOWRUN_SANDBOX_ISOLATION")
+        self._choice = isolation or _isolation_choice(chosen)
         self._uid = sandbox_uid
         self._gid = sandbox_gid
         self._uid_per_sandbox = uid_per_sandbox
@@ -194,16 +205,8 @@ class LocalBackend:
             raise SandboxError(str(exc), code="isolation_unavailable") from None
         warn_reduced_once(confinement)
         if confinement.isolation == "process-group" and confinement.uid is not None:
-            blocked = unsearchable_ancestor(str(self.root), self._uid, self._gid)
-            if blocked is not None:
-                logger.warning(
-                    "uid %d cannot enter %s, on the way to the sandbox root %s: commands start "
-                    "in their workspace but absolute paths to it (and tools that stat them, "
-                    "such as git) fail. Put the root under a directory others may enter.",
-                    self._uid,
-                    blocked,
-                    self.root,
-                )
+            # started as the dropped uid, a command must be able to stat its own workspace
+            self.root = reachable_root(self.root, self._uid, self._gid)
         return confinement
 
     async def confinement(self) -> Confinement:
@@ -213,6 +216,10 @@ class LocalBackend:
             return self._confinement
 
     def workspace_path(self, run_id: str) -> Path:
+        """Where a run's workspace is (the root moves when the sandbox uid cannot reach it, so
+        this settles the isolation first)."""
+        if self._confinement is None:
+            self._confinement = self._decide()
         if not _SAFE_ID.match(run_id):
             raise SandboxError(f"invalid sandbox id {run_id!r}", code="invalid_sandbox_id")
         return self.root / run_id
@@ -285,6 +292,7 @@ class LocalBackend:
         return sandbox.link
 
     async def destroy(self, link: SandboxLink) -> None:
+        await self.confinement()
         workspace = self.workspace_path(link.id)
         await anyio.to_thread.run_sync(_remove_tree, workspace)
         logger.info("destroyed local sandbox %s", link.id)

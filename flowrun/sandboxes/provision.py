@@ -4,7 +4,8 @@ Cloning runs as the server, not in the sandbox: it may need the GitHub credentia
 sandbox must never see. The credential reaches git through `GIT_CONFIG_*` environment variables,
 so it is neither on a command line (visible in `ps`) nor written into the clone's `.git/config`.
 A repository already in the workspace (a reacquire, or a restart) is left as it is: the step's
-work lives there.
+work lives there. A repository is fetched next to its place and renamed into it when whole, so
+"already present" always means complete.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import shutil
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from .paths import workspace_parts
 logger = logging.getLogger("flowrun.sandboxes")
 
 CLONE_TIMEOUT_S = 600.0
+PARTIAL_PREFIX = ".flowrun-partial-"
 _REMOTE = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://|^[\w.-]+@[\w.-]+:")
 _AUTH_FAILURES = (
     "authentication failed",
@@ -65,13 +68,21 @@ async def clone_repositories(
                 code="invalid_profile",
             )
         dest = workspace.joinpath(*parts)
+        await anyio.to_thread.run_sync(_clear_partials, dest)
         if dest.exists() and any(dest.iterdir()):
             await _report(on_setup, f"repository {repo.path} already present", repo, reused=True)
             continue
         require_credential(repo, github_token)
         started = time.monotonic()
         dest.parent.mkdir(parents=True, exist_ok=True)
-        how = await fetch_repository(repo, dest, profile.source_dir, github_token)
+        # atomic: fetched next to its place and renamed into it only when whole, so a kill
+        # mid-clone never leaves a half repository that a later acquire would take as present
+        partial = dest.with_name(f"{PARTIAL_PREFIX}{dest.name}.{uuid.uuid4().hex[:8]}")
+        try:
+            how = await fetch_repository(repo, partial, profile.source_dir, github_token)
+            await anyio.to_thread.run_sync(_move_into_place, partial, dest)
+        finally:
+            await anyio.to_thread.run_sync(_clear_partials, dest)
         await anyio.to_thread.run_sync(give_away, workspace)
         duration = round(time.monotonic() - started, 3)
         await _report(
@@ -81,6 +92,21 @@ async def clone_repositories(
             repo,
             duration_s=duration,
         )
+
+
+def _clear_partials(dest: Path) -> None:
+    """Remove what an interrupted fetch of `dest` left behind."""
+    if not dest.parent.is_dir():
+        return
+    for leftover in dest.parent.glob(f"{PARTIAL_PREFIX}{dest.name}.*"):
+        if leftover.is_dir() and not leftover.is_symlink():
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _move_into_place(partial: Path, dest: Path) -> None:
+    if dest.is_dir() and not dest.is_symlink():
+        dest.rmdir()  # an empty directory in its place (checked above): rename needs it gone
+    os.rename(partial, dest)
 
 
 def require_credential(repo: RepositorySpec, github_token: str | None) -> None:

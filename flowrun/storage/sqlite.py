@@ -19,6 +19,7 @@ import json as jsonlib
 import logging
 import os
 import sqlite3
+import urllib.parse
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import date, datetime
@@ -50,6 +51,7 @@ from .codec import (
     redact_run,
 )
 from .errors import StorageCorrupt, StorageError, StoreClosed
+from .full import StoreFull, full_error, is_disk_full
 from .migrate import migrate
 from .ops import (
     AppendTranscript,
@@ -126,6 +128,7 @@ class SQLiteStore(SQLiteLeases):
         self._stack: AsyncExitStack | None = None
         self._writer: GroupWriter | None = None
         self._readers: _ReaderPool | None = None
+        self._read_only: StoreFull | None = None  # the disk was full when it opened: reads only
         self.state = StoreState.NEW
 
     @property
@@ -167,16 +170,42 @@ class SQLiteStore(SQLiteLeases):
             stack.callback(writer.close)
             await task_group.start(writer.run)
         except BaseException as exc:
-            self.state = StoreState.CLOSED
             with anyio.CancelScope(shield=True):
                 await stack.aclose()
-            if isinstance(exc, sqlite3.Error):
-                raise _translate(exc, self.path, "open") from exc
-            raise
+            error = _translate(exc, self.path, "open") if isinstance(exc, sqlite3.Error) else exc
+            if not isinstance(error, StoreFull):
+                self.state = StoreState.CLOSED
+                if error is exc:
+                    raise
+                raise error from exc
+            stack = await self._open_read_only(error)
         self._stack = stack
         self.state = StoreState.OPEN
         logger.debug("opened %s", self.path)
         return self
+
+    async def _open_read_only(self, full: StoreFull) -> AsyncExitStack:
+        """The disk is full (SQLite cannot even make its WAL index): open for reading only, so
+        `flowrun runs` and `show` keep working. The file is read as it is on disk (`immutable`:
+        no locks, no WAL index); every write is refused with the "disk full" error."""
+        logger.warning("%s; reading only", full.message)
+        stack = AsyncExitStack()
+        uri = f"file:{urllib.parse.quote(self.path)}?mode=ro&immutable=1"
+        try:
+            readers = []
+            for _ in range(self._reader_count):
+                conn = await stack.enter_async_context(_connect(uri, self._busy_ms, writer=False, uri=True))
+                readers.append(conn)
+            self._readers = pool = _ReaderPool(readers, self.path)
+            stack.push_async_callback(pool.close)
+            stack.callback(self._bus.close)
+        except BaseException:
+            self.state = StoreState.CLOSED
+            with anyio.CancelScope(shield=True):
+                await stack.aclose()
+            raise full from None
+        self._read_only = full
+        return stack
 
     async def __aexit__(self, *exc: object) -> None:
         if self.state is not StoreState.OPEN or self._stack is None:
@@ -189,16 +218,22 @@ class SQLiteStore(SQLiteLeases):
         logger.debug("closed %s", self.path)
 
     def _open_writer(self) -> GroupWriter:
-        if self.state is not StoreState.OPEN or self._writer is None:
+        self._check_open()
+        if self._read_only is not None:
+            raise StoreFull(self._read_only.message, path=self.path)
+        assert self._writer is not None
+        return self._writer
+
+    def _check_open(self) -> None:
+        if self.state is not StoreState.OPEN:
             raise StoreClosed(
                 f"the store at {self.path} is {self.state.value}, not open (use `async with`)"
             )
-        return self._writer
 
     @asynccontextmanager
     async def _reading(self, snapshot: bool = False) -> AsyncIterator[aiosqlite.Connection]:
         """A pooled read-only connection; with `snapshot`, all its reads see one committed state."""
-        self._open_writer()
+        self._check_open()
         assert self._readers is not None
         async with self._readers.connection() as conn:
             try:
@@ -647,8 +682,8 @@ def _open_writer_connection(path: str, busy_ms: int) -> sqlite3.Connection:
 
 
 @asynccontextmanager
-async def _connect(path: str, busy_ms: int, *, writer: bool) -> AsyncIterator[aiosqlite.Connection]:
-    conn = await aiosqlite.connect(path, isolation_level=None)
+async def _connect(path: str, busy_ms: int, *, writer: bool, uri: bool = False) -> AsyncIterator[aiosqlite.Connection]:
+    conn = await aiosqlite.connect(path, isolation_level=None, uri=uri)
     try:
         await conn.execute(f"PRAGMA busy_timeout = {busy_ms:d}")
         if writer:
@@ -696,6 +731,8 @@ class _ReaderPool:
 
 
 def _translate(exc: sqlite3.Error, path: str, doing: str) -> Exception:
+    if is_disk_full(exc, path):
+        return full_error(path, exc, doing)
     name = getattr(exc, "sqlite_errorname", "")
     if name in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
         return StorageCorrupt(

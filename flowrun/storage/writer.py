@@ -26,6 +26,7 @@ from anyio.abc import TaskStatus
 from ..flows.errors import FlowrunError
 from .bus import EventBus
 from .errors import StorageCorrupt, StorageError, StoreClosed
+from .full import full_error, is_disk_full
 from .ops import Op, Planned, StepCache, Transaction
 
 logger = logging.getLogger("flowrun.storage")
@@ -222,7 +223,9 @@ class GroupWriter:
             logger.error("write to %s failed: %r", self._label, exc)
             runs = ", ".join(op.run_ids()) or None
             error: StorageError
-            if isinstance(exc, sqlite3.IntegrityError) and "events.run_id, events.seq" in str(exc):
+            if is_disk_full(exc, self._label):
+                error = full_error(self._label, exc, f"write run {runs} to" if runs else "write to")
+            elif isinstance(exc, sqlite3.IntegrityError) and "events.run_id, events.seq" in str(exc):
                 error = StorageCorrupt(
                     f"cannot append to run {runs} in {self._label}: its event log already holds the seq "
                     f"its row says is next (runs.last_seq is behind the events table): {exc}",

@@ -63,3 +63,21 @@ def test_errors_print_one_line_and_exit_non_zero(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(message) and "\n" not in err
+
+
+def test_a_closed_stdout_does_not_stop_the_run(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`flowrun demo --yes | head -1`: the reader leaves after one line, the run still completes."""
+    import os
+    import sys
+
+    code = "import sys; from flowrun.cli import main; sys.exit(main())"
+    child = subprocess.Popen([sys.executable, "-c", code, "demo", "--yes"], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env={**os.environ, "FLOWRUN_HOME": str(home)})
+    assert child.stdout is not None and child.stderr is not None
+    assert "flowrun demo" in child.stdout.readline().decode()
+    child.stdout.close()  # like `head -1`
+    _, err = child.communicate(timeout=60)
+    assert child.returncode == 0, err.decode()
+    assert b"Traceback" not in err and b"BrokenPipe" not in err
+    assert main(["runs", "--status", "completed"]) == 0
+    assert "full-sdlc" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from flowrun.runtime.context import EngineConfig, EngineDeps
 from flowrun.runtime.engine import Engine
 from flowrun.runtime.integrations import GitHub
 from flowrun.runtime.tools import builtin_tools
+from flowrun.runtime.tools.base import Tool
 from flowrun.sandboxes import get_backend
 from flowrun.sandboxes.base import SandboxBackend
 from flowrun.storage.sqlite import SQLiteStore
@@ -28,6 +29,12 @@ ANY_OUTPUT = {"type": "object"}
 
 def submit(summary: str = "done", outcome: str = "success", **output: Any) -> dict[str, Any]:
     return {"tools": [{"name": "submit_result", "input": {"outcome": outcome, "summary": summary, "output": output}}]}
+
+
+def expecting(turn: Mapping[str, Any], expect: str = "error") -> dict[str, Any]:
+    """The turn with every call stating it expects `expect` back (the scripted model's default
+    is success, and any other result fails the step)."""
+    return {**turn, "tools": [{**call, "expect": expect} for call in turn.get("tools", [])]}
 
 
 def scripts(**by_skill: Sequence[Mapping[str, Any]]) -> ScriptedProvider:
@@ -60,6 +67,7 @@ def catalog(steps: Sequence[Mapping[str, Any]], *, skills: Mapping[str, Mapping[
 async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, *,
                          config: EngineConfig | None = None, backends: Mapping[str, SandboxBackend] | None = None,
                          db: str = "flowrun.db", github: GitHub | None = None,
+                         tools: Mapping[str, Tool] | None = None,
                          redactor: Redactor | None = None, kind: StoreKind | None = None) -> AsyncIterator[Engine]:
     """`kind`: the store (tests/storekinds.py); SQLite on `tmp_path / db` by default. Two engines
     with one `tmp_path`, `db` and kind share one database (two processes, as it were)."""
@@ -73,8 +81,8 @@ async def running_engine(tmp_path: Path, cat: Catalog, provider: ModelProvider, 
     store_cm = kind.store(tmp_path / db, redactor=redactor) if kind is not None else SQLiteStore(tmp_path / db, redactor=redactor)
     async with store_cm as store:
         deps = EngineDeps(store=store, catalog=cat, backend_for=backend_for, provider_for=lambda _m: provider,
-                          tools=builtin_tools(), config=config or EngineConfig(), github=github,
-                          redactor=redactor)
+                          tools={**builtin_tools(), **(tools or {})}, github=github, redactor=redactor,
+                          config=config or EngineConfig(snapshot_dir=tmp_path / "snapshots"))
         async with Engine(deps) as engine:
             yield engine
 

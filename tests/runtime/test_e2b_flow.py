@@ -47,6 +47,8 @@ async def test_background_checkpoint_pauses_and_resumes_the_same_e2b_sandbox(tmp
             run = await engine.decide(ANA, run.id, "approve")
             run = await engine.wait_until(ANA, run.id, statuses=PARKED, timeout_s=60)
             assert run.status == RunStatus.COMPLETED
+            await engine.idle()  # the end is recorded first, then the sandbox is destroyed
+            run = await engine.get_run(ANA, run.id)
             assert run.links.sandbox is not None and run.links.sandbox.id == sandbox_id
             assert run.links.sandbox.state == "destroyed"
             assert cloud.sandboxes[sandbox_id].state == "killed"

@@ -34,7 +34,7 @@ from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
 from flowrun.storage.base import RecordRow
 
-from .harness import catalog, running_engine, scripts, submit
+from .harness import catalog, expecting, running_engine, scripts, submit
 
 pytestmark = pytest.mark.anyio
 
@@ -196,7 +196,7 @@ SCHEMA = {"output_schema": {"type": "object", "properties": {"files": {"type": "
 
 
 async def test_invalid_result_goes_back_with_the_errors_then_passes(tmp_path: Path) -> None:
-    provider = scripts(plan=[submit("first try"), submit("second try", files=["a.py"])])
+    provider = scripts(plan=[expecting(submit("first try")), submit("second try", files=["a.py"])])
     async with running_engine(tmp_path, catalog([{"name": "Plan", "skill": "plan"}], skills={"plan": SCHEMA}),
                               provider) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))
@@ -206,7 +206,7 @@ async def test_invalid_result_goes_back_with_the_errors_then_passes(tmp_path: Pa
 
 
 async def test_result_failing_validation_too_often_fails_the_step_and_retry_continues(tmp_path: Path) -> None:
-    provider = scripts(plan=[submit("ok", files=[])], build=[submit("bad")] * 3)
+    provider = scripts(plan=[submit("ok", files=[])], build=[expecting(submit("bad"))] * 3)
     cat = catalog(THREE_STEPS[:2], skills={"build": SCHEMA})
     async with running_engine(tmp_path, cat, provider) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))

@@ -21,7 +21,7 @@ from flowrun.runtime.access import Actor
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
 
-from .harness import catalog, running_engine, scripts, submit
+from .harness import catalog, expecting, running_engine, scripts, submit
 
 pytestmark = pytest.mark.anyio
 
@@ -143,7 +143,7 @@ async def test_twenty_run_concurrently_attributed_and_rolled_up(tmp_path: Path) 
 
 async def test_more_than_the_limit_is_a_tool_error_that_says_the_limit(tmp_path: Path) -> None:
     provider = Recorder(scripts(
-        fan=[spawn(tasks(21)), submit("could not fan out")],
+        fan=[expecting(spawn(tasks(21))), submit("could not fan out")],
         fan__subagent=[submit("never")],
     ))
     async with running_engine(tmp_path, catalog(FAN_STEP), provider) as engine:
@@ -155,7 +155,7 @@ async def test_more_than_the_limit_is_a_tool_error_that_says_the_limit(tmp_path:
 
 
 async def test_the_step_sets_a_lower_limit(tmp_path: Path) -> None:
-    provider = Recorder(scripts(fan=[spawn(tasks(4)), spawn(tasks(3)), submit("done")],
+    provider = Recorder(scripts(fan=[expecting(spawn(tasks(4))), spawn(tasks(3)), submit("done")],
                                 fan__subagent=[submit("sub done")]), expect=3)
     cat = catalog([{"name": "Fan out", "skill": "fan", "subagents": 3}])
     async with running_engine(tmp_path, cat, provider) as engine:
@@ -178,7 +178,7 @@ async def test_a_step_without_subagents_is_not_offered_the_tool(tmp_path: Path) 
 async def test_a_nested_spawn_is_refused_as_a_tool_error(tmp_path: Path) -> None:
     provider = Recorder(scripts(
         fan=[spawn(tasks(2)), submit("done")],
-        fan__subagent=[spawn(tasks(1)), submit("did it myself")],
+        fan__subagent=[expecting(spawn(tasks(1))), submit("did it myself")],
     ), expect=2)
     async with running_engine(tmp_path, catalog(FAN_STEP), provider) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))
@@ -213,7 +213,7 @@ async def test_one_failing_subagent_does_not_stop_the_others(tmp_path: Path) -> 
 
 
 async def test_all_failing_makes_the_spawn_an_error(tmp_path: Path) -> None:
-    provider = Recorder(scripts(fan=[spawn(tasks(2)), submit("nothing worked", outcome="partial")],
+    provider = Recorder(scripts(fan=[expecting(spawn(tasks(2))), submit("nothing worked", outcome="partial")],
                                 fan__subagent=[submit("never")]),
                         fail={"sub-1": RuntimeError("boom"), "sub-2": RuntimeError("bang")}, expect=2)
     async with running_engine(tmp_path, catalog(FAN_STEP), provider) as engine:
@@ -243,11 +243,11 @@ async def test_cancelling_the_run_cancels_every_subagent(tmp_path: Path) -> None
 
 async def test_ids_are_checked(tmp_path: Path) -> None:
     provider = Recorder(scripts(
-        fan=[spawn([{"task": "a", "id": "twin"}, {"task": "b", "id": "twin"}]),
-             spawn([{"task": "a", "id": "../escape"}]),
-             spawn([{"task": "a", "cwd": "../outside"}]),
+        fan=[expecting(spawn([{"task": "a", "id": "twin"}, {"task": "b", "id": "twin"}])),
+             expecting(spawn([{"task": "a", "id": "../escape"}])),
+             expecting(spawn([{"task": "a", "cwd": "../outside"}])),
              spawn([{"task": "a", "id": "sub-2"}, {"task": "b"}, {"task": "c"}]),
-             spawn([{"task": "again", "id": "sub-2"}]),
+             expecting(spawn([{"task": "again", "id": "sub-2"}])),
              submit("done")],
         fan__subagent=[submit("sub done")]), expect=3)
     async with running_engine(tmp_path, catalog(FAN_STEP), provider) as engine:
@@ -292,7 +292,7 @@ async def test_each_subagent_works_in_its_own_subdirectory_on_the_local_sandbox(
 
 
 async def test_the_step_deadline_ends_slow_subagents_and_the_step_is_partial(tmp_path: Path) -> None:
-    provider = Recorder(scripts(fan=[spawn(tasks(3))],  # the deadline comes before a second turn
+    provider = Recorder(scripts(fan=[expecting(spawn(tasks(3)))],  # the deadline comes before a second turn
                                 fan__subagent=[{"delay_s": 60, **submit("never")}]), expect=3)
     async with running_engine(tmp_path, catalog(FAN_STEP), provider, config=EngineConfig(step_timeout_s=1.5)) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))

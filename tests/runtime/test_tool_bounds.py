@@ -61,7 +61,8 @@ SUBMIT = ScriptedTurn(tools=[ScriptedCall(name="submit_result", input={"outcome"
 
 
 def make_task(tool: Tool, entries: list[TranscriptEntry], deadline: float, *then: ScriptedTurn) -> AgentTask:
-    script = Script(skill="stuck", turns=[ScriptedTurn(tools=[ScriptedCall(name=tool.name)]), *then])
+    # the call is expected to fail: the scripted model fails the step on any result it did not expect
+    script = Script(skill="stuck", turns=[ScriptedTurn(tools=[ScriptedCall(name=tool.name, expect="error")]), *then])
 
     async def emit(entry: TranscriptEntry) -> None:
         entries.append(entry)

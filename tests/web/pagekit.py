@@ -48,7 +48,7 @@ KINDS_SCRIPT = {
                                                  "content": "line one\n<script>window.__pwned='file'</script>\n"}},
                 {"name": "edit_file", "input": {"path": "notes.md", "old_string": "line one", "new_string": "line 1"}},
                 {"name": "shell", "input": {"command": "echo '<img src=x onerror=window.__pwned=1>' && echo streamed-done"}},
-                {"name": "web_fetch", "input": {"url": "http://127.0.0.1:9/blocked"}},
+                {"name": "web_fetch", "input": {"url": "http://127.0.0.1:9/blocked"}, "expect": "error"},
             ],
         },
         {"tools": [{"name": "spawn_subagents", "input": {"tasks": [

@@ -60,6 +60,14 @@ async def test_flows_runs_and_a_decision(tmp_path: Path) -> None:
         assert (second.status_code, second.json()["code"]) == (409, "already_decided")
         done = await _wait_status(s, run["id"], "completed")
         assert done["steps"][3]["decision"]["comment"] == "ok"
+        with anyio.fail_after(WAIT_S):  # the end is recorded first, then the sandbox is destroyed
+            while True:
+                tail = (await http.get(f"/api/runs/{run['id']}/events", params={"after_seq": done["last_seq"] - 1})).json()
+                if any(e["data"]["type"] == "sandbox" and e["data"]["sandbox"]["state"] == "destroyed"
+                       for e in tail["events"]):
+                    break
+                await anyio.sleep(0.05)
+            done = (await http.get(f"/api/runs/{run['id']}")).json()
 
         listed = (await http.get("/api/runs", params={"status": "completed,paused", "flow_id": "full-sdlc"})).json()
         assert [r["id"] for r in listed["runs"]] == [run["id"]] and listed["next_cursor"] is None

@@ -11,6 +11,7 @@ never into the remote's default branch; on GitHub
 from __future__ import annotations
 
 import re
+import secrets
 import shlex
 import tempfile
 from pathlib import Path
@@ -63,15 +64,19 @@ async def default_branch(origin: str) -> str | None:
 
 async def _bundle(ctx: ToolContext, args: PullRequestInput) -> bytes | ToolOutput:
     """The branch as a git bundle, read out of the sandbox through its file API."""
-    bundle = f".flowrun/pr-{ctx.call_id}.bundle"
+    # a name of its own: a call killed mid-bundle leaves `<name>.lock`, which must not stop the next
+    bundle = f".flowrun/pr-{ctx.call_id}-{secrets.token_hex(4)}.bundle"
     repo = shlex.quote(args.repository)
-    result = await ctx.sandbox.exec(
-        f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
-    if result.exit_code != 0:
-        return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}", is_error=True)
-    data = await ctx.sandbox.read_file(bundle)
-    await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)}")
-    return data
+    try:
+        result = await ctx.sandbox.exec(
+            f"mkdir -p .flowrun && git -C {repo} bundle create ../{bundle} {shlex.quote(args.branch)}", timeout=120)
+        if result.exit_code != 0:
+            return ToolOutput(f"could not bundle branch {args.branch!r}: {result.stderr or result.stdout}",
+                              is_error=True)
+        return await ctx.sandbox.read_file(bundle)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await ctx.sandbox.exec(f"rm -f {shlex.quote(bundle)} {shlex.quote(bundle + '.lock')}")
 
 
 class OpenPullRequest:
