@@ -68,3 +68,8 @@ _MD = _build()
 def render_markdown(text: str) -> Markup:
     """`text` as sanitized HTML (safe to place in a page as it is)."""
     return Markup(_MD.render(text))
+
+
+def render_inline(text: str) -> Markup:
+    """One line of untrusted text (a step summary) with inline Markdown only: no blocks."""
+    return Markup(_MD.renderInline(text))

@@ -10,7 +10,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from ..flows.enums import RunStatus, StepStatus
-from .markdown import render_markdown, safe_link
+from .markdown import render_inline, render_markdown, safe_link
 
 STATUS_LABELS = {RunStatus.INTERRUPTED: "Interrupted"}
 STEP_ICONS = {
@@ -82,6 +82,6 @@ def make_env() -> Environment:
                       trim_blocks=True, lstrip_blocks=True)
     env.filters.update(when=when, duration=duration, cost=cost, pretty_json=pretty_json, short=short, iso=iso,
                        status_label=status_label, diff_lines=diff_lines)
-    env.globals.update(markdown=render_markdown, safe_link=safe_link, step_icons=STEP_ICONS,
+    env.globals.update(markdown=render_markdown, inline=render_inline, safe_link=safe_link, step_icons=STEP_ICONS,
                        Markup=Markup)
     return env

@@ -85,6 +85,11 @@ async def test_demo_from_the_dialog_decided_in_the_overlay(tmp_path: Path) -> No
         goal = dialog.locator('[name="param:goal"]')
         await goal.fill("")
         await expect(start).to_be_disabled()  # a required parameter is empty
+        await goal.fill("x" * 70_000)  # the server refuses it: the refusal is shown in the dialog
+        await start.click()
+        await expect(dialog.locator(".refusal")).to_be_visible(timeout=WAIT_MS)
+        await expect(dialog.locator(".refusal")).to_contain_text("goal")
+        await expect(flows.locator(".fro")).to_have_count(0)  # nothing started
         await goal.fill("Add a CSV download of the weekly report")
         await expect(start).to_be_enabled()
         await dialog.locator('select[name="checkpoint_mode"]').select_option("every")

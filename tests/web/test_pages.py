@@ -8,7 +8,7 @@ import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx2
 import pytest
@@ -16,11 +16,13 @@ from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
 
 from flowrun.config import Settings, ensure_demo_remote, open_engine
+from flowrun.flows.chat import Chat
 from flowrun.flows.enums import RunStatus, Scope
 from flowrun.flows.run import Run
 from flowrun.runtime.access import Actor
 from flowrun.runtime.engine import Engine
 from flowrun.tools.face import EngineSlot
+from flowrun.web.chats import ChatSlot, ChatSource
 from flowrun.web.pages import page_routes
 from flowrun.web.runpage import header_actions
 
@@ -33,12 +35,13 @@ READER = Actor("rita", scopes=frozenset({Scope.READ}))
 
 
 @asynccontextmanager
-async def pages(tmp_path: Path, actor: Actor | None = ANA) -> AsyncIterator[tuple[Engine, httpx2.AsyncClient]]:
+async def pages(tmp_path: Path, actor: Actor | None = ANA,
+                chats: ChatSlot | None = None) -> AsyncIterator[tuple[Engine, httpx2.AsyncClient]]:
     async def authenticate(conn: HTTPConnection) -> Actor | None:
         return actor
 
     slot = EngineSlot()
-    app = Starlette(routes=page_routes(slot, authenticate))
+    app = Starlette(routes=page_routes(slot, authenticate, chats))
     settings = Settings.from_env(environment(tmp_path))
     ensure_demo_remote(settings.home)
     async with open_engine(settings) as engine:
@@ -160,6 +163,23 @@ async def test_lists_and_flows(tmp_path: Path) -> None:
         assert (await client.get("/")).headers["location"] == "/sessions"
         static = await client.head("/static/overlay.js")  # (the browser tests read them whole)
         assert static.status_code == 200 and static.headers["x-frame-options"] == "DENY"
+
+
+class OneChat:
+    """Just what Sessions asks of the chat service."""
+
+    async def list_chats(self, actor: Actor, *, limit: int = 50) -> list[Chat]:
+        return [Chat(owner=actor.id, title="CSV export <b>chat</b>", runs=["run_a", "run_b"])]
+
+
+async def test_sessions_lists_runs_and_chats(tmp_path: Path) -> None:
+    async with pages(tmp_path, chats=ChatSlot(cast(ChatSource, OneChat()))) as (engine, client):
+        run = await finished(engine, "full-sdlc", checkpoint_mode="none")
+        html = (await client.get("/sessions")).text
+        no_active_markup(html)
+        chat_row = html.index("CSV export &lt;b&gt;chat&lt;/b&gt;")
+        assert 'href="/chats/chat_' in html and "chat · 2 runs" in html
+        assert chat_row < html.index(f'href="/runs/{run.id}"'), "newest first: the chat spoke last"
 
 
 async def test_signed_out_and_unknown(tmp_path: Path) -> None:
