@@ -167,7 +167,7 @@ async def fetch_repository(
             await anyio.to_thread.run_sync(_copy_tree, local, dest)
             return "copied"
     source = str(local) if local is not None else repo.url
-    env = _git_env(token)
+    env = git_env(token)
     # `--no-local`: a local clone would hardlink the source's object files into the workspace,
     # which the sandbox then owns, so a command could rewrite the source repository in place
     local_flags = ["--no-local"] if local is not None else []
@@ -181,11 +181,13 @@ def _copy_tree(src: Path, dest: Path) -> None:
     shutil.copytree(src, dest, symlinks=True, dirs_exist_ok=True)
 
 
-def _git_env(token: str | None) -> dict[str, str]:
+def git_env(token: str | None, github_url: str = "https://github.com") -> dict[str, str]:
+    """A clean environment for git run by the server: no prompts, no system config, and the
+    GitHub token (if any) as an HTTP header for `github_url` only, never on a command line."""
     config = {"safe.directory": "*"}
     if token:
         basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-        config["http.https://github.com/.extraheader"] = f"AUTHORIZATION: basic {basic}"
+        config[f"http.{github_url.rstrip('/')}/.extraheader"] = f"AUTHORIZATION: basic {basic}"
     env = {
         "PATH": DEFAULT_PATH,
         "HOME": "/nonexistent",

@@ -9,7 +9,6 @@ step), that one is reported. The token travels in an HTTP header given to git th
 
 from __future__ import annotations
 
-import base64
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 import anyio
 
+from ...sandboxes.provision import git_env
 from ..integrations import GitHub
 from .base import ToolOutput
 
@@ -31,16 +31,6 @@ class GitHubAccess:
     actor: str
 
 
-def _git_env(github: GitHub, token: str) -> dict[str, str]:
-    basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
-    config = {"safe.directory": "*", f"http.{github.url}/.extraheader": f"AUTHORIZATION: basic {basic}"}
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/nonexistent", "LANG": "C.UTF-8",
-           "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1", "GIT_CONFIG_COUNT": str(len(config))}
-    for i, (key, value) in enumerate(config.items()):
-        env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
-    return env
-
-
 async def _git(args: list[str], env: dict[str, str], token: str) -> str:
     with anyio.fail_after(GIT_TIMEOUT_S):
         done = await anyio.run_process(["git", *args], env=env, check=False)
@@ -52,7 +42,7 @@ async def _git(args: list[str], env: dict[str, str], token: str) -> str:
 
 async def push_branch(github: GitHub, token: str, url: str, bundle: bytes, branch: str) -> str:
     """Push `branch` from the bundle to `url` (no force); returns the pushed commit."""
-    env = _git_env(github, token)
+    env = git_env(token, github.url)
     ref = f"refs/heads/{branch}"
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "pr.bundle"
