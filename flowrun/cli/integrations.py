@@ -8,7 +8,7 @@ import sys
 
 from ..flows.errors import UsageError
 from ..runtime.access import LOCAL_OPERATOR
-from ..runtime.integrations import GitHub, whoami
+from ..runtime.integrations import GitHub, connect_github
 from .commands import _settings, console
 from .safe import markup as escape  # markup escaped, control characters shown
 
@@ -28,9 +28,8 @@ async def integrations(args: argparse.Namespace) -> int:
     github = GitHub.from_env(settings.env, settings.home)
     actor = args.actor or LOCAL_OPERATOR.id
     if args.action == "connect":
-        token = _read_token(args)
-        login = await whoami(github, token)
-        github.connect(actor, login, token)
+        connection = await connect_github(github, actor, _read_token(args))
+        login = connection.login
         console.print(f"GitHub connected for {escape(actor)} as {escape(login)}; the token is stored in "
                       f"{github.path} (0600) and will not be shown again")
     elif args.action == "disconnect":

@@ -94,6 +94,7 @@ class Scope(StrEnum):
     READ = "flows.read"
     RUN = "flows.run"
     CANCEL_ANY = "flows.cancel.any"
+    INTEGRATIONS = "integrations.manage"  # connect or disconnect an integration (an admin's scope)
 
 
 class Plan(StrEnum):

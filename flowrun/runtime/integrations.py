@@ -139,3 +139,22 @@ async def whoami(github: GitHub, token: str) -> str:
         raise UsageError(f"GitHub answered {response.status_code} to GET /user: nothing was stored")
     body: Any = response.json()
     return str(body.get("login", ""))
+
+
+def check_token_text(token: str) -> str:
+    """The pasted token, trimmed; one with inner whitespace or control characters is refused
+    (it could only be a paste gone wrong, and it must never reach a header). Never echoes it."""
+    token = token.strip()
+    if not token:
+        raise UsageError("no token given: nothing was stored")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
+        raise UsageError("the token has spaces or control characters in it (a paste gone wrong?): nothing was stored")
+    return token
+
+
+async def connect_github(github: GitHub, actor: str, token: str) -> Connection:
+    """Check `token` against GitHub (`GET /user`), then store it for `actor` (0600). The CLI and
+    the web both connect through here. Raises UsageError (nothing stored) when GitHub refuses it."""
+    token = check_token_text(token)
+    login = await whoami(github, token)
+    return github.connect(actor, login, token)

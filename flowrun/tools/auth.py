@@ -5,8 +5,8 @@ Tokens come from configuration, in one line format everywhere:
     TOKEN=ACTOR[@WORKSPACE]:SCOPE[,SCOPE...]
 
 `FLOWRUN_TOKENS` holds entries separated by `;`; the file `$FLOWRUN_HOME/tokens` holds one entry
-per line (`#` starts a comment). Scopes are `flows.read`, `flows.run`, `flows.cancel.any`, or `*`
-for all three. The engine enforces the scopes; this module only translates a token into an
+per line (`#` starts a comment). Scopes are `flows.read`, `flows.run`, `flows.cancel.any`,
+`integrations.manage` (connect an integration from the web), or `*` for all of them. The engine enforces the scopes; this module only translates a token into an
 `Actor`. Tokens are kept as SHA-256 digests so a lookup does not compare secrets byte by byte, and
 they are never logged. stdio needs no token: it runs as the local operator.
 """

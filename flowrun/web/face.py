@@ -22,6 +22,7 @@ from .api import endpoints
 from .auth import WebAuth, login_routes
 from .chats import ChatSlot
 from .hub import Hub
+from .integrations_api import integration_endpoints
 from .launch_api import launch_endpoints
 from .openapi import Endpoint, openapi, openapi_route, wrap
 from .ws import ws_routes
@@ -69,4 +70,5 @@ def build_web(slot: EngineSlot, public_url: str, tokens: TokenTable, *, chats: C
     chats = chats if chats is not None else ChatSlot()
     return WebFace(slot=slot, public_url=public_url, auth=WebAuth(tokens, public_url),
                    hub=Hub(slot, public_url, chats=chats),
-                   endpoints=[*endpoints(slot, public_url, chats), *launch_endpoints(slot), *extra], chats=chats)
+                   endpoints=[*endpoints(slot, public_url, chats), *launch_endpoints(slot), *integration_endpoints(slot),
+                              *extra], chats=chats)

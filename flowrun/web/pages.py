@@ -31,6 +31,7 @@ from ..tools.face import EngineSlot
 from .chats import ChatSlot
 from .render import make_env
 from .runpage import page_context, progress_view
+from .triggerpages import blocked_integration, trigger_routes
 
 Authenticate = Callable[[HTTPConnection], Awaitable[Actor | None]]
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -160,7 +161,7 @@ class Pages:
         engine = self.slot.get()
         run = await engine.get_run(actor, run_id)
         events = await engine.events(actor, run_id, 0)
-        return page_context(run, events, actor)
+        return {**page_context(run, events, actor), **blocked_integration(engine, run)}
 
     async def run(self, request: Request) -> Response:
         actor = await self._actor(request)
@@ -228,5 +229,6 @@ def page_routes(slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | 
         Route("/runs/{run_id}", pages.run, methods=["GET"]),
         Route("/runs/{run_id}/live", pages.live, methods=["GET"]),
         Route("/runs/{run_id}/progress", pages.progress, methods=["GET"]),
+        *trigger_routes(pages),
         Mount("/static", app=SecureHeaders(StaticFiles(directory=STATIC_DIR)), name="static"),
     ]
