@@ -30,6 +30,7 @@ from ..flows.template import FlowTemplate
 from ..runtime.triggers import ScheduleStatus, Triggers
 from ..storage.base import ClaimRow
 from .integrations_api import github_view
+from .pagebase import json_response
 
 if TYPE_CHECKING:
     from ..runtime.engine import Engine
@@ -93,30 +94,28 @@ class TriggerPages:
 
     async def schedules(self, request: Request) -> Response:
         pages = self.pages
-        actor = await pages._actor(request)
+        actor = await pages.authenticate(request)
         if actor is None:
-            return pages._signin()
+            return pages.signin()
         try:
             engine = pages.slot.get()
             statuses = await Triggers(engine).statuses(actor)
         except FlowrunError as exc:
-            return pages._error(actor, exc)
+            return pages.error(actor, exc)
         flows = engine.deps.catalog.flows
         cards = [ScheduleCard(flow=flows[s.flow_id], status=s, fired=[fired_slot(c) for c in s.recent])
                  for s in statuses if s.flow_id in flows]
         ctx: dict[str, Any] = {"cards": cards, "can_toggle": Scope.RUN in actor.scopes}
         if request.query_params.get("part") == "list":
-            from .pages import json_response
-
             return json_response({"regions": [{"id": "schedules", "html": pages.part("schedules_list.html", **ctx)}]})
         return pages.html("schedules.html", title="Schedules", page="schedules", actor=actor, module="schedules.js",
                           **ctx)
 
     async def integrations(self, request: Request) -> Response:
         pages = self.pages
-        actor = await pages._actor(request)
+        actor = await pages.authenticate(request)
         if actor is None:
-            return pages._signin()
+            return pages.signin()
         try:
             actor.require(Scope.READ, "see integrations")
             engine = pages.slot.get()
@@ -130,7 +129,7 @@ class TriggerPages:
                 except FlowrunError:
                     run = None
         except FlowrunError as exc:
-            return pages._error(actor, exc)
+            return pages.error(actor, exc)
         return pages.html("integrations.html", title="Integrations", page="integrations", actor=actor,
                           module="integrations.js", github=view, back_run=run)
 
