@@ -220,6 +220,15 @@ class Store(Protocol):
         """Claims whose key starts with `prefix`, newest first."""
         ...
 
+    # notifications read, per person -------------------------------------------------------------
+    async def mark_notes_read(self, workspace: str, actor: str, note_ids: Sequence[str]) -> None:
+        """Record that `actor` (of `workspace`) has read these notifications (idempotent)."""
+        ...
+
+    async def notes_read(self, workspace: str, actor: str) -> set[str]:
+        """The ids of the notifications `actor` has read."""
+        ...
+
 class ChatStore(Protocol):
     """Chats, in the same store and event log as runs: a chat's events are stored under the chat
     id with a gapless seq, so `events(chat_id, ...)` and `subscribe(chat_id, ...)` read them exactly

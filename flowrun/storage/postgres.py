@@ -68,6 +68,7 @@ from .ops import (
 )
 from .postgres_chats import PostgresChats
 from .postgres_leases import PostgresLeases
+from .postgres_reads import PostgresNoteReads
 from .postgres_writer import EVENTS_CHANNEL, WORK_CHANNEL, PgGroupWriter
 from .subscription import Subscription
 from .writer import WriterStats
@@ -100,7 +101,7 @@ def redacted(url: str) -> str:
     return f"postgresql://{user + '@' if user else ''}{host}{':' + port if port else ''}/{db}"
 
 
-class PostgresStore(PostgresLeases, PostgresChats):
+class PostgresStore(PostgresLeases, PostgresChats, PostgresNoteReads):
     """The PostgreSQL `Store`. An async context manager, entered once, like `SQLiteStore`.
 
     Args:

@@ -66,6 +66,7 @@ from .ops import (
 )
 from .private import private_database
 from .sqlite_leases import SQLiteLeases
+from .sqlite_reads import SQLiteNoteReads
 from .subscription import Subscription
 from .writer import GroupWriter, WriterStats
 
@@ -80,7 +81,7 @@ class StoreState(enum.Enum):
     CLOSED = "closed"
 
 
-class SQLiteStore(SQLiteLeases):
+class SQLiteStore(SQLiteLeases, SQLiteNoteReads):
     """The SQLite `Store`. An async context manager: entering opens and migrates the file and
     starts the writer task; leaving finishes queued writes, ends subscriptions and closes.
 

@@ -25,6 +25,7 @@ import logging
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -37,6 +38,9 @@ from ..tools.face import EngineSlot
 from .chats import ChatSlot, is_chat_id
 from .models import session_view, task_view
 from .protocol import EventMessage, Topic
+
+if TYPE_CHECKING:
+    from .notefeed import NoteFeed
 
 log = logging.getLogger("flowrun.web")
 
@@ -279,6 +283,7 @@ class Hub:
     frames: FrameCache = field(default_factory=FrameCache)
     feeds: dict[str, RunFeed] = field(default_factory=dict)
     topics: dict[tuple[Topic, str], TopicFeed] = field(default_factory=dict)
+    notes: dict[Actor, NoteFeed] = field(default_factory=dict)  # the notifications topic, per person
     tg: TaskGroup | None = None
     _changed: anyio.Event = field(default_factory=anyio.Event)
 

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..runtime.notify import Notification, list_notifications
+from ..runtime.inbox import Inbox, inbox, mark_read
 from ..runtime.records import (
     RecordData,
     RecordKind,
@@ -63,8 +63,9 @@ class ScheduleList(BaseModel):
     schedules: list[ScheduleStatus]
 
 
-class NotificationList(BaseModel):
-    notifications: list[Notification]
+class MarkRead(BaseModel):
+    ids: list[str] = Field(default_factory=list, max_length=200, description="the notifications to mark read")
+    all: bool = Field(default=False, description="mark every notification you see read")
 
 
 def record_view(row: RecordRow) -> RecordView:
@@ -107,9 +108,13 @@ def launch_endpoints(slot: EngineSlot) -> list[Endpoint]:
 
         return handler
 
-    async def notifications(call: Call) -> NotificationList:
-        return NotificationList(notifications=await list_notifications(
-            slot.get(), call.actor.workspace, limit=call.query.get("limit", 50)))
+    async def notifications(call: Call) -> Inbox:
+        return await inbox(slot.get(), call.actor, limit=call.query.get("limit", 50))
+
+    async def read(call: Call) -> Inbox:
+        body = call.body
+        assert isinstance(body, MarkRead)
+        return await mark_read(slot.get(), call.actor, None if body.all else body.ids)
 
     kind = Query("kind", "plan or initiative")
     return [
@@ -128,7 +133,9 @@ def launch_endpoints(slot: EngineSlot) -> list[Endpoint]:
         Endpoint("POST", "/api/schedules/{flow_id}/resume", toggle("resume"),
                  "Resume a Flow's schedule (missed slots do not fire)", ScheduleStatus, tag="triggers",
                  errors=(401, 403, 404)),
-        Endpoint("GET", "/api/notifications", notifications, "What runs told you, newest first",
-                 NotificationList, tag="notifications",
+        Endpoint("POST", "/api/notifications/read", read, "Mark notifications read (yours only; per person)",
+                 Inbox, body=MarkRead, tag="notifications", errors=(401, 403, 422)),
+        Endpoint("GET", "/api/notifications", notifications, "What runs you may see told you, newest first, with "
+                 "what you have read", Inbox, tag="notifications",
                  query=(Query("limit", "at most this many", "integer", minimum=1, maximum=200),)),
     ]

@@ -3,7 +3,7 @@
 Client to server:
   `auth {token}` (only if the handshake carried no bearer header or session cookie),
   `subscribe {run_id, after_seq}`, `subscribe {chat_id, after_seq}` (a chat's log, exactly like a
-  run's) or `subscribe {topic: "sessions" | "tasks"}`,
+  run's) or `subscribe {topic: "sessions" | "tasks" | "notifications"}`,
   `unsubscribe {run_id | chat_id | topic}`,
   `decide {run_id, decision, comment, step, decision_id, expected_version}`,
   `ping`.
@@ -12,6 +12,9 @@ Server to client:
   the chat id as `run_id`); on a topic
   subscription `event {topic, run_id, seq, event}` where `event` is the run's row (a SessionView
   or TaskView), sent whole whenever the run changes,
+  on the `notifications` topic `notification {unread, notification}`: the person's unread count
+  and the new notification (a NoteView; null in the first message and when only the count
+  changed), only about runs the person may see,
   `ack {ref, op, ...}`, `error {ref, code, message, ...}`, `pong {ref}`.
 
 Every client message may carry a `ref` (string or number) that the answer to it echoes. A
@@ -29,13 +32,14 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from ..flows.enums import DecisionKind, RunStatus
+from ..runtime.inbox import NoteView
 from .models import SessionView, TaskView
 
 MAX_MESSAGE_BYTES = 64 * 1024
 """A client message longer than this is refused with `error` (code `message_too_large`)."""
 
 Ref = Annotated[str | int | None, Field(default=None, description="echoed in the answer to this message")]
-Topic = Literal["sessions", "tasks"]
+Topic = Literal["sessions", "tasks", "notifications"]
 
 
 class _Message(BaseModel):
@@ -107,6 +111,15 @@ TopicRow = SessionView | TaskView
 """What `event` holds on a topic row (documented in the schema through `$defs`)."""
 
 
+class NotificationMessage(_Message):
+    type: Literal["notification"] = "notification"
+    unread: int = Field(ge=0, description="the person's unread notifications now")
+    notification: NoteView | None = Field(
+        default=None, description="the new notification (a run waiting at a checkpoint, blocked, failed or "
+                                  "completed); null in the first message after subscribing and when only the "
+                                  "unread count changed")
+
+
 class Ack(_Message):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -139,7 +152,7 @@ class Pong(_Message):
 
 
 ServerMessage = Annotated[
-    EventMessage | Ack | Error | Pong, Field(discriminator="type")
+    EventMessage | NotificationMessage | Ack | Error | Pong, Field(discriminator="type")
 ]
 server_message: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
 

@@ -1,9 +1,14 @@
-"""The pages of launch paths and integrations: Schedules and Integrations (mounted by `pages.py`).
+"""The pages of launch paths, notifications and integrations: Schedules, Notifications and
+Integrations (mounted by `pages.py`).
 
 Schedules lists every Flow's schedule trigger as `runtime.triggers` keeps it: cron and timezone,
 paused or active, the next fire times, and the last slots that fired with the run each started or
 the refusal recorded on it (a daily cap, a failed pre-flight). Pause and Resume call the JSON API
 (`/api/schedules/{flow}/pause|resume`): the same rules as the CLI, so resuming fires no burst.
+
+Notifications lists the person's notifications (only about runs they may see), newest first,
+with Mark read / Mark all read; the nav's unread badge and the desktop notifications are kept
+live by `static/notify.js` over the `/ws` `notifications` topic (`notefeed.py`).
 
 Integrations shows whether GitHub is connected (for you, for the server, or `GITHUB_TOKEN`), never
 the token, and lets someone holding `integrations.manage` connect a token (checked and stored
@@ -27,6 +32,7 @@ from ..flows.enums import BlockedCause, RunStatus, Scope
 from ..flows.errors import FlowrunError
 from ..flows.run import Run
 from ..flows.template import FlowTemplate
+from ..runtime.inbox import inbox
 from ..runtime.triggers import ScheduleStatus, Triggers
 from ..storage.base import ClaimRow
 from .integrations_api import github_view
@@ -37,6 +43,7 @@ if TYPE_CHECKING:
     from .pages import Pages
 
 RUN_ID = re.compile(r"^run_[A-Za-z0-9]{1,64}$")
+NOTES_SHOWN = 100
 CLAIM_LABELS = {"done": "Started", "refused": "Refused", "failed": "Failed", "taken": "Starting"}
 
 
@@ -134,9 +141,28 @@ class TriggerPages:
                           module="integrations.js", github=view, back_run=run)
 
 
+    async def notifications(self, request: Request) -> Response:
+        """The person's notifications, newest first: only about runs they may see."""
+        pages = self.pages
+        actor = await pages.authenticate(request)
+        if actor is None:
+            return pages.signin()
+        try:
+            box = await inbox(pages.slot.get(), actor, limit=NOTES_SHOWN)
+        except FlowrunError as exc:
+            return pages.error(actor, exc)
+        if request.query_params.get("part") == "list":
+            return json_response({"regions": [{"id": "notifications",
+                                               "html": pages.part("notifications_list.html", box=box)}],
+                                  "unread": box.unread})
+        return pages.html("notifications.html", title="Notifications", page="notifications", actor=actor,
+                          module="notifications.js", box=box)
+
+
 def trigger_routes(pages: Pages) -> list[BaseRoute]:
     views = TriggerPages(pages)
     return [
         Route("/schedules", views.schedules, methods=["GET"]),
         Route("/integrations", views.integrations, methods=["GET"]),
+        Route("/notifications", views.notifications, methods=["GET"]),
     ]

@@ -206,7 +206,8 @@ async def test_every_entry_kind_renders_and_a_hostile_transcript_does_nothing(tm
             assert await where.locator("img").count() == 0
             assert await where.locator("a[href^='javascript' i]").count() == 0
             assert await where.locator("[onerror], [onclick]").count() == 0
-            assert await where.locator("script").evaluate_all("s => s.map(x => x.getAttribute('src'))") == ["/static/run.js"]
+            assert await where.locator("script").evaluate_all("s => s.map(x => x.getAttribute('src'))") == [
+                "/static/run.js", "/static/notify.js"]
             await expect(where.locator("#transcript")).to_contain_text("<script>window.__pwned = 'script'</script>")
         # a clone retry: the page follows you to the new run
         await page.locator("#run-head [data-clone='1']").click()

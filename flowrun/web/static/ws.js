@@ -110,6 +110,10 @@ export class FlowSocket {
       for (const sub of this.subs.values()) if (sub.target.topic === topic) sub.onEvent(msg);
       return;
     }
+    if (msg.type === "notification") { // the person's notifications topic: the unread count, a new one
+      for (const sub of this.subs.values()) if (sub.target.topic === "notifications") sub.onEvent(msg);
+      return;
+    }
     if (msg.type === "event") {
       for (const sub of this.subs.values()) {
         const t = sub.target;
