@@ -5,12 +5,19 @@ notifications asks the browser for permission; Mark all read clears the badge.""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+import pytest
+
+if not os.environ.get("CI"):  # as tests/web/test_browser.py: CI installs playwright and never skips
+    pytest.importorskip("playwright.async_api", reason="pip install playwright (and apt-get install chromium)")
+from playwright.async_api import expect
 
 from flowrun.config import ensure_demo_remote
 
 from .pagekit import environment
-from .test_browser import WAIT_MS, browser, expect, pytestmark, signed_in, watch_for_trouble
+from .test_browser import WAIT_MS, browser, pytestmark, signed_in, watch_for_trouble
 from .webkit import ANA, served
 
 __all__ = ["pytestmark"]
