@@ -12,7 +12,7 @@ Run Flow dialog then starts runs with `record_id`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs
@@ -153,6 +153,20 @@ class RecordPages(PageBase):
         return self.html("record_form.html", status=status, title=title, page="records", actor=actor, module=None,
                          form=form, record=record, errors=errors, statuses=STATUSES, kinds=RECORD_KINDS, noun=noun)
 
+    async def _save(self, actor: Actor, form: RecordForm, record: RecordRow | None,
+                    save: Callable[[RecordCreate], Awaitable[RecordRow]]) -> Response:
+        """Check the form (the API's model, then the engine's rules) and save it; a refusal is
+        the form again with the reasons and what was typed."""
+        try:
+            row = await save(form.checked())
+        except ValidationError as exc:
+            return self._form(actor, form, record, validation_messages(exc), status=422)
+        except ParameterError as exc:
+            return self._form(actor, form, record, [exc.message], status=422)
+        except FlowrunError as exc:
+            return self.error(actor, exc)
+        return RedirectResponse(record_url(row.id), status_code=303, headers=SECURITY_HEADERS)
+
     def _foreign_origin(self, actor: Actor) -> Response:
         return self.refused(actor, 403, "Not allowed", "This form was not sent from this site (its Origin is not "
                             "allowed), so nothing was changed. Open the page again and send it from there.")
@@ -214,17 +228,12 @@ class RecordPages(PageBase):
             form = RecordForm(**{k: v for k, v in (await read_form(request)).items() if k in LABELS})
         except FlowrunError as exc:
             return self.error(actor, exc)
-        try:
-            body = form.checked()
-            row = await create_record(self.slot.get().deps.store, actor, body.kind, body.title, body.body,
-                                      repository=body.repository, status=body.status, links=body.links)
-        except ValidationError as exc:
-            return self._form(actor, form, None, validation_messages(exc), status=422)
-        except ParameterError as exc:
-            return self._form(actor, form, None, [exc.message], status=422)
-        except FlowrunError as exc:
-            return self.error(actor, exc)
-        return RedirectResponse(record_url(row.id), status_code=303, headers=SECURITY_HEADERS)
+
+        async def save(body: RecordCreate) -> RecordRow:
+            return await create_record(self.slot.get().deps.store, actor, body.kind, body.title, body.body,
+                                       repository=body.repository, status=body.status, links=body.links)
+
+        return await self._save(actor, form, None, save)
 
     async def edit_form(self, request: Request) -> Response:
         actor = await self.authenticate(request)
@@ -251,17 +260,12 @@ class RecordPages(PageBase):
             form = RecordForm(kind=record.kind, **fields)
         except FlowrunError as exc:
             return self.error(actor, exc)
-        try:
-            body = form.checked()
-            await update_record(store, actor, record.id, title=body.title, body=body.body,
-                                repository=body.repository or "", status=body.status, links=body.links)
-        except ValidationError as exc:
-            return self._form(actor, form, record, validation_messages(exc), status=422)
-        except ParameterError as exc:
-            return self._form(actor, form, record, [exc.message], status=422)
-        except FlowrunError as exc:
-            return self.error(actor, exc)
-        return RedirectResponse(record_url(record.id), status_code=303, headers=SECURITY_HEADERS)
+
+        async def save(body: RecordCreate) -> RecordRow:
+            return await update_record(store, actor, record.id, title=body.title, body=body.body,
+                                       repository=body.repository or "", status=body.status, links=body.links)
+
+        return await self._save(actor, form, record, save)
 
 
 def record_page_routes(slot: EngineSlot, authenticate: Authenticate, may_change: StateCheck) -> list[BaseRoute]:

@@ -46,8 +46,10 @@ async def test_a_plan_written_in_the_form_runs_a_flow_and_is_linked_from_its_run
         plan_url = page.url
         await page.get_by_role("link", name="Run a Flow from this plan").click()
         await expect(page.locator("#record-scope")).to_contain_text(TITLE)
+        await page.wait_for_load_state("load")  # flows.js has run: the Run Flow buttons answer
         await page.click('[data-run-flow="full-sdlc"]')
         dialog = page.locator("#dialog-full-sdlc")
+        await expect(dialog).to_be_visible(timeout=WAIT_MS)
         await expect(dialog.locator('select[name="sandbox_profile"]')).to_have_value("")  # the plan's repository picks
         await dialog.locator('select[name="checkpoint_mode"]').select_option("none")
         await dialog.locator("[data-start]").click()
