@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -119,12 +120,12 @@ def serve(port: int, home: str) -> None:
 # -- subscribers (client processes) --------------------------------------------------------------
 
 
-def _seq(frame: str) -> int:
-    at = frame.find('"seq":')
-    if at < 0:
-        return -1
-    end = frame.find(",", at)
-    return int(frame[at + 6:end])
+_EVENT_SEQ = re.compile(rb'\{"type":"event","run_id":"[^"]*","seq":(\d+)')
+
+
+def _seqs(payload: bytes) -> list[int]:
+    """The seqs of the event messages in a frame (one, or several in a `batch`)."""
+    return [int(seq) for seq in _EVENT_SEQ.findall(payload)]
 
 
 def _client_frame(payload: bytes, opcode: int = 1) -> bytes:
@@ -208,6 +209,7 @@ def subscribers(base: str, run_id: str, count: int, after: int, last: int) -> No
         selector.register(sock, selectors.EVENT_READ, n)
     open_ = count
     closed = 0
+    text_frames = 0
     while open_:
         for key, _ in selector.select(timeout=120):
             n = key.data
@@ -231,14 +233,17 @@ def subscribers(base: str, run_id: str, count: int, after: int, last: int) -> No
                 elif opcode == 8:
                     pass  # close frame; the socket's EOF follows
                 elif opcode == 1:
-                    seq = _seq(payload.decode())
-                    got.append((seq, now))
-                    if seq >= last:
+                    seqs = _seqs(payload)
+                    text_frames += 1
+                    got += [(seq, now) for seq in seqs]
+                    if seqs and seqs[-1] >= last:
                         selector.unregister(sock)
                         open_ -= 1
     for sock, _ in conns:
         sock.close()
-    print(json.dumps({"closed": closed, "receipts": receipts}), flush=True)
+    times = os.times()
+    print(json.dumps({"closed": closed, "frames": text_frames, "cpu_s": times.user + times.system,
+                      "receipts": receipts}), flush=True)
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -298,6 +303,7 @@ async def bench_latency(base: str, pid: int, subscribers_n: int, rate: float, se
     cpu = _cpu_s(pid)
     produced = await _post(base, "/bench/produce", {"run_id": run["run_id"], "rate": rate, "count": count})
     commits = {int(k): v for k, v in produced["commits"].items()}
+    Path("/tmp/trace_commits.json").write_text(json.dumps(commits))
     latencies: list[float] = []
     missing = 0
     outputs = []
@@ -306,20 +312,24 @@ async def bench_latency(base: str, pid: int, subscribers_n: int, rate: float, se
         outputs.append(await anyio.to_thread.run_sync(child.stdout.read))
         child.wait(60)
     cpu = _cpu_s(pid) - cpu
-    closed = 0
+    closed = frames = 0
+    clients_cpu = 0.0
     for out in outputs:
         result = json.loads(out.strip().splitlines()[-1])
         closed += result["closed"]
+        clients_cpu += result["cpu_s"]
+        frames += result["frames"]
         for receipts in result["receipts"]:
             seqs = [seq for seq, _ in receipts]
             assert seqs == list(range(after + 1, after + 1 + len(seqs))), "gap or duplicate in the stream"
             latencies += [(t - commits[seq]) * 1000 for seq, t in receipts]
             missing += count - len(receipts)
     return {"subscribers": subscribers_n, "rate_per_s": rate, "events": count, "produced_s": round(produced["seconds"], 2),
-            "deliveries": len(latencies), "missing": missing,
+            "deliveries": len(latencies), "frames": frames,
+            "events_per_frame": round(len(latencies) / max(1, frames), 2), "missing": missing,
             "closed_as_slow": closed, "p50_ms": round(_pct(latencies, 0.50), 2),
             "p99_ms": round(_pct(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
-            "mean_ms": round(statistics.fmean(latencies), 2), "server_cpu_s": round(cpu, 2),
+            "mean_ms": round(statistics.fmean(latencies), 2), "server_cpu_s": round(cpu, 2), "clients_cpu_s": round(clients_cpu, 2),
             "server_cpu_us_per_delivery": round(cpu * 1e6 / max(1, len(latencies)), 1)}
 
 
@@ -337,11 +347,11 @@ def _replay_once(base: str, run_id: str, last: int) -> float:
             frames, used = _frames(buf)
             del buf[:used]
             for opcode, payload in frames:
-                if opcode == 1 and payload.startswith(b'{"type":"event"'):
-                    seen += 1
-                    if _seq(payload.decode()) >= last:
-                        assert seen == last, (seen, last)
-                        return (time.perf_counter() - began) * 1000
+                seqs = _seqs(payload) if opcode == 1 else []
+                seen += len(seqs)
+                if seqs and seqs[-1] >= last:
+                    assert seen == last, (seen, last)
+                    return (time.perf_counter() - began) * 1000
             buf += sock.recv(1 << 18)
 
 
@@ -442,7 +452,14 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        if os.environ.get("BENCH_PROFILE"):  # where does the server's time go: a cProfile dump
+        if os.environ.get("BENCH_PROFILE", "").endswith(".html"):  # a pyinstrument (sampling) report
+            from pyinstrument import Profiler
+
+            with Profiler(interval=0.0005, async_mode="disabled") as profiler:
+                serve(int(sys.argv[2]), sys.argv[3])
+            Path(os.environ["BENCH_PROFILE"]).write_text(profiler.output_html())
+            Path(os.environ["BENCH_PROFILE"][:-5] + ".txt").write_text(profiler.output_text(show_all=False))
+        elif os.environ.get("BENCH_PROFILE"):  # where does the server's time go: a cProfile dump
             import cProfile
 
             cProfile.run("serve(int(sys.argv[2]), sys.argv[3])", os.environ["BENCH_PROFILE"])
