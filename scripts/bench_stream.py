@@ -303,7 +303,6 @@ async def bench_latency(base: str, pid: int, subscribers_n: int, rate: float, se
     cpu = _cpu_s(pid)
     produced = await _post(base, "/bench/produce", {"run_id": run["run_id"], "rate": rate, "count": count})
     commits = {int(k): v for k, v in produced["commits"].items()}
-    Path("/tmp/trace_commits.json").write_text(json.dumps(commits))
     latencies: list[float] = []
     missing = 0
     outputs = []
