@@ -30,6 +30,7 @@ from ..runtime.access import Actor
 from ..tools.face import EngineSlot
 from .chats import ChatSlot
 from .render import make_env
+from .runfolds import RunFolds
 from .runpage import page_context, progress_view
 
 Authenticate = Callable[[HTTPConnection], Awaitable[Actor | None]]
@@ -77,6 +78,7 @@ class Pages:
         self.authenticate = authenticate
         self.chats = chats
         self.env = make_env()
+        self.folds = RunFolds(slot)
 
     def html(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
         body = self.env.get_template(template).render(**context)
@@ -157,10 +159,10 @@ class Pages:
                          profiles=profiles, can_run=AccessScope.RUN in actor.scopes)
 
     async def _run_context(self, actor: Actor, run_id: str) -> dict[str, Any]:
-        engine = self.slot.get()
-        run = await engine.get_run(actor, run_id)
-        events = await engine.events(actor, run_id, 0)
-        return page_context(run, events, actor)
+        """The run row, then its transcript folded up to it (only events not folded yet are
+        read); render the context before the next await (the sections are shared)."""
+        run = await self.slot.get().get_run(actor, run_id)
+        return page_context(run, await self.folds.sections(actor, run), actor)
 
     async def run(self, request: Request) -> Response:
         actor = await self._actor(request)
