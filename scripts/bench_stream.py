@@ -104,13 +104,27 @@ def serve(port: int, home: str) -> None:
                 await anyio.sleep(0.001)
                 lags.append((time.perf_counter() - asked - 0.001) * 1000)
 
+        import gc
+
+        pauses: list[float] = []
+        gc_began = [0.0]
+
+        def gc_watch(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_began[0] = time.perf_counter()
+            elif info["generation"] == 2:
+                pauses.append((time.perf_counter() - gc_began[0]) * 1000)
+
+        gc.callbacks.append(gc_watch)
         began = time.perf_counter()
         async with anyio.create_task_group() as tg:
             tg.start_soon(probe)
             await _produce(run_id, rate, count, commits, began)
             tg.cancel_scope.cancel()
+        gc.callbacks.remove(gc_watch)
         lags.sort()
         return JSONResponse({"commits": commits, "seconds": time.perf_counter() - began,
+                             "gc_full_ms": [round(p, 1) for p in pauses],
                              "loop_lag_ms": [round(lags[int(len(lags) * p)], 1) for p in (0.5, 0.99)] + [round(lags[-1], 1)]})
 
     async def _produce(run_id: str, rate: float, count: int, commits: dict[int, float], began: float) -> None:
@@ -352,7 +366,7 @@ async def bench_latency(base: str, pid: int, subscribers_n: int, rate: float, se
             "p99_ms": round(_pct(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
             "mean_ms": round(statistics.fmean(latencies), 2), "server_cpu_s": round(cpu, 2), "clients_cpu_s": round(clients_cpu, 2),
             "server_cpu_us_per_delivery": round(cpu * 1e6 / max(1, len(latencies)), 1),
-            "server_loop_lag_ms_p50_p99_max": produced["loop_lag_ms"]}
+            "server_loop_lag_ms_p50_p99_max": produced["loop_lag_ms"], "server_full_gc_ms": produced["gc_full_ms"]}
 
 
 def _replay_once(base: str, run_id: str, last: int) -> float:
