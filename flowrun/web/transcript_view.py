@@ -39,6 +39,8 @@ class Block:
     output_dropped: int = 0
     result: str | None = None  # tool_end text; None while the call runs
     result_data: dict[str, Any] = field(default_factory=dict)
+    html: str | None = field(default=None, repr=False, compare=False)  # rendered as of html_seq (render.py)
+    html_seq: int = field(default=-1, repr=False, compare=False)
 
     @property
     def running(self) -> bool:

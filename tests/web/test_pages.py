@@ -264,3 +264,20 @@ def test_header_action_fits_the_status(status: RunStatus, labels: list[str]) -> 
     assert header_actions(run, READER) == []
     bob = Actor("bob", scopes=frozenset({Scope.READ, Scope.RUN}))  # not his run: no Cancel
     assert "Cancel" not in [a.label for a in header_actions(run, bob)]
+
+
+def test_a_block_is_rendered_again_only_when_it_grew() -> None:
+    from collections.abc import Callable
+
+    from flowrun.flows.enums import TranscriptKind
+    from flowrun.web.render import make_env
+    from flowrun.web.transcript_view import Block
+
+    block_html = cast(Callable[[Block], str], make_env().globals["block_html"])
+    block = Block(id="tb-4", kind=TranscriptKind.TEXT, step=0, subagent=None, first_seq=4, last_seq=4, text="**one**")
+    first = block_html(block)
+    assert "<strong>one</strong>" in first and 'id="tb-4"' in first
+    block.text = "**changed behind its back**"  # same seq: the kept HTML stands (a stored event never changes)
+    assert block_html(block) == first
+    block.text, block.last_seq = "**one** and two", 5  # a later event grew it
+    assert "and two" in block_html(block)
