@@ -458,9 +458,9 @@ async def bench_memory(base: str, pid: int, idle: int, runs: int) -> dict[str, A
                            open_timeout=60) as ws:
             await ws.send(json.dumps({"type": "subscribe", "run_id": ids[n % runs], "after_seq": 0}))
             seen = 0
-            while seen < 51:  # the ack and the 50 events replayed
-                await ws.recv()
-                seen += 1
+            while seen < 51:  # the ack and the 50 events replayed (several to a `batch` frame)
+                frame = json.loads(await ws.recv())
+                seen += len(frame["messages"]) if frame["type"] == "batch" else 1
             connected += 1
             if connected == idle:
                 ready.set()
