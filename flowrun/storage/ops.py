@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 from ..flows.errors import ConcurrentUpdate, DecisionConflict, NotFound, StartRefused, UsageError
-from ..flows.events import DecisionRecorded, Event
+from ..flows.events import DecisionRecorded, Event, RunStatusChanged
 from ..flows.run import Run, now
 from .base import DecisionRow
 from .codec import (
@@ -32,6 +32,7 @@ T = TypeVar("T")
 Published = list[tuple[str, list[Event]]]
 
 _CHUNK = 500  # stay well under SQLite's bound-parameter limit
+RUNNABLE = ("pending", "running")  # statuses with work to do: what leases are about
 
 
 class Rows(Protocol):
@@ -408,6 +409,10 @@ class Op(abc.ABC, Generic[T]):
         """Must be on disk (not just in the OS) before it is acknowledged: a person's decision."""
         return False
 
+    def made_runnable(self) -> list[str]:
+        """The runs this op, once committed, leaves with work to do that they did not have."""
+        return []
+
     @abc.abstractmethod
     def plan(self, tx: Transaction) -> Planned[T]: ...
 
@@ -473,6 +478,9 @@ class CreateRun(Op[tuple[Run, list[Event]]]):
             update={"version": state.version, "last_seq": state.last_seq}
         ), events
 
+    def made_runnable(self) -> list[str]:
+        return [self.run.id] if self.run.status.value in RUNNABLE else []
+
     def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
         self.check(tx)
         run, events = self.apply(tx)
@@ -532,6 +540,12 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
             update={"version": state.version, "last_seq": state.last_seq}
         ), events
 
+    def made_runnable(self) -> list[str]:
+        changes = [e.data for e in self.events if isinstance(e.data, RunStatusChanged)]
+        moved = changes and changes[-1].status.value in RUNNABLE and (
+            changes[0].previous is None or changes[0].previous.value not in RUNNABLE)
+        return [self.run.id] if moved and self.run.status.value in RUNNABLE else []
+
     def plan(self, tx: Transaction) -> Planned[tuple[Run, list[Event]]]:
         state = self.check(tx)
         run, events = self.apply(tx, state)
@@ -549,6 +563,9 @@ class CommitPair(Op[tuple[Run, Run]]):
     @property
     def size(self) -> int:
         return self.first.size + self.second.size
+
+    def made_runnable(self) -> list[str]:
+        return [*self.first.made_runnable(), *self.second.made_runnable()]
 
     def plan(self, tx: Transaction) -> Planned[tuple[Run, Run]]:
         state = self.first.check(tx)

@@ -179,7 +179,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
             self._limit = anyio.Semaphore(self._reader_count)
             stack.push_async_callback(self._drain_readers)
             stack.callback(self._bus.close)
-            writer = PgGroupWriter(lambda: psycopg.connect(self._conninfo), self.path, self._bus,
+            writer = PgGroupWriter(lambda: psycopg.connect(self._conninfo, autocommit=True), self.path, self._bus,
                                    self._step_cache, origin=self._origin, max_batch_rows=self._max_batch_rows)
             await anyio.to_thread.run_sync(writer.open)
             stack.callback(writer.close_connection)
@@ -209,7 +209,9 @@ class PostgresStore(PostgresLeases, PostgresChats):
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
-        await conn.set_isolation_level(psycopg.IsolationLevel.REPEATABLE_READ)  # for snapshot reads
+        # lease and heartbeat statements run here: like the writer's batches without a decision,
+        # they need not wait for the disk (see `PgGroupWriter`)
+        await conn.execute("SET synchronous_commit = off")
         return conn
 
     async def _drain_readers(self) -> None:
@@ -224,9 +226,10 @@ class PostgresStore(PostgresLeases, PostgresChats):
         return self._writer
 
     @asynccontextmanager
-    async def _reading(self, snapshot: bool = False) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        """A pooled connection. One whose use was cancelled or failed is closed and replaced on
-        its next use: its protocol state is unknown (a query may still be in flight)."""
+    async def _reading(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        """A pooled connection (autocommit: every statement is its own snapshot). One whose use
+        was cancelled or failed is closed and replaced on its next use: its protocol state is
+        unknown (a query may still be in flight)."""
         self._open_writer()
         assert self._limit is not None
         async with self._limit:
@@ -238,11 +241,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
                         await _close(conn)
                     conn = None
                     conn = await self._connect()
-                if snapshot:
-                    async with conn.transaction():
-                        yield conn
-                else:
-                    yield conn
+                yield conn
                 healthy = True
             except psycopg.Error as exc:
                 raise StorageError(f"cannot read {self.path}: {exc}", path=self.path) from exc
@@ -302,6 +301,9 @@ class PostgresStore(PostgresLeases, PostgresChats):
                 with anyio.CancelScope(shield=True):
                     await _close(conn)
 
+    def _announced(self, run_id: str) -> bool:
+        return self._writer is not None and self._writer.announced(run_id)
+
     def _wake_work(self) -> None:
         self._work_flag = True
         if self._work is not None:
@@ -344,7 +346,7 @@ class PostgresStore(PostgresLeases, PostgresChats):
                    decision_id: str | None) -> CommitRun:
         if isinstance(expected_version, bool) or not isinstance(expected_version, int) or expected_version < 1:
             raise UsageError(f"expected_version must be a stored version (>= 1), got {expected_version!r}")
-        run = redact_run(run, self.redactor)
+        run = redact_run(run, self.redactor, memo=self._step_memo)
         encoded = encode_run(run, memo=self._step_memo)
         encoded_events = encode_events(run.id, redact_all(events, self.redactor))
         decision = decision_row(run, encoded_events, decision_id) if decision_id is not None else None
@@ -392,20 +394,16 @@ class PostgresStore(PostgresLeases, PostgresChats):
         return await self._load_runs("WHERE status = ANY(%s) ORDER BY created_at, id", (values,))
 
     async def _load_runs(self, where: str, params: Sequence[Any]) -> list[Run]:
-        async with self._reading(snapshot=True) as conn:
-            cursor = await conn.execute(f"SELECT id, version, last_seq, json, flow FROM runs {where}", params)
-            rows = await cursor.fetchall()
-            steps: dict[str, list[tuple[int, str]]] = {row[0]: [] for row in rows}
-            if steps:
-                cursor = await conn.execute(
-                    "SELECT run_id, idx, json FROM steps WHERE run_id = ANY(%s) ORDER BY run_id, idx", (list(steps),)
-                )
-                for run_id, index, json in await cursor.fetchall():
-                    steps[run_id].append((index, json))
+        """One statement (so one snapshot, one round trip): each run row with its steps."""
+        rows = await self._rows(
+            "SELECT id, version, last_seq, json, flow, ARRAY(SELECT idx FROM steps WHERE run_id = runs.id ORDER BY idx), "
+            f"ARRAY(SELECT json FROM steps WHERE run_id = runs.id ORDER BY idx) FROM runs {where}", params,
+        )
         runs: list[Run] = []
-        for run_id, version, last_seq, json, flow in rows:
-            run = decode_run(self.path, run_id, version, last_seq, json, flow, steps[run_id])
-            self._step_cache.put(run_id, version, tuple(json for _, json in steps[run_id]))
+        for run_id, version, last_seq, json, flow, indexes, jsons in rows:
+            run = decode_run(self.path, run_id, version, last_seq, json, flow, list(zip(indexes, jsons, strict=True)))
+            self._step_cache.put(run_id, version, tuple(jsons))
+            self._step_memo.read(run, tuple(jsons))
             runs.append(run)
         return runs
 

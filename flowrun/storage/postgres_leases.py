@@ -11,11 +11,9 @@ announced on the `flowrun_work` channel, which wakes every listening store's `wa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
-import psycopg
 
 from ..flows.enums import RunStatus
 from ..flows.errors import UsageError
@@ -31,9 +29,6 @@ class PostgresLeases:
 
     _work: anyio.Event | None
     _work_flag: bool
-
-    def _reading(self, snapshot: bool = False) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
-        raise NotImplementedError
 
     async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
         raise NotImplementedError
@@ -108,8 +103,12 @@ class PostgresLeases:
         )
         return [WorkerRow(id=r[0], kind=r[1], drives=bool(r[2]), started_at=r[3], expires=r[4]) for r in rows]
 
+    def _announced(self, run_id: str) -> bool:
+        raise NotImplementedError
+
     async def announce_work(self, run_id: str) -> None:
-        await self._rows("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, run_id))
+        if not self._announced(run_id):  # the commit that made it runnable announced it already
+            await self._rows("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, run_id))
 
     async def wait_for_work(self, timeout_s: float) -> bool:
         if self._work_flag:  # announced while nobody was waiting

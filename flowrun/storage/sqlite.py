@@ -355,7 +355,7 @@ class SQLiteStore(SQLiteLeases):
             raise UsageError(
                 f"expected_version must be a stored version (>= 1), got {expected_version!r}"
             )
-        run = redact_run(run, self.redactor)
+        run = redact_run(run, self.redactor, memo=self._step_memo)
         encoded = encode_run(run, memo=self._step_memo)
         encoded_events = encode_events(run.id, events, self.redactor)
         decision = (
@@ -441,7 +441,9 @@ class SQLiteStore(SQLiteLeases):
         runs: list[Run] = []
         for run_id, version, last_seq, json, flow in rows:
             run = decode_run(self.path, run_id, version, last_seq, json, flow, steps[run_id])
-            self._step_cache.put(run_id, version, tuple(json for _, json in steps[run_id]))
+            jsons = tuple(json for _, json in steps[run_id])
+            self._step_cache.put(run_id, version, jsons)
+            self._step_memo.read(run, jsons)
             runs.append(run)
         return runs
 
