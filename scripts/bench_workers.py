@@ -1,7 +1,7 @@
 """Benchmark: workers and leases, on SQLite and PostgreSQL (not a test; prints JSON lines).
 
     .venv/bin/python scripts/bench_workers.py [--quick] [--full] [--stores sqlite,postgres]
-        [--workers 1,2,4] [--repeat N] [--only takeover|scaling]
+        [--workers 1,2,4] [--repeat N] [--only takeover|scaling|full]
 
 For 1, 2 and 4 `flowrun worker` processes on one database, with 20-step scripted Flows (the
 local sandbox, whose workspaces any worker on this host reconnects to; no model delay, so the
@@ -252,7 +252,7 @@ async def bench_store(kind: str, args: argparse.Namespace) -> None:
                         emit({"store": kind, "lease_s": lease_s, "signal": how.name,
                               "takeover_s": [round(t, 2) for t in took],
                               "takeover_max_s": round(max(took), 2), "target_s": lease_s + 1})
-    if args.full:
+    if args.full or args.only == "full":
         with tempfile.TemporaryDirectory() as tmp:
             async with database(kind, Path(tmp)) as url:
                 env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
@@ -265,7 +265,7 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs and decisions")
     parser.add_argument("--full", action="store_true", help="also 500 runs from 4 processes with 4 workers")
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--only", choices=["takeover", "scaling"], help="just one of the measurements")
+    parser.add_argument("--only", choices=["takeover", "scaling", "full"], help="just one of the measurements")
     parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
     parser.add_argument("--repeat", type=int, default=1, help="measure each worker count this many times")
     args = parser.parse_args()

@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -141,15 +141,6 @@ def redact_run(run: Run, redactor: Redactor, *, new: bool = False, memo: StepMem
         if redacted is not value:
             update[name] = redacted
     return run.model_copy(update=update) if update else run
-
-
-M = TypeVar("M")
-
-
-def redact_all(items: Sequence[M], redactor: Redactor) -> list[M]:
-    """Events, transcript entries or records with their secrets replaced (for a store that
-    redacts before it encodes; `encode_events(..., redactor)` does both)."""
-    return [redactor.redact_obj(item) for item in items]
 
 
 def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> EncodedRun:

@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 
 from ..flows.enums import RunStatus
-from ..flows.errors import UsageError
 from .base import LeaseRow, WorkerRow
+from .common import check_lease
 from .postgres_writer import WORK_CHANNEL
 
 NOW = "extract(epoch from clock_timestamp())"
@@ -30,21 +30,12 @@ class PostgresLeases:
     _work: anyio.Event | None
     _work_flag: bool
 
-    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
+    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, lease: bool = False) -> list[Any]:
         raise NotImplementedError
 
-    async def claim_runs(
-        self,
-        owner: str,
-        *,
-        lease_s: float,
-        limit: int = 1,
-        run_ids: Sequence[str] | None = None,
-        dead_owners: Sequence[str] = (),
-    ) -> list[str]:
-        _check(lease_s)
-        if limit < 1 or (run_ids is not None and not run_ids):
-            return []
+    async def _claim_runs(self, owner: str, lease_s: float, limit: int, run_ids: Sequence[str] | None,
+                          dead_owners: Sequence[str]) -> list[str]:
+        """`Store.claim_runs`, its arguments checked (see `StoreCore.claim_runs`)."""
         # named runs also when `owner` holds them already (claiming again renews)
         only = "AND id = ANY(%(ids)s)" if run_ids is not None else ""
         own = "OR lease_owner = %(owner)s" if run_ids is not None else ""
@@ -60,12 +51,12 @@ class PostgresLeases:
         return sorted(row[0] for row in rows)
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
-        _check(lease_s)
+        check_lease(lease_s)
         if not run_ids:
             return []
         rows = await self._rows(
             f"UPDATE runs SET lease_expires = {NOW} + %s WHERE lease_owner = %s AND id = ANY(%s) RETURNING id",
-            (lease_s, owner, list(run_ids)),
+            (lease_s, owner, list(run_ids)), lease=True,
         )
         return sorted(row[0] for row in rows)
 
@@ -87,11 +78,11 @@ class PostgresLeases:
         return float(rows[0][0])
 
     async def heartbeat(self, worker: WorkerRow, *, ttl_s: float) -> None:
-        _check(ttl_s)
+        check_lease(ttl_s)
         await self._rows(
             f"INSERT INTO workers (id, kind, drives, started_at, expires) VALUES (%s, %s, %s, %s, {NOW} + %s) "
             "ON CONFLICT (id) DO UPDATE SET expires = excluded.expires, drives = excluded.drives RETURNING id",
-            (worker.id, worker.kind, worker.drives, worker.started_at, ttl_s),
+            (worker.id, worker.kind, worker.drives, worker.started_at, ttl_s), lease=True,
         )
 
     async def remove_worker(self, worker_id: str) -> None:
@@ -123,9 +114,5 @@ class PostgresLeases:
         self._work_flag = False
         return event.is_set()
 
-
-def _check(seconds: float) -> None:
-    if not seconds > 0:
-        raise UsageError(f"a lease must last more than 0 seconds, got {seconds}")
 
 

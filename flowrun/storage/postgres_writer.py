@@ -28,7 +28,7 @@ from ..flows.errors import FlowrunError
 from .bus import EventBus
 from .chats import AppendChat
 from .errors import StorageCorrupt, StorageError
-from .ops import Op, Planned, Rows, StepCache, Transaction
+from .transaction import Op, Planned, Rows, StepCache, Transaction
 from .writer import GroupWriter, _Outcome
 
 logger = logging.getLogger("flowrun.storage")
@@ -40,7 +40,7 @@ _ATTEMPTS = 4
 
 
 @functools.lru_cache(maxsize=512)
-def _pg(sql: str) -> str:
+def pg_placeholders(sql: str) -> str:
     """The planner writes `?` placeholders (SQLite's); psycopg takes `%s`. No statement of
     ours has a literal `?` or `%`."""
     return sql.replace("?", "%s")
@@ -53,12 +53,12 @@ class PgConnection:
         self.raw = conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
-        return self.raw.execute(_pg(sql), parameters)
+        return self.raw.execute(pg_placeholders(sql), parameters)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object:
         """Row by row: in pipeline mode each is only queued (psycopg's `executemany` would end
         with a round trip of its own)."""
-        statement = _pg(sql)
+        statement = pg_placeholders(sql)
         for row in rows:
             self.raw.execute(statement, row)
         return None
@@ -154,14 +154,7 @@ class PgGroupWriter(GroupWriter):
                 if any(op.durable for op in ops):  # acknowledged means flushed to disk
                     raw.execute("SET LOCAL synchronous_commit = on")
                 tx = PgTransaction(conn, self._label, self._step_cache)
-                tx.prefetch(ops)
-                outcomes: list[_Outcome] = []
-                for op in ops:
-                    try:
-                        outcomes.append(op.plan(tx))
-                    except FlowrunError as refused:
-                        outcomes.append(refused)
-                tx.flush()
+                outcomes: list[_Outcome] = list(tx.plan_all(ops))
                 self._notify(conn, ops, outcomes)
                 raw.execute("COMMIT")
         except BaseException:
