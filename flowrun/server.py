@@ -90,6 +90,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     from .web import authenticate, build_web
     from .web.chats import ChatSlot
     from .web.pages import page_routes
+    from .web.sessions import SESSIONS_FILE
 
     bearer = BearerTokens(tokens if tokens is not None else TokenTable.from_config(settings.env, settings.home))
     if not len(bearer.table):
@@ -98,7 +99,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
     mcp = build_mcp_server(slot, settings.public_url, bearer.current_actor, tokens=bearer)
     chat_slot = ChatSlot()
     chat_service: list[ChatService] = []  # filled by the lifespan
-    web = build_web(slot, settings.public_url, bearer.table, chats=chat_slot,
+    web = build_web(slot, settings.public_url, bearer.table, chats=chat_slot, sessions=settings.home / SESSIONS_FILE,
                     extra=chat_endpoints(lambda: chat_service[0] if chat_service else None, settings.public_url))
     mcp_app = JsonRpcGuard(mcp.streamable_http_app(streamable_http_path="/", host=host,
                                                    transport_security=transport_security(host, settings.public_url)))

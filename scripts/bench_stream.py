@@ -14,7 +14,9 @@ clients' own CPU; the replay and memory figures use the `websockets` client.
    (100 subscribers at 1,000 events/s on the 2-core machine).
 2. replay: a new subscriber asks for a 10,000-event run from seq 0; time until the last event
    arrived. Target: <= 300 ms.
-3. memory: the server's resident memory with 1,000 idle subscribers (spread over 10 runs),
+3. live: the run page's refresh (`/runs/{id}/live?after_seq=N`) on a 10,000-event run, after one
+   more event; the time and the server's CPU per refresh.
+4. memory: the server's resident memory with 1,000 idle subscribers (spread over 10 runs),
    over the idle server. Target: <= 100 MB.
 
 Figures depend on the machine's load: `/proc/loadavg` is printed with them.
@@ -25,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -76,11 +79,15 @@ def serve(port: int, home: str) -> None:
         return JSONResponse({"run_id": run.id, "last_seq": run.last_seq})
 
     async def fill(request: Request) -> JSONResponse:
+        """`count` transcript events; with `stream_every`, consecutive pieces share a stream id
+        (as a model's streamed text does), so they fold into one block per that many."""
         body = await request.json()
+        first, end, every = body.get("start", 0), body.get("start", 0) + body["count"], body.get("stream_every")
         last = 0
-        for start in range(0, body["count"], 500):
-            entries = [TranscriptEntry(kind=TranscriptKind.TEXT, step=0, text=f"{n} {text}")
-                       for n in range(start, min(body["count"], start + 500))]
+        for start in range(first, end, 500):
+            entries = [TranscriptEntry(kind=TranscriptKind.TEXT, step=0, text=f"{n} {text}",
+                                       stream=f"s{n // every}" if every else None)
+                       for n in range(start, min(end, start + 500))]
             last = (await store().append_transcript(body["run_id"], entries))[-1].seq
         return JSONResponse({"last_seq": last})
 
@@ -89,8 +96,39 @@ def serve(port: int, home: str) -> None:
         body = await request.json()
         run_id, rate, count = body["run_id"], float(body["rate"]), int(body["count"])
         commits: dict[int, float] = {}
-        made = 0
+        lags: list[float] = []  # how late a 1 ms sleep of the server's loop wakes (CPU starvation shows here)
+
+        async def probe() -> None:
+            while True:
+                asked = time.perf_counter()
+                await anyio.sleep(0.001)
+                lags.append((time.perf_counter() - asked - 0.001) * 1000)
+
+        import gc
+
+        pauses: list[float] = []
+        gc_began = [0.0]
+
+        def gc_watch(phase: str, info: dict[str, int]) -> None:
+            if phase == "start":
+                gc_began[0] = time.perf_counter()
+            elif info["generation"] == 2:
+                pauses.append((time.perf_counter() - gc_began[0]) * 1000)
+
+        gc.callbacks.append(gc_watch)
         began = time.perf_counter()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(probe)
+            await _produce(run_id, rate, count, commits, began)
+            tg.cancel_scope.cancel()
+        gc.callbacks.remove(gc_watch)
+        lags.sort()
+        return JSONResponse({"commits": commits, "seconds": time.perf_counter() - began,
+                             "gc_full_ms": [round(p, 1) for p in pauses],
+                             "loop_lag_ms": [round(lags[int(len(lags) * p)], 1) for p in (0.5, 0.99)] + [round(lags[-1], 1)]})
+
+    async def _produce(run_id: str, rate: float, count: int, commits: dict[int, float], began: float) -> None:
+        made = 0
         while made < count:
             due = min(count, int((time.perf_counter() - began) * rate) + 1) - made
             if due > 0:
@@ -102,7 +140,6 @@ def serve(port: int, home: str) -> None:
                     commits[event.seq] = done
                 made += due
             await anyio.sleep(max(0.0, began + made / rate - time.perf_counter()))
-        return JSONResponse({"commits": commits, "seconds": time.perf_counter() - began})
 
     async def stop(request: Request) -> JSONResponse:
         server.should_exit = True
@@ -119,12 +156,12 @@ def serve(port: int, home: str) -> None:
 # -- subscribers (client processes) --------------------------------------------------------------
 
 
-def _seq(frame: str) -> int:
-    at = frame.find('"seq":')
-    if at < 0:
-        return -1
-    end = frame.find(",", at)
-    return int(frame[at + 6:end])
+_EVENT_SEQ = re.compile(rb'\{"type":"event","run_id":"[^"]*","seq":(\d+)')
+
+
+def _seqs(payload: bytes) -> list[int]:
+    """The seqs of the event messages in a frame (one, or several in a `batch`)."""
+    return [int(seq) for seq in _EVENT_SEQ.findall(payload)]
 
 
 def _client_frame(payload: bytes, opcode: int = 1) -> bytes:
@@ -208,6 +245,7 @@ def subscribers(base: str, run_id: str, count: int, after: int, last: int) -> No
         selector.register(sock, selectors.EVENT_READ, n)
     open_ = count
     closed = 0
+    text_frames = 0
     while open_:
         for key, _ in selector.select(timeout=120):
             n = key.data
@@ -231,14 +269,17 @@ def subscribers(base: str, run_id: str, count: int, after: int, last: int) -> No
                 elif opcode == 8:
                     pass  # close frame; the socket's EOF follows
                 elif opcode == 1:
-                    seq = _seq(payload.decode())
-                    got.append((seq, now))
-                    if seq >= last:
+                    seqs = _seqs(payload)
+                    text_frames += 1
+                    got += [(seq, now) for seq in seqs]
+                    if seqs and seqs[-1] >= last:
                         selector.unregister(sock)
                         open_ -= 1
     for sock, _ in conns:
         sock.close()
-    print(json.dumps({"closed": closed, "receipts": receipts}), flush=True)
+    times = os.times()
+    print(json.dumps({"closed": closed, "frames": text_frames, "cpu_s": times.user + times.system,
+                      "receipts": receipts}), flush=True)
 
 
 # -- the driver ----------------------------------------------------------------------------------
@@ -306,21 +347,26 @@ async def bench_latency(base: str, pid: int, subscribers_n: int, rate: float, se
         outputs.append(await anyio.to_thread.run_sync(child.stdout.read))
         child.wait(60)
     cpu = _cpu_s(pid) - cpu
-    closed = 0
+    closed = frames = 0
+    clients_cpu = 0.0
     for out in outputs:
         result = json.loads(out.strip().splitlines()[-1])
         closed += result["closed"]
+        clients_cpu += result["cpu_s"]
+        frames += result["frames"]
         for receipts in result["receipts"]:
             seqs = [seq for seq, _ in receipts]
             assert seqs == list(range(after + 1, after + 1 + len(seqs))), "gap or duplicate in the stream"
             latencies += [(t - commits[seq]) * 1000 for seq, t in receipts]
             missing += count - len(receipts)
     return {"subscribers": subscribers_n, "rate_per_s": rate, "events": count, "produced_s": round(produced["seconds"], 2),
-            "deliveries": len(latencies), "missing": missing,
+            "deliveries": len(latencies), "frames": frames,
+            "events_per_frame": round(len(latencies) / max(1, frames), 2), "missing": missing,
             "closed_as_slow": closed, "p50_ms": round(_pct(latencies, 0.50), 2),
             "p99_ms": round(_pct(latencies, 0.99), 2), "max_ms": round(max(latencies), 2),
-            "mean_ms": round(statistics.fmean(latencies), 2), "server_cpu_s": round(cpu, 2),
-            "server_cpu_us_per_delivery": round(cpu * 1e6 / max(1, len(latencies)), 1)}
+            "mean_ms": round(statistics.fmean(latencies), 2), "server_cpu_s": round(cpu, 2), "clients_cpu_s": round(clients_cpu, 2),
+            "server_cpu_us_per_delivery": round(cpu * 1e6 / max(1, len(latencies)), 1),
+            "server_loop_lag_ms_p50_p99_max": produced["loop_lag_ms"], "server_full_gc_ms": produced["gc_full_ms"]}
 
 
 def _replay_once(base: str, run_id: str, last: int) -> float:
@@ -337,11 +383,11 @@ def _replay_once(base: str, run_id: str, last: int) -> float:
             frames, used = _frames(buf)
             del buf[:used]
             for opcode, payload in frames:
-                if opcode == 1 and payload.startswith(b'{"type":"event"'):
-                    seen += 1
-                    if _seq(payload.decode()) >= last:
-                        assert seen == last, (seen, last)
-                        return (time.perf_counter() - began) * 1000
+                seqs = _seqs(payload) if opcode == 1 else []
+                seen += len(seqs)
+                if seqs and seqs[-1] >= last:
+                    assert seen == last, (seen, last)
+                    return (time.perf_counter() - began) * 1000
             buf += sock.recv(1 << 18)
 
 
@@ -355,6 +401,38 @@ async def bench_replay(base: str, pid: int, events: int, rounds: int) -> dict[st
     cpu = _cpu_s(pid) - cpu
     return {"events": last, "rounds": rounds, "best_ms": round(min(timings), 1),
             "median_ms": round(statistics.median(timings), 1), "server_cpu_ms_per_replay": round(cpu * 1000 / rounds)}
+
+
+async def bench_live(base: str, pid: int, events: int, rounds: int) -> dict[str, Any]:
+    """The run page's refresh (`/runs/{id}/live?after_seq=N`) on a run of `events` events,
+    after one more event (what a page does while it follows a run); and the first load."""
+    import httpx2
+
+    run = await _post(base, "/bench/run", {})
+    every = 50
+    last = (await _post(base, "/bench/fill", {"run_id": run["run_id"], "count": events, "stream_every": every}))
+    last_seq = last["last_seq"]
+    refresh: list[float] = []
+    async with httpx2.AsyncClient(base_url=base, timeout=300, trust_env=False,
+                                  headers={"Authorization": f"Bearer {TOKEN}"}) as http:
+        began = time.perf_counter()
+        page = await http.get(f"/runs/{run['run_id']}")
+        first_ms = (time.perf_counter() - began) * 1000
+        assert page.status_code == 200, page.status_code
+        cpu = _cpu_s(pid)
+        for n in range(rounds):
+            after = last_seq
+            last_seq = (await _post(base, "/bench/fill", {"run_id": run["run_id"], "count": 1, "stream_every": every,
+                                                          "start": events + n}))["last_seq"]
+            began = time.perf_counter()
+            response = await http.get(f"/runs/{run['run_id']}/live", params={"after_seq": after})
+            refresh.append((time.perf_counter() - began) * 1000)
+            assert response.status_code == 200 and response.json()["seq"] == last_seq, response.text[:200]
+        cpu = _cpu_s(pid) - cpu
+        size = len(response.content)
+    return {"events": last_seq, "blocks": events // every, "first_page_ms": round(first_ms, 1), "rounds": rounds,
+            "refresh_p50_ms": round(statistics.median(refresh), 1), "refresh_p90_ms": round(_pct(refresh, 0.9), 1),
+            "refresh_server_cpu_ms": round(cpu * 1000 / rounds, 1), "refresh_bytes": size}
 
 
 async def bench_memory(base: str, pid: int, idle: int, runs: int) -> dict[str, Any]:
@@ -380,9 +458,9 @@ async def bench_memory(base: str, pid: int, idle: int, runs: int) -> dict[str, A
                            open_timeout=60) as ws:
             await ws.send(json.dumps({"type": "subscribe", "run_id": ids[n % runs], "after_seq": 0}))
             seen = 0
-            while seen < 51:  # the ack and the 50 events replayed
-                await ws.recv()
-                seen += 1
+            while seen < 51:  # the ack and the 50 events replayed (several to a `batch` frame)
+                frame = json.loads(await ws.recv())
+                seen += len(frame["messages"]) if frame["type"] == "batch" else 1
             connected += 1
             if connected == idle:
                 ready.set()
@@ -419,13 +497,16 @@ async def main(args: argparse.Namespace) -> None:
                             pass
                         await anyio.sleep(0.1)
             report: dict[str, Any] = {"loadavg": os.getloadavg(), "cpus": os.cpu_count()}
-            only = set(args.only or ["memory", "replay", "latency"])
+            only = set(args.only or ["memory", "replay", "live", "latency"])
             if "memory" in only:
                 report["memory"] = await bench_memory(base, server.pid, 100 if args.quick else args.idle, 10)
                 print(json.dumps({"memory": report["memory"]}), flush=True)
             if "replay" in only:
                 report["replay"] = await bench_replay(base, server.pid, 1000 if args.quick else 10_000, 3)
                 print(json.dumps({"replay": report["replay"]}), flush=True)
+            if "live" in only:
+                report["live"] = await bench_live(base, server.pid, 1000 if args.quick else 10_000, 20)
+                print(json.dumps({"live": report["live"]}), flush=True)
             if "latency" in only:
                 report["latency"] = await bench_latency(base, server.pid, 10 if args.quick else args.subscribers,
                                                         args.rate, 1.0 if args.quick else args.seconds,
@@ -442,7 +523,14 @@ async def main(args: argparse.Namespace) -> None:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
-        if os.environ.get("BENCH_PROFILE"):  # where does the server's time go: a cProfile dump
+        if os.environ.get("BENCH_PROFILE", "").endswith(".html"):  # a pyinstrument (sampling) report
+            from pyinstrument import Profiler
+
+            with Profiler(interval=0.0005, async_mode="disabled") as profiler:
+                serve(int(sys.argv[2]), sys.argv[3])
+            Path(os.environ["BENCH_PROFILE"]).write_text(profiler.output_html())
+            Path(os.environ["BENCH_PROFILE"][:-5] + ".txt").write_text(profiler.output_text(show_all=False))
+        elif os.environ.get("BENCH_PROFILE"):  # where does the server's time go: a cProfile dump
             import cProfile
 
             cProfile.run("serve(int(sys.argv[2]), sys.argv[3])", os.environ["BENCH_PROFILE"])
@@ -458,7 +546,7 @@ if __name__ == "__main__":
         parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
         parser.add_argument("--seconds", type=float, default=5.0)
         parser.add_argument("--idle", type=int, default=1000, help="idle subscribers for the memory figure")
-        parser.add_argument("--only", action="append", choices=["memory", "replay", "latency"],
+        parser.add_argument("--only", action="append", choices=["memory", "replay", "live", "latency"],
                             help="run only this part (repeatable)")
         parser.add_argument("--client-procs", type=int, default=2, help="client processes for the subscribers")
         anyio.run(main, parser.parse_args())

@@ -101,6 +101,10 @@ class TokenTable:
     def lookup(self, token: str) -> Actor | None:
         return self._actors.get(_digest(token))
 
+    def lookup_digest(self, digest: str) -> Actor | None:
+        """By the token's SHA-256 hex digest (what a browser session keeps of its token)."""
+        return self._actors.get(digest)
+
 
 def create_operator_token(home: Path, actor: str = "local") -> str:
     """Write a fresh all-scopes token for the local operator to `$FLOWRUN_HOME/tokens` (0600) and

@@ -5,8 +5,10 @@ the websocket, a first message `{"type": "auth", "token": ...}`. Browsers log in
 one-time link that `flowrun serve` prints (`/login?token=CODE`, as Jupyter does); it sets an
 HttpOnly, SameSite=Strict cookie `flowrun_session` and redirects to the page asked for.
 
-Codes and sessions live in this process's memory and are kept as SHA-256 digests: a restarted
-server prints a fresh link, and a stolen database holds no session. Origin is checked as `/mcp`
+Login codes live in this process's memory (a restarted server prints a fresh link). Sessions are
+kept as SHA-256 digests in `$FLOWRUN_HOME/web-sessions.json` (0600; see `sessions.py`), so they
+survive a restart and a logout stays a logout; a session opened with a bearer token ends when
+that token is no longer configured, and takes the token's current scopes. Origin is checked as `/mcp`
 checks it: a request that names a foreign Origin is refused, and a browser request that changes
 state must name an allowed one.
 """
@@ -20,6 +22,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import anyio
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -27,6 +30,7 @@ from starlette.routing import BaseRoute, Route
 from ..runtime.access import Actor
 from ..tools.auth import TokenTable
 from .errors import plain_error
+from .sessions import SessionTable
 
 log = logging.getLogger("flowrun.web")
 
@@ -50,13 +54,14 @@ class _Grant:
 
 @dataclass
 class WebAuth:
-    """Bearer tokens, one-time login codes and browser sessions for one app."""
+    """Bearer tokens, one-time login codes and browser sessions for one app (sessions in memory
+    only unless given a `SessionTable` with a path)."""
 
     tokens: TokenTable
     public_url: str
     session_ttl_s: float = SESSION_TTL_S
+    sessions: SessionTable = field(default_factory=SessionTable)
     _codes: dict[str, _Grant] = field(default_factory=dict)
-    _sessions: dict[str, _Grant] = field(default_factory=dict)
 
     # login links and sessions -------------------------------------------------------------------
 
@@ -70,33 +75,38 @@ class WebAuth:
         url = f"{self.public_url.rstrip('/')}{LOGIN_PATH}?token={self.issue_login(actor)}"
         return url if next_path == "/" else f"{url}&next={next_path}"
 
-    def redeem(self, secret: str) -> Actor | None:
-        """The actor of a login code (used up now) or of a bearer token; None if neither."""
+    def redeem(self, secret: str) -> tuple[Actor, str | None] | None:
+        """The actor of a login code (used up now) or of a bearer token, with the token (None
+        for a code); None if neither."""
         grant = self._codes.pop(_digest(secret), None)
         if grant is not None:
-            return grant.actor if grant.expires > time.monotonic() else None
-        return self.tokens.lookup(secret)
+            return (grant.actor, None) if grant.expires > time.monotonic() else None
+        actor = self.tokens.lookup(secret)
+        return (actor, secret) if actor is not None else None
 
-    def open_session(self, actor: Actor) -> str:
-        cookie = secrets.token_urlsafe(32)
-        self._sessions[_digest(cookie)] = _Grant(actor, time.monotonic() + self.session_ttl_s)
+    def open_session(self, actor: Actor, token: str | None = None) -> str:
+        """A session cookie for `actor`; with the bearer `token` it was opened with, the session
+        lasts only as long as that token is configured. Writes the session table (blocking I/O:
+        call it from a worker thread)."""
         self._prune()
-        return cookie
+        return self.sessions.open(actor, self.session_ttl_s, token)
 
     def end_session(self, cookie: str) -> None:
-        self._sessions.pop(_digest(cookie), None)
+        """Blocking I/O, like `open_session`."""
+        self.sessions.end(cookie)
 
     def session_actor(self, cookie: str) -> Actor | None:
-        grant = self._sessions.get(_digest(cookie))
-        if grant is None or grant.expires <= time.monotonic():
+        session = self.sessions.get(cookie)
+        if session is None:
             return None
-        return grant.actor
+        if session.token is None:
+            return session.actor
+        return self.tokens.lookup_digest(session.token)  # gone with its token; its scopes as they are now
 
     def _prune(self) -> None:
         now = time.monotonic()
-        for table in (self._codes, self._sessions):
-            for key in [k for k, g in table.items() if g.expires <= now]:
-                del table[key]
+        for key in [k for k, g in self._codes.items() if g.expires <= now]:
+            del self._codes[key]
 
     # requests -----------------------------------------------------------------------------------
 
@@ -171,13 +181,14 @@ def login_routes(auth: WebAuth) -> list[BaseRoute]:
         if not secret:
             return plain_error(401, "unauthenticated", "Open the login link that `flowrun serve` printed "
                                "(it looks like /login?token=...).")
-        actor = auth.redeem(secret)
-        if actor is None:
+        redeemed = auth.redeem(secret)
+        if redeemed is None:
             log.info("refused a login with an unknown or used code")
             return plain_error(401, "unauthenticated", "This login link is not valid (it works once); "
                                "restart `flowrun serve` or ask it for a new one.")
         response = RedirectResponse(_safe_next(request.query_params.get("next")), status_code=303)
-        response.set_cookie(SESSION_COOKIE, auth.open_session(actor), max_age=int(auth.session_ttl_s), path="/",
+        cookie = await anyio.to_thread.run_sync(auth.open_session, *redeemed)
+        response.set_cookie(SESSION_COOKIE, cookie, max_age=int(auth.session_ttl_s), path="/",
                             httponly=True, samesite="strict", secure=auth.secure_cookies)
         response.headers["Cache-Control"] = "no-store"
         response.headers["Referrer-Policy"] = "no-referrer"  # the code is in this URL
@@ -188,7 +199,7 @@ def login_routes(auth: WebAuth) -> list[BaseRoute]:
             return plain_error(403, "forbidden_origin", "This request's Origin is not allowed.")
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
-            auth.end_session(cookie)
+            await anyio.to_thread.run_sync(auth.end_session, cookie)
         response = Response(status_code=204)
         response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
         return response

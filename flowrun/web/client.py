@@ -33,13 +33,14 @@ from .protocol import (
     CLOSE_UNAUTHENTICATED,
     Ack,
     Auth,
+    Batch,
     ClientMessage,
     Decide,
     Error,
     EventMessage,
     Ping,
     Pong,
-    ServerMessage,
+    SingleMessage,
     Subscribe,
     Topic,
     Unsubscribe,
@@ -87,7 +88,8 @@ class Client:
     def __init__(self, connection: ClientConnection) -> None:
         self._ws = connection
         self._refs = itertools.count(1)
-        self._pending: deque[ServerMessage] = deque()
+        self._pending: deque[SingleMessage] = deque()
+        self._unpacked: deque[SingleMessage] = deque()
 
     @classmethod
     def connect(cls, server: str, *, token: str | None = None, origin: str | None = None,
@@ -99,18 +101,25 @@ class Client:
     async def send(self, message: ClientMessage) -> None:
         await self._ws.send(message.model_dump_json(exclude_none=True))
 
-    async def _next(self) -> ServerMessage:
+    async def _next(self) -> SingleMessage:
+        """The next message; a `batch` is unpacked and its messages come one by one."""
+        if self._unpacked:
+            return self._unpacked.popleft()
         try:
             raw = await self._ws.recv()
         except ConnectionClosed as exc:
             raise _closed_error(exc) from None
         try:
-            return server_message.validate_json(raw)
+            message = server_message.validate_json(raw)
         except ValidationError as exc:
             raise ClientError("invalid_message", f"the server sent a message this client does not know: {exc}") from exc
+        if isinstance(message, Batch):
+            self._unpacked.extend(message.messages[1:])
+            return message.messages[0]
+        return message
 
-    async def receive(self) -> ServerMessage:
-        """The next event, row or unsolicited error."""
+    async def receive(self) -> SingleMessage:
+        """The next event, row or unsolicited error (the messages of a `batch` one by one)."""
         if self._pending:
             return self._pending.popleft()
         return await self._next()

@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -24,6 +25,7 @@ from .chats import ChatSlot
 from .hub import Hub
 from .launch_api import launch_endpoints
 from .openapi import Endpoint, openapi, openapi_route, wrap
+from .sessions import SessionTable
 from .ws import ws_routes
 
 
@@ -63,10 +65,12 @@ class WebFace:
 
 
 def build_web(slot: EngineSlot, public_url: str, tokens: TokenTable, *, chats: ChatSlot | None = None,
-              extra: Sequence[Endpoint] = ()) -> WebFace:
-    """`chats` is filled by the app's lifespan; `extra` are more endpoints (the chat API)."""
+              extra: Sequence[Endpoint] = (), sessions: Path | None = None) -> WebFace:
+    """`chats` is filled by the app's lifespan; `extra` are more endpoints (the chat API);
+    `sessions` is the file that keeps browser sessions across restarts (None: memory only)."""
     public_url = public_url.rstrip("/")
     chats = chats if chats is not None else ChatSlot()
-    return WebFace(slot=slot, public_url=public_url, auth=WebAuth(tokens, public_url),
+    auth = WebAuth(tokens, public_url, sessions=SessionTable(sessions))
+    return WebFace(slot=slot, public_url=public_url, auth=auth,
                    hub=Hub(slot, public_url, chats=chats),
                    endpoints=[*endpoints(slot, public_url, chats), *launch_endpoints(slot), *extra], chats=chats)

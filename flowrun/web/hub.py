@@ -79,11 +79,14 @@ class Outbox:
             await self._room.wait()
         self.offer(frame)
 
-    async def take(self) -> list[str]:
-        """Every queued frame, waiting for one if there is none (empty when closed)."""
+    async def ready(self) -> None:
+        """Wait until there is a frame to take (or the outbox is closed or overflowed)."""
         while not self._frames and not (self.closed or self.overflowed):
             self._wakeup = anyio.Event()
             await self._wakeup.wait()
+
+    def take(self) -> list[str]:
+        """Every queued frame, oldest first (empty if none)."""
         frames = list(self._frames)
         self._frames.clear()
         self._room.set()

@@ -39,6 +39,7 @@ from .pagebase import (
     json_response,
 )
 from .recordpages import StateCheck, flows_scope, launched_record, record_page_routes
+from .runfolds import RunFolds
 from .runpage import page_context, progress_view
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -50,6 +51,7 @@ class Pages(PageBase):
         super().__init__(authenticate)
         self.slot = slot
         self.chats = chats
+        self.folds = RunFolds(slot)
 
     # pages ---------------------------------------------------------------------------------------
 
@@ -113,10 +115,13 @@ class Pages(PageBase):
                          profiles=profiles, can_run=AccessScope.RUN in actor.scopes, record=scope)
 
     async def _run_context(self, actor: Actor, run_id: str) -> dict[str, Any]:
+        """The run row, then its transcript folded up to it (only events not folded yet are
+        read), and the record it was launched from; render the context before the next await
+        (the sections are shared)."""
         engine = self.slot.get()
         run = await engine.get_run(actor, run_id)
-        events = await engine.events(actor, run_id, 0)
-        return {**page_context(run, events, actor), "record": await launched_record(engine, actor, run)}
+        record = await launched_record(engine, actor, run)
+        return {**page_context(run, await self.folds.sections(actor, run), actor), "record": record}
 
     async def run(self, request: Request) -> Response:
         actor = await self.authenticate(request)

@@ -12,7 +12,11 @@ Server to client:
   the chat id as `run_id`); on a topic
   subscription `event {topic, run_id, seq, event}` where `event` is the run's row (a SessionView
   or TaskView), sent whole whenever the run changes,
-  `ack {ref, op, ...}`, `error {ref, code, message, ...}`, `pong {ref}`.
+  `ack {ref, op, ...}`, `error {ref, code, message, ...}`, `pong {ref}`, and
+  `batch {messages: [...]}`: several of the messages above, in the order they were sent. A
+  server sends a batch when messages queued up for a connection faster than it wrote them (a
+  busy run, a replay): one websocket frame instead of many. A client handles each message of a
+  batch exactly as if it had arrived alone; batches never nest.
 
 Every client message may carry a `ref` (string or number) that the answer to it echoes. A
 `subscribe` is acknowledged first (with the run's `last_seq` at that moment, so a client knows
@@ -138,10 +142,45 @@ class Pong(_Message):
     ref: Ref = None
 
 
+SingleMessage = Annotated[EventMessage | Ack | Error | Pong, Field(discriminator="type")]
+
+
+class Batch(_Message):
+    type: Literal["batch"] = "batch"
+    messages: list[SingleMessage] = Field(
+        min_length=1, description="messages that queued up, in order: handle each as if it had arrived alone")
+
+
 ServerMessage = Annotated[
-    EventMessage | Ack | Error | Pong, Field(discriminator="type")
+    EventMessage | Ack | Error | Pong | Batch, Field(discriminator="type")
 ]
 server_message: TypeAdapter[ServerMessage] = TypeAdapter(ServerMessage)
+
+MAX_BATCH_CHARS = 256 * 1024
+"""A batch stops growing past this many characters (a single larger message goes alone)."""
+
+
+def batch_frames(frames: list[str], limit: int = MAX_BATCH_CHARS) -> list[str]:
+    """Encoded messages to websocket frames: consecutive ones joined into `batch` messages of at
+    most `limit` characters each (an encoded message is valid JSON, so joining is just text)."""
+    if len(frames) == 1:
+        return frames
+    out: list[str] = []
+    group: list[str] = []
+    size = 0
+    for frame in frames:
+        if group and size + len(frame) > limit:
+            out.append(_joined(group))
+            group, size = [], 0
+        group.append(frame)
+        size += len(frame) + 1
+    out.append(_joined(group))
+    return out
+
+
+def _joined(group: list[str]) -> str:
+    return group[0] if len(group) == 1 else '{"type":"batch","messages":[' + ",".join(group) + "]}"
+
 
 CLOSE_SLOW_CONSUMER = 4008
 """Close code when a client reads too slowly: it should reconnect and resubscribe from its last seq."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -11,6 +12,7 @@ from markupsafe import Markup
 
 from ..flows.enums import RunStatus, StepStatus
 from .markdown import render_inline, render_markdown, safe_link
+from .transcript_view import Block
 
 STATUS_LABELS = {RunStatus.INTERRUPTED: "Interrupted"}
 STEP_ICONS = {
@@ -83,5 +85,19 @@ def make_env() -> Environment:
     env.filters.update(when=when, duration=duration, cost=cost, pretty_json=pretty_json, short=short, iso=iso,
                        status_label=status_label, diff_lines=diff_lines)
     env.globals.update(markdown=render_markdown, inline=render_inline, safe_link=safe_link, step_icons=STEP_ICONS,
-                       Markup=Markup)
+                       Markup=Markup, block_html=_block_renderer(env))
     return env
+
+
+def _block_renderer(env: Environment) -> Callable[[Block], Markup]:
+    """A transcript block's HTML, kept on the block until it changes: a block renders from
+    itself alone (Markdown and link checks are pure), and a kept fold (`runfolds`) re-renders a
+    section on every refresh while usually one block in it has grown."""
+
+    def block_html(block: Block) -> Markup:
+        if block.html is None or block.html_seq != block.last_seq:
+            macro = env.get_template("transcript_block.html").module.block  # type: ignore[attr-defined]
+            block.html, block.html_seq = str(macro(block)), block.last_seq
+        return Markup(block.html)
+
+    return block_html

@@ -13,11 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..flows.enums import RunStatus, Scope, StepStatus
-from ..flows.events import Event
 from ..flows.run import Artifact, Run, StepRun
 from ..runtime.access import Actor
 from .markdown import safe_link
-from .transcript_view import Section, fold
+from .transcript_view import Section
 
 ARTIFACT_LABELS = {"initiative": "View Initiative", "plan": "View Plan", "pull_request": "View PR", "url": "Open link"}
 BLOCKED_TITLES = {
@@ -121,13 +120,9 @@ def run_duration(run: Run) -> float | None:
     return ((run.finished_at or now()) - run.started_at).total_seconds()
 
 
-def snapshot(run: Run, events: Sequence[Event]) -> list[Event]:
-    """The events up to the run row's `last_seq`: the row and these describe the same moment."""
-    return [e for e in events if e.seq <= run.last_seq]
-
-
-def page_context(run: Run, events: Sequence[Event], actor: Actor) -> dict[str, Any]:
-    sections: list[Section] = fold(snapshot(run, events), len(run.steps))
+def page_context(run: Run, sections: list[Section], actor: Actor) -> dict[str, Any]:
+    """What the run page's templates need: the run row and its transcript folded into sections
+    (`runfolds.RunFolds` keeps them up to date)."""
     return {
         "run": run, "actor": actor, "actions": header_actions(run, actor), "cards": step_cards(run),
         "sections": sections, "can_decide": Scope.RUN in actor.scopes, "duration_s": run_duration(run),

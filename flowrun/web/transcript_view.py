@@ -39,6 +39,8 @@ class Block:
     output_dropped: int = 0
     result: str | None = None  # tool_end text; None while the call runs
     result_data: dict[str, Any] = field(default_factory=dict)
+    html: str | None = field(default=None, repr=False, compare=False)  # rendered as of html_seq (render.py)
+    html_seq: int = field(default=-1, repr=False, compare=False)
 
     @property
     def running(self) -> bool:
@@ -160,11 +162,33 @@ class _Folder:
             block.output_dropped += len(text) - max(room, 0)
 
 
+class Fold:
+    """A transcript folded so far, to which later events are added (the run page keeps one per
+    run it shows, so a refresh folds only what is new). `seq` is the last event added."""
+
+    def __init__(self, steps: int) -> None:
+        self._folder = _Folder(steps)
+        self.seq = 0
+
+    def add(self, events: Iterable[Event]) -> None:
+        """Events after `seq`, in order (earlier ones are ignored: they are folded already)."""
+        for event in events:
+            if event.seq <= self.seq:
+                continue
+            if isinstance(event.data, TranscriptEntry):
+                self._folder.add(event.seq, event.data)
+            self.seq = event.seq
+
+    def sections(self, steps: int) -> list[Section]:
+        """The setup section, then one section per step (in order), each with its items."""
+        sections = self._folder.sections
+        for i in range(steps):
+            self._folder.section(i)
+        return [sections[None], *(sections[k] for k in sorted(k for k in sections if k is not None))]
+
+
 def fold(events: Iterable[Event], steps: int) -> list[Section]:
     """The setup section, then one section per step (in order), each with its items."""
-    folder = _Folder(steps)
-    for event in events:
-        if isinstance(event.data, TranscriptEntry):
-            folder.add(event.seq, event.data)
-    setup = folder.sections.pop(None)
-    return [setup, *(folder.sections[k] for k in sorted(k for k in folder.sections if k is not None))]
+    folded = Fold(steps)
+    folded.add(events)
+    return folded.sections(steps)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 from websockets.asyncio.client import connect
@@ -16,6 +17,7 @@ from flowrun.config import Settings
 from flowrun.server import create_app
 from flowrun.tools.auth import TokenTable
 
+from ..tools.mcpkit import TOKENS
 from .webkit import ANA, BOB, NOBODY, OPS, READER, STRANGER, WAIT_S, Served, environment, served
 
 pytestmark = pytest.mark.anyio
@@ -208,7 +210,7 @@ async def test_login_link_sets_a_strict_cookie_once(tmp_path: Path) -> None:
             async with connect(s.base.replace("http", "ws") + "/ws", origin=s.base,  # type: ignore[arg-type]
                                additional_headers={"Cookie": f"flowrun_session={session}"}, proxy=None) as ws:
                 await ws.send(json.dumps({"type": "subscribe", "ref": 1, "run_id": started.json()["id"]}))
-                ack = json.loads(await ws.recv())
+                ack = _first(await ws.recv())
                 assert (ack["type"], ack["run_id"]) == ("ack", started.json()["id"])  # the cookie's actor
         async with s.http(None, follow_redirects=False) as other:
             reused = await other.get(link.removeprefix(s.base))
@@ -218,6 +220,58 @@ async def test_login_link_sets_a_strict_cookie_once(tmp_path: Path) -> None:
             out = await other.post("/logout", headers={"Origin": s.base})
             assert out.status_code == 204
             assert (await other.get("/api/flows")).status_code == 401
+
+
+async def test_browser_sessions_survive_a_restart_and_logout_stays_a_logout(tmp_path: Path) -> None:
+    from flowrun.runtime.access import LOCAL_OPERATOR
+
+    env = environment(tmp_path)
+
+    async def login(s: Served, path: str) -> str:
+        async with s.http(None, follow_redirects=False) as browser:
+            response = await browser.get(path)
+            assert response.status_code == 303, response.text
+            cookie: str = browser.cookies["flowrun_session"]
+            return cookie
+
+    def as_browser(s: Served, cookie: str) -> Any:
+        return httpx2.AsyncClient(base_url=s.base, timeout=WAIT_S,
+                                  headers={"Cookie": f"flowrun_session={cookie}", "Origin": s.base})
+
+    async with served(env) as s:
+        operator = await login(s, s.app.state.web_auth.login_url(LOCAL_OPERATOR).removeprefix(s.base))
+        with_token = await login(s, f"/login?token={READER}")
+        leaving = await login(s, s.app.state.web_auth.login_url(LOCAL_OPERATOR).removeprefix(s.base))
+        async with as_browser(s, leaving) as browser:
+            assert (await browser.get("/api/flows")).status_code == 200
+            assert (await browser.post("/logout")).status_code == 204
+            assert (await browser.get("/api/flows")).status_code == 401
+        table = s.settings.home / "web-sessions.json"
+        assert table.stat().st_mode & 0o777 == 0o600
+        assert all(secret not in table.read_text() for secret in (operator, with_token, leaving, READER))
+
+    async with served(env) as s:  # a restart: the sessions are still there, the logout still holds
+        async with as_browser(s, operator) as browser:
+            assert (await browser.get("/api/flows")).status_code == 200
+            started = await browser.post("/api/runs", json={"flow_id": "flaky"})
+            assert started.status_code == 201 and started.json()["started_by"] == "local"
+        async with as_browser(s, with_token) as browser:
+            assert (await browser.get("/api/flows")).status_code == 200
+            refused = await browser.post("/api/runs", json={"flow_id": "flaky"})  # the reader's scopes
+            assert refused.status_code == 403
+        async with as_browser(s, leaving) as browser:
+            assert (await browser.get("/api/flows")).status_code == 401
+        async with connect(s.base.replace("http", "ws") + "/ws", origin=s.base,  # type: ignore[arg-type]
+                           additional_headers={"Cookie": f"flowrun_session={operator}"}, proxy=None) as ws:
+            await ws.send(json.dumps({"type": "subscribe", "ref": 1, "run_id": started.json()["id"]}))
+            assert _first(await ws.recv())["type"] == "ack"
+
+    without_reader = {token: who for token, who in TOKENS.items() if token != READER}
+    async with served(env, tokens=without_reader) as s:  # the token it came from is gone: so is the session
+        async with as_browser(s, with_token) as browser:
+            assert (await browser.get("/api/flows")).status_code == 401
+        async with as_browser(s, operator) as browser:
+            assert (await browser.get("/api/flows")).status_code == 200
 
 
 async def test_openapi_document_names_every_route(tmp_path: Path) -> None:
@@ -241,6 +295,13 @@ async def test_openapi_document_names_every_route(tmp_path: Path) -> None:
         assert all(ref.removeprefix("#/components/schemas/") in schemas for ref in refs)
 
 
+def _first(raw: str | bytes) -> dict[str, Any]:
+    """The first message of a frame (a `batch` carries several)."""
+    frame: dict[str, Any] = json.loads(raw)
+    first: dict[str, Any] = frame["messages"][0] if frame["type"] == "batch" else frame
+    return first
+
+
 def _refs(node: Any) -> set[str]:
     if isinstance(node, dict):
         found = {node["$ref"]} if isinstance(node.get("$ref"), str) else set()
@@ -259,12 +320,20 @@ def test_in_process_api_and_websocket(tmp_path: Path) -> None:
     with TestClient(create_app(settings, tokens), headers={"Authorization": f"Bearer {ANA}"}) as client:
         run = client.post("/api/runs", json={"flow_id": "flaky"}).json()
         with client.websocket_connect("/ws") as ws:
+            unpacked: list[dict[str, Any]] = []
+
+            def receive() -> dict[str, Any]:  # a `batch` is its messages, one by one
+                if not unpacked:
+                    frame = ws.receive_json()
+                    unpacked.extend(frame["messages"] if frame["type"] == "batch" else [frame])
+                return unpacked.pop(0)
+
             ws.send_json({"type": "subscribe", "ref": 1, "run_id": run["id"]})
-            ack = ws.receive_json()
+            ack = receive()
             assert (ack["type"], ack["ref"], ack["run_id"]) == ("ack", 1, run["id"])
             seqs = []
             while True:
-                message = ws.receive_json()
+                message = receive()
                 assert message["type"] == "event"
                 seqs.append(message["seq"])
                 data = message["event"]["data"]
@@ -272,7 +341,7 @@ def test_in_process_api_and_websocket(tmp_path: Path) -> None:
                     break
             assert seqs == list(range(1, len(seqs) + 1))
             ws.send_json({"type": "nonsense", "ref": "n"})
-            while (message := ws.receive_json())["type"] == "event":
+            while (message := receive())["type"] == "event":
                 assert message["seq"] == seqs[-1] + 1  # what followed the status change, in order
                 seqs.append(message["seq"])
             assert (message["type"], message["code"], message["ref"]) == ("error", "unknown_message", "n")

@@ -126,6 +126,42 @@ async def test_live_regions_follow_the_log_without_a_gap(tmp_path: Path) -> None
         assert bad.status_code == 400 and bad.json()["code"] == "bad_request"
 
 
+async def test_a_refresh_reads_only_the_events_it_has_not_folded(tmp_path: Path) -> None:
+    async with pages(tmp_path) as (engine, client):
+        reads: list[tuple[int, int | None]] = []
+        events = engine.events
+
+        async def counted(actor: Actor, run_id: str, after_seq: int = 0, limit: int | None = None) -> Any:
+            reads.append((after_seq, limit))
+            return await events(actor, run_id, after_seq, limit)
+
+        engine.events = counted  # type: ignore[method-assign]
+        run = await engine.start_run(ANA, "full-sdlc", {}, checkpoint_mode="every")
+        paused = await engine.wait_until(ANA, run.id, statuses=[RunStatus.PAUSED], timeout_s=30)
+        first = (await client.get(f"/runs/{run.id}")).text
+        assert reads == [(0, paused.last_seq)]
+        again = (await client.get(f"/runs/{run.id}/live", params={"after_seq": paused.last_seq})).json()
+        assert reads == [(0, paused.last_seq)], "nothing new: nothing read"
+        assert [r["id"] for r in again["regions"]] == ["run-head", "banners", "summary", "timeline"]
+        await engine.decide(ANA, run.id, "approve", step=0)
+        later = await engine.wait_until(ANA, run.id, statuses=[RunStatus.PAUSED], timeout_s=30)
+        await client.get(f"/runs/{run.id}/live", params={"after_seq": paused.last_seq})
+        assert reads[1:] == [(paused.last_seq, later.last_seq - paused.last_seq)]
+        kept = (await client.get(f"/runs/{run.id}/live", params={"after_seq": 0})).json()["regions"][4:]
+        assert len(reads) == 2
+
+        async def authenticate(conn: HTTPConnection) -> Actor | None:
+            return ANA
+
+        slot = EngineSlot()
+        slot.engine = engine
+        fresh = Starlette(routes=page_routes(slot, authenticate))  # as after a restart: folds from scratch
+        async with httpx2.AsyncClient(transport=httpx2.ASGITransport(app=fresh), base_url="http://127.0.0.1:8765") as c:
+            scratch = (await c.get(f"/runs/{run.id}/live", params={"after_seq": 0})).json()["regions"][4:]
+        assert reads[2] == (0, later.last_seq)
+        assert kept == scratch and {r["id"] for r in kept} >= {"ts-setup", "ts-0", "ts-1"} and first
+
+
 async def test_progress_feeds_the_overlay(tmp_path: Path) -> None:
     async with pages(tmp_path) as (engine, client):
         run = await engine.start_run(ANA, "full-sdlc", {})
@@ -228,3 +264,20 @@ def test_header_action_fits_the_status(status: RunStatus, labels: list[str]) -> 
     assert header_actions(run, READER) == []
     bob = Actor("bob", scopes=frozenset({Scope.READ, Scope.RUN}))  # not his run: no Cancel
     assert "Cancel" not in [a.label for a in header_actions(run, bob)]
+
+
+def test_a_block_is_rendered_again_only_when_it_grew() -> None:
+    from collections.abc import Callable
+
+    from flowrun.flows.enums import TranscriptKind
+    from flowrun.web.render import make_env
+    from flowrun.web.transcript_view import Block
+
+    block_html = cast(Callable[[Block], str], make_env().globals["block_html"])
+    block = Block(id="tb-4", kind=TranscriptKind.TEXT, step=0, subagent=None, first_seq=4, last_seq=4, text="**one**")
+    first = block_html(block)
+    assert "<strong>one</strong>" in first and 'id="tb-4"' in first
+    block.text = "**changed behind its back**"  # same seq: the kept HTML stands (a stored event never changes)
+    assert block_html(block) == first
+    block.text, block.last_seq = "**one** and two", 5  # a later event grew it
+    assert "and two" in block_html(block)

@@ -21,7 +21,16 @@ from flowrun.flows.errors import (
     UsageError,
 )
 from flowrun.web.errors import RequestError, error_body, error_response, http_status
-from flowrun.web.protocol import client_message, json_schema, schema_text, server_message
+from flowrun.web.protocol import (
+    Batch,
+    EventMessage,
+    Pong,
+    batch_frames,
+    client_message,
+    json_schema,
+    schema_text,
+    server_message,
+)
 
 SCHEMA = Path(__file__).parents[2] / "docs" / "ws-protocol.schema.json"
 
@@ -82,3 +91,26 @@ def test_retry_after_headers() -> None:
     capped = error_response(StartRefused("cap", code="daily_cap_reached", resets_at=resets))
     assert 3590 <= int(capped.headers["retry-after"]) <= 3600
     assert error_body(StartRefused("fill", code="missing_parameters", missing=["a"]))["missing"] == ["a"]
+
+
+def test_frames_that_queued_up_go_as_batches_in_order() -> None:
+    frames = [EventMessage(run_id="r", seq=n, event={"run_id": "r", "seq": n, "data": {}}).model_dump_json()
+              for n in range(1, 6)] + [Pong(ref=9).model_dump_json()]
+    assert batch_frames(frames[:1]) == frames[:1]  # alone: unchanged
+    (one,) = batch_frames(frames)
+    batch = server_message.validate_json(one)
+    assert isinstance(batch, Batch)
+    assert [m.model_dump_json() for m in batch.messages] == frames
+    jsonschema.validate(json.loads(one), {**json_schema()["properties"]["server"], "$defs": json_schema()["$defs"]})
+
+    split = batch_frames(frames, limit=len(frames[0]) * 2 + 2)  # two events fit in a batch
+    unpacked = []
+    for frame in split:
+        message = server_message.validate_json(frame)
+        unpacked += message.messages if isinstance(message, Batch) else [message]
+        assert len(frame) <= len(frames[0]) * 2 + 2 + 40  # the batch envelope
+    assert [m.model_dump_json() for m in unpacked] == frames and len(split) == 3
+
+    huge = "x" * 100
+    assert batch_frames([frames[0], Pong(ref=huge).model_dump_json(), frames[1]], limit=50) == [
+        frames[0], Pong(ref=huge).model_dump_json(), frames[1]]  # too big to join: each goes alone

@@ -8,7 +8,7 @@
 // client reconnects (backing off up to 10 s) and subscribes again from that seq, so the server
 // replays what was missed: no gap, no duplicate. `onOpen` runs on every (re)connect, for pages
 // that also refetch. `request(msg)` sends a message with a `ref` and resolves with its `ack`
-// (or rejects with its `error`).
+// (or rejects with its `error`). A `batch` from the server is handled message by message.
 
 const MAX_BACKOFF_MS = 10000;
 
@@ -105,6 +105,14 @@ export class FlowSocket {
   _onMessage(raw) {
     let msg;
     try { msg = JSON.parse(raw); } catch { return; }
+    if (msg.type === "batch") { // messages that queued up on the server, in order
+      for (const one of msg.messages || []) this._handle(one);
+      return;
+    }
+    this._handle(msg);
+  }
+
+  _handle(msg) {
     if (msg.type === "session" || msg.type === "task") { // a row of a subscribed topic changed
       const topic = msg.type === "session" ? "sessions" : "tasks";
       for (const sub of this.subs.values()) if (sub.target.topic === topic) sub.onEvent(msg);
