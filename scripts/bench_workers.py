@@ -1,6 +1,7 @@
 """Benchmark: workers and leases, on SQLite and PostgreSQL (not a test; prints JSON lines).
 
     .venv/bin/python scripts/bench_workers.py [--quick] [--full] [--stores sqlite,postgres]
+        [--workers 1,2,4] [--repeat N] [--only takeover|scaling|full]
 
 For 1, 2 and 4 `flowrun worker` processes on one database, with 20-step scripted Flows (the
 local sandbox, whose workspaces any worker on this host reconnects to; no model delay, so the
@@ -14,6 +15,10 @@ Then the take-over time after a SIGKILL (two workers, lease 2 s; target: lease +
 `--full` the issue's size: 500 runs started from 4 processes while 4 workers drive them, each
 completing exactly once. PostgreSQL comes from FLOWRUN_TEST_DATABASE_URL (default: this
 machine's), in a schema made and dropped for the run.
+
+Every line carries the load average (`load`: 1, 5 and 15 minutes) when it was measured: on a
+shared machine compare numbers taken under the same load, or ratios of runs made back to back.
+`--repeat N` measures each worker count N times (interleaved) and adds the medians.
 """
 
 from __future__ import annotations
@@ -70,6 +75,14 @@ async def database(kind: str, folder: Path) -> AsyncIterator[str]:
     finally:
         with psycopg.connect(PG_URL, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'.encode())
+
+
+def load() -> list[float]:
+    return [round(value, 2) for value in os.getloadavg()]
+
+
+def emit(line: dict[str, Any]) -> None:
+    print(json.dumps({**line, "load": load()}), flush=True)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -186,53 +199,65 @@ async def full_size(env: Mapping[str, str], engine: Engine, runs: int, starters:
                 "every_step_once": starts_ok, "seconds": round(time.perf_counter() - t0, 1)}
 
 
-async def bench_store(kind: str, args: argparse.Namespace) -> None:
-    runs = 10 if args.quick else 40
-    decisions = 20 if args.quick else 60
-    for count in () if args.only else (1, 2, 4):
-        with tempfile.TemporaryDirectory() as tmp:
-            async with database(kind, Path(tmp)) as url:
-                env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="local")
-                async with AsyncExitStack() as stack:
-                    engine = await stack.enter_async_context(face(env))
-                    for _ in range(count):
-                        await stack.enter_async_context(worker(env))
-                    rate = await runs_per_s(engine, runs)
-                    remote = await checkpoint_round_trips(engine, decisions)
-                print(json.dumps({"store": kind, "workers": count, "runs": runs, "steps": STEPS,
-                                  "runs_per_s": round(rate, 2),
-                                  "checkpoint_rt_ms": {"remote_p50": round(statistics.median(remote) * 1000, 1),
-                                                       "remote_p95": round(percentile(remote, 0.95) * 1000, 1)}}),
-                      flush=True)
+async def scaling(kind: str, count: int, runs: int, decisions: int) -> dict[str, Any]:
+    """Runs/s and the remote checkpoint round trip with `count` worker processes."""
     with tempfile.TemporaryDirectory() as tmp:
         async with database(kind, Path(tmp)) as url:
             env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="local")
-            async with face(env, drive="always") as serve:
-                if args.only:
-                    decisions = 1
-                local = await checkpoint_round_trips(serve, decisions)
-            print(json.dumps({"store": kind, "checkpoint_rt_ms": {
-                "serve_p50": round(statistics.median(local) * 1000, 1),
-                "serve_p95": round(percentile(local, 0.95) * 1000, 1)}}), flush=True)
-    lease_s = 2.0
-    with tempfile.TemporaryDirectory() as tmp:
-        async with database(kind, Path(tmp)) as url:
-            env = environment(Path(tmp), url, steps=2, delay_s=30.0, lease_s=lease_s, profile="quiet")
-            (Path(tmp) / "catalog" / "flows" / "slow.yaml").write_text(
-                (Path(tmp) / "catalog" / "flows" / "relay.yaml").read_text().replace("id: relay", "id: slow"))
-            async with face(env) as engine:
-                for how in (signal.SIGKILL, signal.SIGSTOP):
-                    took = await takeover(env, engine, 2 if args.quick else 5, lease_s, how)
-                    print(json.dumps({"store": kind, "lease_s": lease_s, "signal": how.name,
-                                      "takeover_s": [round(t, 2) for t in took],
-                                      "takeover_max_s": round(max(took), 2), "target_s": lease_s + 1}), flush=True)
-    if args.full:
+            async with AsyncExitStack() as stack:
+                engine = await stack.enter_async_context(face(env))
+                for _ in range(count):
+                    await stack.enter_async_context(worker(env))
+                rate = await runs_per_s(engine, runs)
+                remote = await checkpoint_round_trips(engine, decisions)
+    return {"store": kind, "workers": count, "runs": runs, "steps": STEPS, "runs_per_s": round(rate, 2),
+            "checkpoint_rt_ms": {"remote_p50": round(statistics.median(remote) * 1000, 1),
+                                 "remote_p95": round(percentile(remote, 0.95) * 1000, 1)}}
+
+
+async def bench_store(kind: str, args: argparse.Namespace) -> None:
+    runs = 10 if args.quick else 40
+    decisions = 20 if args.quick else 60
+    counts = [int(n) for n in args.workers.split(",")]
+    if args.only in (None, "scaling"):
+        results: dict[int, list[dict[str, Any]]] = {count: [] for count in counts}
+        for _ in range(args.repeat):  # interleaved, so a change of load touches every count alike
+            for count in counts:
+                line = await scaling(kind, count, runs, decisions)
+                results[count].append(line)
+                emit(line)
+        if args.repeat > 1:
+            for count, lines in results.items():
+                emit({"store": kind, "workers": count, "repeats": len(lines),
+                      "runs_per_s_median": statistics.median(line["runs_per_s"] for line in lines),
+                      "remote_p50_median": statistics.median(line["checkpoint_rt_ms"]["remote_p50"] for line in lines)})
+        with tempfile.TemporaryDirectory() as tmp:
+            async with database(kind, Path(tmp)) as url:
+                env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="local")
+                async with face(env, drive="always") as serve:
+                    local = await checkpoint_round_trips(serve, decisions)
+                emit({"store": kind, "checkpoint_rt_ms": {
+                    "serve_p50": round(statistics.median(local) * 1000, 1),
+                    "serve_p95": round(percentile(local, 0.95) * 1000, 1)}})
+    if args.only in (None, "takeover"):
+        lease_s = 2.0
+        with tempfile.TemporaryDirectory() as tmp:
+            async with database(kind, Path(tmp)) as url:
+                env = environment(Path(tmp), url, steps=2, delay_s=30.0, lease_s=lease_s, profile="quiet")
+                (Path(tmp) / "catalog" / "flows" / "slow.yaml").write_text(
+                    (Path(tmp) / "catalog" / "flows" / "relay.yaml").read_text().replace("id: relay", "id: slow"))
+                async with face(env) as engine:
+                    for how in (signal.SIGKILL, signal.SIGSTOP):
+                        took = await takeover(env, engine, 2 if args.quick else 5, lease_s, how)
+                        emit({"store": kind, "lease_s": lease_s, "signal": how.name,
+                              "takeover_s": [round(t, 2) for t in took],
+                              "takeover_max_s": round(max(took), 2), "target_s": lease_s + 1})
+    if args.full or args.only == "full":
         with tempfile.TemporaryDirectory() as tmp:
             async with database(kind, Path(tmp)) as url:
                 env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
                 async with face(env) as engine:
-                    print(json.dumps({"store": kind, "full_size": await full_size(env, engine, 500, 4, 4)}),
-                          flush=True)
+                    emit({"store": kind, "full_size": await full_size(env, engine, 500, 4, 4)})
 
 
 async def main() -> None:
@@ -240,7 +265,9 @@ async def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs and decisions")
     parser.add_argument("--full", action="store_true", help="also 500 runs from 4 processes with 4 workers")
     parser.add_argument("--stores", default="sqlite,postgres")
-    parser.add_argument("--only", choices=["takeover"], help="just the take-over measurement")
+    parser.add_argument("--only", choices=["takeover", "scaling", "full"], help="just one of the measurements")
+    parser.add_argument("--workers", default="1,2,4", help="worker counts to measure")
+    parser.add_argument("--repeat", type=int, default=1, help="measure each worker count this many times")
     args = parser.parse_args()
     for kind in args.stores.split(","):
         await bench_store(kind, args)

@@ -74,6 +74,8 @@ class Leases:
         self.owner = owner or lease_owner()
         self.held: set[str] = set()
         self._started_at = now().isoformat()
+        self._dead: list[str] = []
+        self._dead_checked: float | None = None
 
     @property
     def claims_all(self) -> bool:
@@ -101,9 +103,15 @@ class Leases:
         return claimed
 
     async def dead_owners(self) -> list[str]:
-        """Lease holders on this host whose process is gone."""
-        owners = {lease.owner for lease in await self.store.leases() if lease.owner and lease.owner != self.owner}
-        return sorted(owner for owner in owners if owner_gone(owner))
+        """Lease holders on this host whose process is gone. Looked up at most every third of
+        the lease time (reading every lease costs a query, and a claim woken by new work does
+        not need it): a dead process's runs are taken over within that, well inside its lease."""
+        clock = anyio.current_time()
+        if self._dead_checked is None or clock - self._dead_checked >= self.lease_s / 3:
+            self._dead_checked = clock
+            owners = {lease.owner for lease in await self.store.leases() if lease.owner and lease.owner != self.owner}
+            self._dead = sorted(owner for owner in owners if owner_gone(owner))
+        return self._dead
 
     async def release(self, run_ids: Sequence[str]) -> None:
         mine = [run_id for run_id in run_ids if run_id in self.held]

@@ -17,7 +17,7 @@ from ..flows.errors import NotFound, UsageError
 from ..flows.events import ChatEventData, Event
 from ..flows.redact import Redactor
 from .codec import EncodedEvent, _corrupt, _dump, encode_events, format_time
-from .ops import Op, Planned, Transaction, _RunState
+from .transaction import Op, Planned, RunState, Transaction
 
 CHAT_EXCLUDE = {"last_seq"}
 
@@ -73,7 +73,7 @@ class CreateChat(Op[tuple[Chat, list[Event]]]):
             (self.chat.id, self.chat.id)).fetchall()
         if clash:
             raise UsageError(f"chat {self.chat.id} already exists", code="already_exists", chat_id=self.chat.id)
-        state = _RunState(version=1, last_seq=0)
+        state = RunState(version=1, last_seq=0)
         events = tx.append_events(self.chat.id, state, self.events)
         row = self.encoded
         tx.conn.execute(
@@ -107,7 +107,7 @@ class AppendChat(Op[list[Event]]):
         rows = tx.conn.execute("SELECT last_seq FROM chats WHERE id = ?", (self.chat_id,)).fetchall()
         if not rows:
             raise NotFound(f"chat {self.chat_id} not found", chat_id=self.chat_id)
-        state = _RunState(version=1, last_seq=rows[0][0])
+        state = RunState(version=1, last_seq=rows[0][0])
         events = tx.append_events(self.chat_id, state, self.events)
         if self.encoded is not None:
             tx.conn.execute("UPDATE chats SET json = ?, last_seq = ?, updated_at = ? WHERE id = ?",

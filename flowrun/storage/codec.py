@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import Any, TypeVar, get_args
+from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticSerializationError
@@ -80,50 +80,67 @@ def _dump(model: BaseModel, what: str, **kwargs: Any) -> str:
 
 
 class StepMemo:
-    """The JSON of the step objects last encoded per run. The state machines copy a run with
-    only the changed step replaced, so an unchanged step is the same object: its JSON is reused
-    instead of serialized again on every commit."""
+    """The step objects last stored, and last read, per run, with their JSON. The state machines
+    copy a run with only the changed step replaced, so an unchanged step is the same (frozen)
+    object: what was stored or read from the store is redacted already and its JSON is known,
+    so neither is done again on every commit (a 20-step run's redaction walk was most of a
+    commit's cost). Two generations per run, so a read by another task (a status check) does
+    not make the driver's copy unknown."""
 
     def __init__(self, capacity: int = 4096) -> None:
         self._capacity = capacity
-        self._runs: OrderedDict[str, tuple[tuple[StepRun, ...], tuple[str, ...]]] = OrderedDict()
+        self._stored: OrderedDict[str, tuple[tuple[StepRun, ...], tuple[str, ...]]] = OrderedDict()
+        self._read: OrderedDict[str, tuple[tuple[StepRun, ...], tuple[str, ...]]] = OrderedDict()
+
+    def _known(self, run_id: str, index: int, step: StepRun) -> str | None:
+        for generations in (self._stored, self._read):
+            objects, jsons = generations.get(run_id, ((), ()))
+            if index < len(objects) and objects[index] is step:
+                return jsons[index]
+        return None
+
+    def stored(self, run_id: str, index: int, step: StepRun) -> bool:
+        """Is `step` the very object stored or read (so redacted) at `index` of run `run_id`?"""
+        return self._known(run_id, index, step) is not None
+
+    def read(self, run: Run, jsons: tuple[str, ...]) -> None:
+        """`run` was just decoded from these step rows."""
+        self._put(self._read, run.id, tuple(run.steps), jsons)
 
     def encode(self, run: Run) -> tuple[str, ...]:
-        objects, jsons = self._runs.get(run.id, ((), ()))
         encoded = tuple(
-            jsons[i]
-            if i < len(objects) and objects[i] is step
-            else _dump(step, f"step {step.index} of run {run.id}")
+            self._known(run.id, i, step) or _dump(step, f"step {step.index} of run {run.id}")
             for i, step in enumerate(run.steps)
         )
-        self._runs[run.id] = (tuple(run.steps), encoded)
-        self._runs.move_to_end(run.id)
-        while len(self._runs) > self._capacity:
-            self._runs.popitem(last=False)
+        self._put(self._stored, run.id, tuple(run.steps), encoded)
         return encoded
 
+    def _put(self, generations: OrderedDict[str, tuple[tuple[StepRun, ...], tuple[str, ...]]], run_id: str,
+             steps: tuple[StepRun, ...], jsons: tuple[str, ...]) -> None:
+        generations[run_id] = (steps, jsons)
+        generations.move_to_end(run_id)
+        while len(generations) > self._capacity:
+            generations.popitem(last=False)
 
-def redact_run(run: Run, redactor: Redactor, *, new: bool = False) -> Run:
+
+def redact_run(run: Run, redactor: Redactor, *, new: bool = False, memo: StepMemo | None = None) -> Run:
     """The run with every secret it carries replaced (the same object when there is none). The
-    frozen template is looked at only for a new run: it never changes after."""
+    frozen template is looked at only for a new run: it never changes after; with `memo`, a
+    step stored before as this very object (see `StepMemo`) is not looked at again."""
     update: dict[str, Any] = {}
     for name in type(run).model_fields:
         if name == "flow" and not new:
             continue
         value = getattr(run, name)
-        redacted = redactor.redact_obj(value)
+        if name == "steps" and memo is not None:
+            steps = [step if memo.stored(run.id, i, step) else redactor.redact_obj(step)
+                     for i, step in enumerate(value)]
+            redacted: Any = value if all(a is b for a, b in zip(steps, value, strict=True)) else steps
+        else:
+            redacted = redactor.redact_obj(value)
         if redacted is not value:
             update[name] = redacted
     return run.model_copy(update=update) if update else run
-
-
-M = TypeVar("M")
-
-
-def redact_all(items: Sequence[M], redactor: Redactor) -> list[M]:
-    """Events, transcript entries or records with their secrets replaced (for a store that
-    redacts before it encodes; `encode_events(..., redactor)` does both)."""
-    return [redactor.redact_obj(item) for item in items]
 
 
 def encode_run(run: Run, *, new: bool = False, memo: StepMemo | None = None) -> EncodedRun:

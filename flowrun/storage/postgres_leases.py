@@ -11,15 +11,13 @@ announced on the `flowrun_work` channel, which wakes every listening store's `wa
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
-import psycopg
 
 from ..flows.enums import RunStatus
-from ..flows.errors import UsageError
 from .base import LeaseRow, WorkerRow
+from .common import check_lease
 from .postgres_writer import WORK_CHANNEL
 
 NOW = "extract(epoch from clock_timestamp())"
@@ -32,24 +30,12 @@ class PostgresLeases:
     _work: anyio.Event | None
     _work_flag: bool
 
-    def _reading(self, snapshot: bool = False) -> AbstractAsyncContextManager[psycopg.AsyncConnection[Any]]:
+    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, lease: bool = False) -> list[Any]:
         raise NotImplementedError
 
-    async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> list[Any]:
-        raise NotImplementedError
-
-    async def claim_runs(
-        self,
-        owner: str,
-        *,
-        lease_s: float,
-        limit: int = 1,
-        run_ids: Sequence[str] | None = None,
-        dead_owners: Sequence[str] = (),
-    ) -> list[str]:
-        _check(lease_s)
-        if limit < 1 or (run_ids is not None and not run_ids):
-            return []
+    async def _claim_runs(self, owner: str, lease_s: float, limit: int, run_ids: Sequence[str] | None,
+                          dead_owners: Sequence[str]) -> list[str]:
+        """`Store.claim_runs`, its arguments checked (see `StoreCore.claim_runs`)."""
         # named runs also when `owner` holds them already (claiming again renews)
         only = "AND id = ANY(%(ids)s)" if run_ids is not None else ""
         own = "OR lease_owner = %(owner)s" if run_ids is not None else ""
@@ -65,12 +51,12 @@ class PostgresLeases:
         return sorted(row[0] for row in rows)
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
-        _check(lease_s)
+        check_lease(lease_s)
         if not run_ids:
             return []
         rows = await self._rows(
             f"UPDATE runs SET lease_expires = {NOW} + %s WHERE lease_owner = %s AND id = ANY(%s) RETURNING id",
-            (lease_s, owner, list(run_ids)),
+            (lease_s, owner, list(run_ids)), lease=True,
         )
         return sorted(row[0] for row in rows)
 
@@ -92,11 +78,11 @@ class PostgresLeases:
         return float(rows[0][0])
 
     async def heartbeat(self, worker: WorkerRow, *, ttl_s: float) -> None:
-        _check(ttl_s)
+        check_lease(ttl_s)
         await self._rows(
             f"INSERT INTO workers (id, kind, drives, started_at, expires) VALUES (%s, %s, %s, %s, {NOW} + %s) "
             "ON CONFLICT (id) DO UPDATE SET expires = excluded.expires, drives = excluded.drives RETURNING id",
-            (worker.id, worker.kind, worker.drives, worker.started_at, ttl_s),
+            (worker.id, worker.kind, worker.drives, worker.started_at, ttl_s), lease=True,
         )
 
     async def remove_worker(self, worker_id: str) -> None:
@@ -108,8 +94,12 @@ class PostgresLeases:
         )
         return [WorkerRow(id=r[0], kind=r[1], drives=bool(r[2]), started_at=r[3], expires=r[4]) for r in rows]
 
+    def _announced(self, run_id: str) -> bool:
+        raise NotImplementedError
+
     async def announce_work(self, run_id: str) -> None:
-        await self._rows("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, run_id))
+        if not self._announced(run_id):  # the commit that made it runnable announced it already
+            await self._rows("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, run_id))
 
     async def wait_for_work(self, timeout_s: float) -> bool:
         if self._work_flag:  # announced while nobody was waiting
@@ -124,9 +114,5 @@ class PostgresLeases:
         self._work_flag = False
         return event.is_set()
 
-
-def _check(seconds: float) -> None:
-    if not seconds > 0:
-        raise UsageError(f"a lease must last more than 0 seconds, got {seconds}")
 
 

@@ -14,8 +14,10 @@ psycopg's blocking API runs in the writer's thread, one hop per transaction, as 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -26,7 +28,7 @@ from ..flows.errors import FlowrunError
 from .bus import EventBus
 from .chats import AppendChat
 from .errors import StorageCorrupt, StorageError
-from .ops import Op, Planned, Rows, StepCache, Transaction
+from .transaction import Op, Planned, Rows, StepCache, Transaction
 from .writer import GroupWriter, _Outcome
 
 logger = logging.getLogger("flowrun.storage")
@@ -38,7 +40,7 @@ _ATTEMPTS = 4
 
 
 @functools.lru_cache(maxsize=512)
-def _pg(sql: str) -> str:
+def pg_placeholders(sql: str) -> str:
     """The planner writes `?` placeholders (SQLite's); psycopg takes `%s`. No statement of
     ours has a literal `?` or `%`."""
     return sql.replace("?", "%s")
@@ -51,11 +53,14 @@ class PgConnection:
         self.raw = conn
 
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
-        return self.raw.execute(_pg(sql), parameters)
+        return self.raw.execute(pg_placeholders(sql), parameters)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object:
-        with self.raw.cursor() as cursor:
-            cursor.executemany(_pg(sql), list(rows))
+        """Row by row: in pipeline mode each is only queued (psycopg's `executemany` would end
+        with a round trip of its own)."""
+        statement = pg_placeholders(sql)
+        for row in rows:
+            self.raw.execute(statement, row)
         return None
 
 
@@ -96,11 +101,21 @@ class PgGroupWriter(GroupWriter):
         self._connect = connect
         self._pg_conn: PgConnection | None = None
         self._origin = origin
+        self._announced: OrderedDict[str, None] = OrderedDict()  # announced at commit: see `announced`
         super().__init__(None, label, bus, step_cache, max_batch_rows=max_batch_rows)
 
     def open(self) -> None:
         """Connect (blocking: call from a thread)."""
-        self._pg_conn = PgConnection(self._connect())
+        self._pg_conn = PgConnection(self._new_connection())
+
+    def _new_connection(self) -> psycopg.Connection[Any]:
+        raw = self._connect()
+        if not raw.autocommit:
+            raise ValueError("the writer's connection must be in autocommit mode (it sends BEGIN itself)")
+        # like SQLite's synchronous=NORMAL: survives the crash of any process, not of the database
+        # server's machine; a batch carrying a person's decision turns it on (see `_attempt`)
+        raw.execute("SET synchronous_commit = off")
+        return raw
 
     def close_connection(self) -> None:
         if self._pg_conn is not None:
@@ -112,7 +127,7 @@ class PgGroupWriter(GroupWriter):
             if conn is not None:
                 logger.warning("the connection to %s broke; reconnecting", self._label)
                 conn.raw.close()
-            self._pg_conn = conn = PgConnection(self._connect())
+            self._pg_conn = conn = PgConnection(self._new_connection())
         return conn
 
     def _transaction_sync(self, ops: list[Op[Any]]) -> tuple[list[_Outcome], Transaction]:
@@ -127,32 +142,57 @@ class PgGroupWriter(GroupWriter):
         raise AssertionError("unreachable")
 
     def _attempt(self, ops: list[Op[Any]]) -> tuple[list[_Outcome], Transaction]:
+        """One transaction in pipeline mode: statements are queued, not waited for, so a batch
+        costs two round trips (BEGIN with the reads its plan needs; then every write, the
+        notifications and COMMIT) rather than one per statement. BEGIN and COMMIT are sent as
+        statements (psycopg's own `transaction()` waits for each)."""
         conn = self._connection()
-        with conn.raw.transaction():
-            if not any(op.durable for op in ops):
-                # like SQLite's synchronous=NORMAL: survives the crash of any process, not of the
-                # database server's machine; a person's decision is flushed before it is answered
-                conn.raw.execute("SET LOCAL synchronous_commit = off")
-            tx = PgTransaction(conn, self._label, self._step_cache)
-            tx.prefetch(ops)
-            outcomes: list[_Outcome] = []
-            for op in ops:
-                try:
-                    outcomes.append(op.plan(tx))
-                except FlowrunError as refused:
-                    outcomes.append(refused)
-            tx.flush()
-            payloads = [
-                f"{run_id} {events[-1].seq} {self._origin}"
-                for outcome in outcomes if isinstance(outcome, Planned)
-                for run_id, events in outcome.published if events
-            ]
-            if payloads:
-                conn.raw.execute(
-                    "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload",
-                    (EVENTS_CHANNEL, payloads),
-                )
+        raw = conn.raw
+        try:
+            with raw.pipeline():
+                raw.execute("BEGIN")
+                if any(op.durable for op in ops):  # acknowledged means flushed to disk
+                    raw.execute("SET LOCAL synchronous_commit = on")
+                tx = PgTransaction(conn, self._label, self._step_cache)
+                outcomes: list[_Outcome] = list(tx.plan_all(ops))
+                self._notify(conn, ops, outcomes)
+                raw.execute("COMMIT")
+        except BaseException:
+            # a failed statement skipped the rest of the pipeline, COMMIT included: end the
+            # transaction it left open (if the connection itself broke, it is replaced)
+            if not raw.broken and not raw.closed:
+                with contextlib.suppress(psycopg.Error):
+                    raw.execute("ROLLBACK")
+            raise
         return outcomes, tx
+
+    def _notify(self, conn: PgConnection, ops: list[Op[Any]], outcomes: list[_Outcome]) -> None:
+        """Announce the batch's events and, on the work channel, the runs it made runnable (a
+        run created, approved, resumed, retried): delivered by PostgreSQL only on commit, so a
+        worker hears of new work as soon as it can claim it."""
+        events: list[str] = []
+        work: list[str] = []
+        for op, outcome in zip(ops, outcomes, strict=True):
+            if not isinstance(outcome, Planned):
+                continue
+            for run_id, published in outcome.published:
+                if published:
+                    events.append(f"{run_id} {published[-1].seq} {self._origin}")
+            work += op.made_runnable()
+        if events or work:
+            conn.raw.execute(
+                "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload "
+                "UNION ALL SELECT pg_notify(%s, run_id) FROM unnest(%s::text[]) AS run_id",
+                (EVENTS_CHANNEL, events, WORK_CHANNEL, work),
+            )
+            for run_id in work:
+                self._announced[run_id] = None
+            while len(self._announced) > 1024:
+                self._announced.popitem(last=False)
+
+    def announced(self, run_id: str) -> bool:
+        """Was `run_id` announced as new work when it was committed (once: the answer is used up)?"""
+        return self._announced.pop(run_id, False) is None
 
     def _translate(self, exc: Exception, op: Op[Any]) -> BaseException:
         if isinstance(exc, FlowrunError) or not isinstance(exc, psycopg.Error):

@@ -19,12 +19,11 @@ import aiosqlite
 import anyio
 
 from ..flows.enums import RunStatus
-from ..flows.errors import UsageError
 from .base import LeaseRow, WorkerRow
-from .ops import Connection, Op, Planned, Transaction
+from .common import check_lease
+from .transaction import Connection, Op, Planned, Transaction
 from .writer import GroupWriter
 
-RUNNABLE = ("pending", "running")
 _RUNNABLE_SQL = "status IN ('pending', 'running')"
 
 
@@ -100,18 +99,9 @@ class SQLiteLeases:
     async def _write(self, op: Op[list[str]]) -> list[str]:
         return await self._open_writer().submit(op)
 
-    async def claim_runs(
-        self,
-        owner: str,
-        *,
-        lease_s: float,
-        limit: int = 1,
-        run_ids: Sequence[str] | None = None,
-        dead_owners: Sequence[str] = (),
-    ) -> list[str]:
-        _check_lease(lease_s)
-        if limit < 1 or (run_ids is not None and not run_ids):
-            return []
+    async def _claim_runs(self, owner: str, lease_s: float, limit: int, run_ids: Sequence[str] | None,
+                          dead_owners: Sequence[str]) -> list[str]:
+        """`Store.claim_runs`, its arguments checked (see `StoreCore.claim_runs`)."""
         # a read first: an idle poll costs no write transaction
         where, params = _claim_where(owner, time.time(), run_ids, list(dead_owners))
         async with self._reading() as conn:
@@ -121,7 +111,7 @@ class SQLiteLeases:
         return await self._write(ClaimRuns(owner, lease_s, limit, run_ids, list(dead_owners)))
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
-        _check_lease(lease_s)
+        check_lease(lease_s)
         if not run_ids:
             return []
         marks = ",".join("?" * len(run_ids))
@@ -149,7 +139,7 @@ class SQLiteLeases:
         return time.time()
 
     async def heartbeat(self, worker: WorkerRow, *, ttl_s: float) -> None:
-        _check_lease(ttl_s)
+        check_lease(ttl_s)
         now = time.time()
         await self._write(LeaseStatement(
             "INSERT INTO workers (id, kind, drives, started_at, expires) VALUES (?, ?, ?, ?, ?) "
@@ -180,8 +170,4 @@ class SQLiteLeases:
             await event.wait()
         return event.is_set()
 
-
-def _check_lease(seconds: float) -> None:
-    if not seconds > 0:
-        raise UsageError(f"a lease must last more than 0 seconds, got {seconds}")
 

@@ -27,7 +27,7 @@ from ..flows.errors import FlowrunError
 from .bus import EventBus
 from .errors import StorageCorrupt, StorageError, StoreClosed
 from .full import full_error, is_disk_full
-from .ops import Op, Planned, StepCache, Transaction
+from .transaction import Op, Planned, StepCache, Transaction
 
 logger = logging.getLogger("flowrun.storage")
 
@@ -197,14 +197,7 @@ class GroupWriter:
             conn.execute("BEGIN IMMEDIATE")
             try:
                 tx = Transaction(conn, self._label, self._step_cache)
-                tx.prefetch(ops)
-                outcomes: list[_Outcome] = []
-                for op in ops:
-                    try:
-                        outcomes.append(op.plan(tx))
-                    except FlowrunError as refused:
-                        outcomes.append(refused)
-                tx.flush()
+                outcomes: list[_Outcome] = list(tx.plan_all(ops))
                 conn.execute("COMMIT")
             except BaseException:
                 # no transaction may be open (BEGIN itself failed), or SQLite already rolled back

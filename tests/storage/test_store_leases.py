@@ -10,7 +10,9 @@ import anyio
 import pytest
 
 from flowrun.flows import machine
+from flowrun.flows.enums import DecisionKind, RunStatus
 from flowrun.flows.errors import UsageError
+from flowrun.flows.run import Decision
 from flowrun.storage import WorkerRow
 from tests.storekinds import AnyStore, StoreKind
 
@@ -129,3 +131,24 @@ async def test_claims_are_taken_once(tmp_path: Path, store_kind: StoreKind) -> N
         await one.claim("schedule:night_ly", {})
         assert [c.key for c in await two.list_claims("schedule:nightly")] == ["schedule:nightly:09:00"]
         assert [c.status for c in await two.list_claims("schedule:night_")] == ["taken"]
+
+
+async def test_postgres_announces_new_work_in_the_commit_that_made_it(tmp_path: Path, postgres_kind: StoreKind) -> None:
+    """A decision that makes a paused run runnable wakes other processes' `wait_for_work` by
+    itself (NOTIFY in its transaction); the engine's own `announce_work` then sends nothing more."""
+    path = tmp_path / "s.db"
+    async with postgres_kind.store(path) as one, postgres_kind.store(path) as two:
+        run = await one.get_run(await runnable(one))
+        new, events = machine.pause_at(run, 0, "Look first.")
+        run, _ = await one.commit(new, events, expected_version=run.version)
+        with anyio.fail_after(WAIT):  # the creation was announced: let that pass
+            while await two.wait_for_work(0.3):
+                pass
+        new, events = machine.decide(run, Decision(kind=DecisionKind.APPROVE, actor="ana"), step=0)
+        run, _ = await one.commit(new, events, expected_version=run.version)
+        assert run.status == RunStatus.RUNNING
+        assert await two.wait_for_work(WAIT)
+        await one.announce_work(run.id)  # already announced by the commit: no second wake-up
+        assert not await two.wait_for_work(0.5)
+        await one.announce_work(run.id)  # a second announcement of the same run is sent
+        assert await two.wait_for_work(WAIT)

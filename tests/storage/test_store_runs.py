@@ -18,6 +18,7 @@ from flowrun.flows.errors import (
     UsageError,
 )
 from flowrun.flows.events import RunStatusChanged, StepStatusChanged
+from flowrun.flows.redact import Redactor
 from flowrun.flows.run import Decision, Run, StepResult, Usage
 from flowrun.storage import RecordRow, RunFilter, SQLiteStore, StoreClosed
 from tests.storekinds import AnyStore, StoreKind
@@ -420,3 +421,28 @@ async def test_cancelled_reads_leave_the_pool_usable(tmp_path: Path, store_kind:
                     await store.get_run(run.id)
         assert await store.get_run(run.id) == run
         assert [r.id for r in await store.list_runs()] == [run.id]
+
+
+async def test_every_commit_stores_its_changed_steps_redacted(tmp_path: Path, store_kind: StoreKind) -> None:
+    """Steps stored (or read) before are not walked again for secrets (`StepMemo`); a step that
+    changed is, whichever object the run came from."""
+    secret = "sk-unit-test-9f8e7d6c5b4a"
+    async with store_kind.store(tmp_path / "s.db", redactor=Redactor([secret])) as store:
+        run = make_run()
+        run, _ = await store.create_run(run, created(run))
+        new, events = machine.start(run)
+        run, _ = await store.commit(new, events, expected_version=run.version)
+        for source in ("the commit", "a read"):
+            if source == "a read":
+                run = await store.get_run(run.id)
+            index = 0 if source == "the commit" else 1
+            new, events = machine.begin_step(run, index)
+            run, _ = await store.commit(new, events, expected_version=run.version)
+            result = StepResult(outcome=Outcome.SUCCESS, summary=f"used {secret} from {source}")
+            new, events = machine.finish_step(run, index, result)
+            run, _ = await store.commit(new, events, expected_version=run.version)
+            assert secret not in run.steps[index].model_dump_json()
+        stored = await store.get_run(run.id)
+        assert [step.summary for step in stored.steps[:2]] == [
+            "used [REDACTED] from the commit", "used [REDACTED] from a read"]
+        assert secret not in stored.model_dump_json()
