@@ -36,8 +36,8 @@ from .errors import SchemaTooNew, StorageError
 from .factory import is_postgres_url
 from .migrate import load_migrations
 from .postgres_leases import PostgresLeases
-from .postgres_reads import PostgresNoteReads
 from .postgres_pool import ConnectionPool, close
+from .postgres_reads import PostgresNoteReads
 from .postgres_writer import EVENTS_CHANNEL, WORK_CHANNEL, PgGroupWriter, pg_placeholders
 
 logger = logging.getLogger("flowrun.storage")

@@ -9,8 +9,8 @@ import aiosqlite
 
 from ..flows.run import now
 from .codec import format_time
-from .ops import Op
 from .sqlite_leases import LeaseStatement
+from .transaction import Op
 
 
 class SQLiteNoteReads:
