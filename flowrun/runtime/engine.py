@@ -146,7 +146,10 @@ class Engine:
         streaming command when the sandbox outlived the process (see `continuation`), else the
         run is parked as interrupted, its sandbox kept so a retry continues. A lone CLI (`auto`,
         no worker alive) parks them all as interrupted, as a restart does. Returns the ids of
-        the runs it interrupted."""
+        the runs it interrupted.
+
+        A lone CLI leaves `pending` runs alone: nothing of them ran, and a face that only writes
+        commands (`serve --no-drive`) created them for a worker to claim when one comes."""
         if self.leases.mode is DriveMode.NEVER or (
             self.leases.mode is DriveMode.AUTO and await self.leases.workers_alive()
         ):
@@ -154,7 +157,7 @@ class Engine:
         interrupted: list[str] = []
         seen: set[str] = set()
         try:
-            while claimed := [r for r in await self.leases.claim(limit=100) if r not in seen]:
+            while claimed := [r for r in await self._claim_left_behind() if r not in seen]:
                 seen.update(claimed)
                 for run_id in claimed:
                     if await self._take(await self.deps.store.get_run(run_id), park_idle=not self.leases.claims_all):
@@ -166,13 +169,21 @@ class Engine:
                      ", ".join(interrupted))
         return interrupted
 
+    async def _claim_left_behind(self) -> list[str]:
+        """A worker claims any runnable run it may; a lone CLI only `running` ones (to park them)."""
+        if self.leases.claims_all:
+            return await self.leases.claim(limit=100)
+        running = [lease.run_id for lease in await self.deps.store.leases() if lease.status == RunStatus.RUNNING]
+        return await self.leases.claim(running, limit=len(running), from_dead=True) if running else []
+
     async def _take(self, run: Run, *, park_idle: bool = False) -> bool:
         """Drive a run this process has just claimed; True if it was parked as interrupted
-        instead (a step in flight that cannot re-attach; with `park_idle`, any run)."""
+        instead (a step in flight that cannot re-attach; with `park_idle`, any running run:
+        a pending one is left pending, for a worker)."""
         if run.id in self._active:
             return False
-        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-            await self.leases.release([run.id])  # parked meanwhile: nothing to do
+        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or (park_idle and run.status == RunStatus.PENDING):
+            await self.leases.release([run.id])  # parked meanwhile, or not ours to park: nothing to do
             return False
         planned = await self._continuation(run) if continuation.in_flight(run) is not None else None
         if planned is not None:

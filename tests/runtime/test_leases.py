@@ -74,6 +74,7 @@ async def test_a_face_writes_and_a_worker_drives(tmp_path: Path, store_kind: Sto
         run = await parked(face, run)
         assert run.status == RunStatus.COMPLETED
         assert step_starts(await face.events(ANA, run.id)) == Counter({0: 1, 1: 1, 2: 1})
+        await worker.idle()  # its task ends just after the run parks
         assert worker.leases.held == set()  # released once the run parked
         assert [lease.owner for lease in await face.deps.store.leases()] == []
 
@@ -170,3 +171,25 @@ async def test_sigterm_like_drain_hands_runs_over_at_a_step_boundary(tmp_path: P
 async def test_a_lease_of_a_dead_process_is_free_at_once() -> None:
     assert owner_gone("nowhere-else:1:abc") is False  # another host: wait for the lease
     assert owner_gone(f"{__import__('socket').gethostname()}:999999999:abc") is True
+
+
+async def test_a_lone_cli_leaves_pending_runs_pending_for_a_worker(tmp_path: Path, store_kind: StoreKind) -> None:
+    """Runs a face-only server created wait for a worker: a CLI starting with no worker alive
+    parks runs left `running` by a dead driver, but never marks a run that never ran interrupted."""
+    cat = catalog(STEPS[:2])
+    async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                              config=config("never", "serve")) as face:
+        waiting = [await face.start_run(ANA, "test-flow") for _ in range(3)]
+    async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                              config=config("auto", "cli")) as cli:
+        assert await cli.recover() == []
+        for run in waiting:
+            assert (await cli.get_run(ANA, run.id)).status == RunStatus.PENDING
+        assert not cli._active and cli.leases.held == set()
+        assert {lease.owner for lease in await cli.deps.store.leases()} == {None}
+        async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                                  config=config("always")):
+            for run in waiting:
+                done = await parked(cli, run, timeout_s=60)
+                assert done.status == RunStatus.COMPLETED
+                assert step_starts(await cli.events(ANA, run.id)) == Counter({0: 1, 1: 1})
