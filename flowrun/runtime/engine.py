@@ -18,7 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..flows import machine
-from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, LaunchKind, RunStatus, Scope
+from ..flows.enums import CheckpointMode, DecisionKind, ExecutionMode, RunStatus, Scope
 from ..flows.errors import ConcurrentUpdate, DecisionConflict, FlowrunError, NotFound, StartRefused
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
@@ -34,7 +34,7 @@ from .driver import RunDriver
 from .health import HEALTH_EVENT, get_health_event, resolve_health_event
 from .leases import DriveMode, Leases
 from .parking import release_and_record
-from .preflight import preflight, select_profile_name
+from .preflight import launch_record, preflight, select_profile_name
 from .snapshots import Snapshots
 from .step import release_sandbox
 
@@ -292,8 +292,10 @@ class Engine:
                 code="missing_parameters", missing=missing,
             )
         launch = launch or Launch()
-        profile = select_profile_name(self.deps.catalog, sandbox_profile, bound, template.defaults.sandbox_profile)
-        await preflight(self.deps, template, profile, bound, launch)
+        record = await launch_record(self.deps, actor.workspace, launch)
+        profile = select_profile_name(self.deps.catalog, sandbox_profile, bound, template.defaults.sandbox_profile,
+                                      record)
+        await preflight(self.deps, template, profile, bound, record)
         run = Run(
             workspace=actor.workspace, flow=template, params=bound, started_by=actor.id, launch=launch,
             sandbox_profile=profile,
@@ -301,10 +303,8 @@ class Engine:
             checkpoint_mode=CheckpointMode(checkpoint_mode or template.defaults.checkpoint_mode),
             owner=self.deps.config.owner,
         )
-        if launch.kind == LaunchKind.RECORD and launch.ref:
-            record = await self.deps.store.get_record(launch.ref)
-            if record is not None and record.kind in ("plan", "initiative"):
-                run = run.model_copy(update={"links": run.links.model_copy(update={record.kind: record.id})})
+        if record is not None:
+            run = run.model_copy(update={"links": run.links.model_copy(update={record.kind: record.id})})
         run = machine.create(run)
         created = RunCreated(
             flow=template.id, params=bound, started_by=actor.id, execution_mode=run.execution_mode.value,

@@ -13,89 +13,39 @@ login link `flowrun serve` prints (a session cookie); without it a page asks for
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import HTTPConnection, Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..flows.enums import ExecutionMode, RunStatus, TaskState
 from ..flows.enums import Scope as AccessScope
-from ..flows.errors import FlowrunError, NotFound, PermissionDenied
+from ..flows.errors import FlowrunError
 from ..runtime.access import Actor
 from ..tools.face import EngineSlot
 from .chats import ChatSlot
-from .render import make_env
+from .pagebase import (
+    UNAUTHENTICATED,
+    Authenticate,
+    PageBase,
+    SecureHeaders,
+    json_error,
+    json_response,
+)
 from .runpage import page_context, progress_view
 
-Authenticate = Callable[[HTTPConnection], Awaitable[Actor | None]]
 STATIC_DIR = Path(__file__).resolve().parent / "static"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-SECURITY_HEADERS = {
-    "content-security-policy": CSP,
-    "x-frame-options": "DENY",
-    "x-content-type-options": "nosniff",
-    "referrer-policy": "same-origin",
-}
 SESSIONS_LIMIT = 200
 
 
-class SecureHeaders:
-    """Adds the security headers to every HTTP response of the wrapped app."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def send_secure(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = [(k, v) for k, v in message.get("headers", []) if k.decode().lower() not in SECURITY_HEADERS]
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                message = {**message, "headers": headers}
-            await send(message)
-
-        await self.app(scope, receive, send_secure)
-
-
-def run_page_url(public_url: str, run_id: str) -> str:
-    """Where a run's page lives (what the CLI prints and the MCP tools hand out)."""
-    return f"{public_url.rstrip('/')}/runs/{run_id}"
-
-
-class Pages:
+class Pages(PageBase):
     def __init__(self, slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None) -> None:
+        super().__init__(authenticate)
         self.slot = slot
-        self.authenticate = authenticate
         self.chats = chats
-        self.env = make_env()
-
-    def html(self, template: str, status: int = 200, **context: Any) -> HTMLResponse:
-        body = self.env.get_template(template).render(**context)
-        return HTMLResponse(body, status_code=status, headers={"cache-control": "no-store", **SECURITY_HEADERS})
-
-    def part(self, template: str, **context: Any) -> str:
-        return self.env.get_template(template).render(**context)
-
-    async def _actor(self, request: Request) -> Actor | None:
-        return await self.authenticate(request)
-
-    def _signin(self) -> Response:
-        return self.html("signin.html", status=401, title="Sign in", page="signin", actor=None, module=None)
-
-    def _error(self, actor: Actor, exc: FlowrunError) -> Response:
-        status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, PermissionDenied) else 503
-        heading = {404: "Not found", 403: "Not allowed", 503: "Not available yet"}[status]
-        return self.html("error.html", status=status, title=heading, page="error", actor=actor, module=None,
-                         heading=heading, message=exc.message)
 
     # pages ---------------------------------------------------------------------------------------
 
@@ -103,15 +53,15 @@ class Pages:
         return RedirectResponse("/sessions", status_code=303)
 
     async def sessions(self, request: Request) -> Response:
-        actor = await self._actor(request)
+        actor = await self.authenticate(request)
         if actor is None:
-            return self._signin()
+            return self.signin()
         try:
             runs = await self.slot.get().list_runs(actor, limit=SESSIONS_LIMIT)
             chats = (await self.chats.chats.list_chats(actor, limit=SESSIONS_LIMIT)
                      if self.chats is not None and self.chats.chats is not None else [])
         except FlowrunError as exc:
-            return self._error(actor, exc)
+            return self.error(actor, exc)
         # runs and chats together, newest first (a chat by its newest message)
         items = sorted([("run", r.created_at, r) for r in runs] + [("chat", c.updated_at, c) for c in chats],
                        key=lambda item: item[1], reverse=True)
@@ -122,13 +72,13 @@ class Pages:
                          items=items)
 
     async def command_center(self, request: Request) -> Response:
-        actor = await self._actor(request)
+        actor = await self.authenticate(request)
         if actor is None:
-            return self._signin()
+            return self.signin()
         try:
             runs = await self.slot.get().list_runs(actor, limit=SESSIONS_LIMIT)
         except FlowrunError as exc:
-            return self._error(actor, exc)
+            return self.error(actor, exc)
         tasks = [r for r in runs if r.execution_mode == ExecutionMode.BACKGROUND]
         ctx: dict[str, Any] = {
             "tasks": tasks,
@@ -144,14 +94,14 @@ class Pages:
                          module="lists.js", **ctx)
 
     async def flows(self, request: Request) -> Response:
-        actor = await self._actor(request)
+        actor = await self.authenticate(request)
         if actor is None:
-            return self._signin()
+            return self.signin()
         try:
             engine = self.slot.get()
             flows = engine.list_flows(actor)
         except FlowrunError as exc:
-            return self._error(actor, exc)
+            return self.error(actor, exc)
         profiles = sorted(engine.deps.catalog.profiles)
         return self.html("flows.html", title="Flows", page="flows", actor=actor, module="flows.js", flows=flows,
                          profiles=profiles, can_run=AccessScope.RUN in actor.scopes)
@@ -163,13 +113,13 @@ class Pages:
         return page_context(run, events, actor)
 
     async def run(self, request: Request) -> Response:
-        actor = await self._actor(request)
+        actor = await self.authenticate(request)
         if actor is None:
-            return self._signin()
+            return self.signin()
         try:
             ctx = await self._run_context(actor, request.path_params["run_id"])
         except FlowrunError as exc:
-            return self._error(actor, exc)
+            return self.error(actor, exc)
         run = ctx["run"]
         return self.html("run.html", title=f"{run.flow.name} · {run.id}", page="run", module="run.js", **ctx)
 
@@ -177,9 +127,9 @@ class Pages:
         """The run page's regions as they are now, for the client to swap in: the header, banners,
         summary and timeline always (small), and the transcript sections that changed after
         `after_seq`."""
-        actor = await self._actor(request)
+        actor = await self.authenticate(request)
         if actor is None:
-            return json_response({"code": "unauthenticated", "message": "Sign in with the login link."}, 401)
+            return json_response(UNAUTHENTICATED, 401)
         try:
             after = int(request.query_params.get("after_seq", "0"))
         except ValueError:
@@ -187,8 +137,7 @@ class Pages:
         try:
             ctx = await self._run_context(actor, request.path_params["run_id"])
         except FlowrunError as exc:
-            status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, PermissionDenied) else 503
-            return json_response({"code": exc.code, "message": exc.message}, status)
+            return json_error(exc)
         regions = [{"id": rid, "html": self.part(tpl, **ctx)} for rid, tpl in (
             ("run-head", "run_head.html"), ("banners", "run_banners.html"), ("summary", "run_summary.html"),
             ("timeline", "run_timeline.html"))]
@@ -203,19 +152,14 @@ class Pages:
         """The Flow progress overlay's data (plain JSON; the overlay builds its DOM with
         textContent): status, steps, the checkpoint waiting with the completed step's artifact
         links, and the newest decision with who made it."""
-        actor = await self._actor(request)
+        actor = await self.authenticate(request)
         if actor is None:
-            return json_response({"code": "unauthenticated", "message": "Sign in with the login link."}, 401)
+            return json_response(UNAUTHENTICATED, 401)
         try:
             run = await self.slot.get().get_run(actor, request.path_params["run_id"])
         except FlowrunError as exc:
-            status = 404 if isinstance(exc, NotFound) else 403 if isinstance(exc, PermissionDenied) else 503
-            return json_response({"code": exc.code, "message": exc.message}, status)
+            return json_error(exc)
         return json_response(progress_view(run, actor))
-
-
-def json_response(body: Any, status: int = 200) -> JSONResponse:
-    return JSONResponse(body, status_code=status, headers={"cache-control": "no-store", **SECURITY_HEADERS})
 
 
 def page_routes(slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None) -> list[BaseRoute]:

@@ -38,6 +38,41 @@ def test_plans_add_list_update_show_and_launch(home: Path, capsys: pytest.Captur
     assert "Pre-flight failed: the record 'plan_nope'" in capsys.readouterr().err
 
 
+QUICK_FLOW = "id: quick\nname: Quick\ndefaults: {sandbox_profile: quiet}\nsteps:\n  - {name: Review, skill: review}\n"
+REVIEW_SKILL = "slug: review\ninstructions: Review {{ record.title }}.\nallowed_tools: []\noutput_schema: {type: object}\n"
+REVIEW_SCRIPT = "skill: review\nturns:\n  - tools:\n      - {name: submit_result, input: {outcome: success, summary: ok}}\n"
+
+
+def test_a_plans_repository_chooses_the_profile_unless_one_is_given(
+        home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    root, scripts = tmp_path / "catalog", tmp_path / "scripts"
+    for folder in (root / "flows", root / "skills", root / "profiles", scripts):
+        folder.mkdir(parents=True)
+    (root / "flows" / "quick.yaml").write_text(QUICK_FLOW)
+    (root / "skills" / "review.yaml").write_text(REVIEW_SKILL)
+    (root / "profiles" / "quiet.yaml").write_text("name: quiet\nbackend: noop\n")
+    (root / "profiles" / "tools.yaml").write_text("name: tools\nbackend: noop\nrepository_id: acme/tools\n")
+    (scripts / "review.yaml").write_text(REVIEW_SCRIPT)
+    monkeypatch.setenv("FLOWRUN_PATH", str(root))
+    monkeypatch.setenv("FLOWRUN_SCRIPTS", str(scripts))
+
+    def add(repository: str) -> str:
+        assert main(["plans", "add", "--title", "Tidy", "--repository", repository]) == 0
+        found = re.search(r"plan_\w+", capsys.readouterr().out)
+        assert found
+        return found.group()
+
+    plan = add("acme/tools")
+    for extra, profile in (([], "tools"), (["--profile", "quiet"], "quiet")):
+        assert main(["run", "quick", "--record", plan, "--yes", *extra]) == 0
+        out = capsys.readouterr().out
+        assert f"profile {profile} " in out and f"plan: {plan}" in out and "completed" in out
+    nowhere = add("acme/nowhere")
+    assert main(["run", "quick", "--record", nowhere, "--yes", "-q"]) == 1
+    err = capsys.readouterr().err
+    assert f"the repository 'acme/nowhere' of plan '{nowhere}'" in err and "repository_id: acme/nowhere" in err
+
+
 def test_schedules_and_notifications_without_any(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schedules"]) == 0
     assert "no Flow has a schedule" in capsys.readouterr().out

@@ -105,3 +105,36 @@ async def test_preflight_refuses_a_missing_record_or_repository(tmp_path: Path) 
             await engine.start_run(ANA, "test-flow", launch=Launch(kind=LaunchKind.RECORD, ref=elsewhere.id))
         assert refused.value.code == "preflight_failed"
         assert await engine.list_runs(ANA) == []  # nothing was started, nothing counted
+
+
+async def test_the_records_repository_chooses_the_profile_and_an_explicit_one_wins(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, plan_catalog(), scripts(plan=[submit(), submit()])) as engine:
+        store = engine.deps.store
+        plan = await create_record(store, ANA, "plan", "CSV export", repository="orcette/insights")
+        launch = Launch(kind=LaunchKind.RECORD, ref=plan.id)
+        assert engine.deps.catalog.flow("test-flow").defaults.sandbox_profile != "insights"
+        chosen = await engine.start_run(ANA, "test-flow", launch=launch)
+        assert chosen.sandbox_profile == "insights"  # as a `repositoryId` parameter would
+        explicit = await engine.start_run(ANA, "test-flow", launch=launch, sandbox_profile="noop")
+        assert explicit.sandbox_profile == "noop"
+        await engine.idle(10)
+        unplaced = await create_record(store, ANA, "plan", "No repository")
+        assert (await engine.start_run(ANA, "test-flow", launch=Launch(kind=LaunchKind.RECORD, ref=unplaced.id))
+                ).sandbox_profile == "noop"  # no repository: the Flow's default
+        theirs = await create_record(store, ELSEWHERE, "plan", "Not yours", repository="orcette/insights")
+        with pytest.raises(StartRefused, match=f"record {theirs.id!r} this Flow runs against is missing"):
+            await engine.start_run(ANA, "test-flow", launch=Launch(kind=LaunchKind.RECORD, ref=theirs.id))
+
+
+async def test_a_record_whose_repository_has_no_profile_is_refused_naming_it(tmp_path: Path) -> None:
+    async with running_engine(tmp_path, plan_catalog(), scripts()) as engine:
+        plan = await create_record(engine.deps.store, ANA, "plan", "Elsewhere", repository="acme/unknown")
+        for explicit in (None, "noop"):  # an explicit profile does not make the repository reachable
+            with pytest.raises(StartRefused) as refused:
+                await engine.start_run(ANA, "test-flow", launch=Launch(kind=LaunchKind.RECORD, ref=plan.id),
+                                       sandbox_profile=explicit)
+            assert refused.value.code == "preflight_failed"
+            assert f"repository 'acme/unknown' of plan {plan.id!r}" in refused.value.message
+            assert "repository_id: acme/unknown" in refused.value.message
+            assert refused.value.details["repository"] == "acme/unknown"
+        assert await engine.list_runs(ANA) == []

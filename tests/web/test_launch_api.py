@@ -62,3 +62,20 @@ async def test_records_launch_schedules_and_notifications(tmp_path: Path) -> Non
                     break
                 await anyio.sleep(0.1)
         assert (await http.get(f"/api/runs/{run['id']}")).json()["status"] == "completed"
+
+
+async def test_a_record_launch_takes_its_repositorys_profile_over_the_api(tmp_path: Path) -> None:
+    env = hook_env(tmp_path)
+    (Path(env["FLOWRUN_PATH"]) / "profiles" / "tools.yaml").write_text("name: tools\nbackend: noop\nrepository_id: acme/tools\n")
+    params = {"repository": "acme/tools", "pr_number": 1}
+    async with served(env) as s, s.http() as http:
+        plan = (await http.post("/api/records", json={"title": "Tidy", "repository": "acme/tools"})).json()
+        chosen = (await http.post("/api/runs", json={"flow_id": "pr-review", "record_id": plan["id"], "params": params})).json()
+        assert chosen["sandbox_profile"] == "tools" and chosen["plan"] == plan["id"]  # the Flow's default is `quiet`
+        explicit = (await http.post("/api/runs", json={"flow_id": "pr-review", "record_id": plan["id"], "params": params,
+                                                       "sandbox_profile": "quiet"})).json()
+        assert explicit["sandbox_profile"] == "quiet"  # an explicit profile wins
+        nowhere = (await http.post("/api/records", json={"title": "Lost", "repository": "acme/nowhere"})).json()
+        refused = await http.post("/api/runs", json={"flow_id": "pr-review", "record_id": nowhere["id"], "params": params})
+        assert (refused.status_code, refused.json()["code"]) == (409, "preflight_failed")
+        assert f"'acme/nowhere' of plan '{nowhere['id']}'" in refused.json()["message"]
