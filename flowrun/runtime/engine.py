@@ -131,10 +131,10 @@ class Engine:
         """Whether it was recorded: a store that cannot be written (a full disk) leaves the run as it
         is, for the next process to start to record."""
         new, events = machine.interrupt(run, reason)
-        try:
-            await self.deps.store.commit(new, events, expected_version=new.version)
-        except ConcurrentUpdate:
-            log.info("run %s changed while being marked interrupted", run.id)
+        try:  # fenced: only while this process holds the run's lease
+            await self.deps.store.commit(new, events, expected_version=new.version, lease_owner=self.leases.owner)
+        except ConcurrentUpdate:  # LeaseLost included
+            log.info("run %s changed (or was taken over) while being marked interrupted", run.id)
         except StorageError as exc:
             log.warning("run %s left as stored: %s", run.id, exc.message)
             return False
@@ -222,11 +222,17 @@ class Engine:
             active.lease_lost = True
             active.scope.cancel()
 
-    async def drain(self, grace_s: float) -> None:
-        """A graceful stop (SIGTERM to a worker): claim nothing more, let each run stop at its
-        next step boundary for up to `grace_s`; leaving the engine then releases the leases, so
-        another worker takes the runs over. Steps still running after the grace are cancelled."""
+    def stop_claiming(self) -> None:
+        """A graceful stop has begun: claim no more runs, and stop each run driven here at its
+        next step boundary (`drain` then waits for them)."""
         self._draining = True
+
+    async def drain(self, grace_s: float) -> None:
+        """A graceful stop (SIGTERM to a worker or to `serve`): claim nothing more, let each run
+        stop at its next step boundary for up to `grace_s`; leaving the engine then releases the
+        leases, so another worker takes the runs over. Steps still running after the grace are
+        cancelled."""
+        self.stop_claiming()
         with anyio.move_on_after(grace_s):
             while self._active:
                 await next(iter(self._active.values())).done.wait()
@@ -254,6 +260,11 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def active_runs(self) -> int:
+        """How many runs this process is driving right now."""
+        return len(self._active)
 
     # starting -----------------------------------------------------------------------------------
 
@@ -329,9 +340,10 @@ class Engine:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_for_cancel, run, active)
                     try:
-                        driver = RunDriver(self.deps, run, resume_step)
+                        driver = RunDriver(self.deps, run, resume_step, fence=self.leases.owner)
                         driver.should_stop = lambda: self._draining
                         await driver.drive()
+                        active.lease_lost = active.lease_lost or driver.lease_lost
                     except StorageError as exc:  # the store failed (a full disk): stop, say so, keep reading
                         log.error("run %s stopped: %s", run.id, exc.message)
                         self.halted[run.id] = exc
@@ -350,6 +362,9 @@ class Engine:
                         await release_and_record(self.deps, run.id, keep=True)
         finally:
             self._active.pop(run.id, None)
+            if active.lease_lost:  # another process drives it now: let go of it without a word
+                self.leases.held.discard(run.id)
+                self.deps.sandboxes.pop(run.id, None)
             if not self._closing:  # at shutdown, `_interrupt_active` decides what happens to it
                 with anyio.CancelScope(shield=True):
                     try:
@@ -398,7 +413,7 @@ class Engine:
             return
         new, events = machine.interrupt(run, f"Internal error ({type(exc).__name__}: {exc}); retry continues the run.")
         try:
-            await self.deps.store.commit(new, events, expected_version=new.version)
+            await self.deps.store.commit(new, events, expected_version=new.version, lease_owner=self.leases.owner)
         except ConcurrentUpdate:
             log.info("run %s changed while recording its crash", run_id)
         except StorageError as again:

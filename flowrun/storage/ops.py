@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..flows.errors import ConcurrentUpdate, DecisionConflict, NotFound, StartRefused, UsageError
+from ..flows.errors import (
+    ConcurrentUpdate,
+    DecisionConflict,
+    LeaseLost,
+    NotFound,
+    StartRefused,
+    UsageError,
+)
 from ..flows.events import DecisionRecorded, Event
 from ..flows.run import Run, now
 from .base import DecisionRow
@@ -86,6 +93,7 @@ class _RunState:
     insert: bool = False  # created in this transaction
     row: EncodedRun | None = None  # full row to write; None: only last_seq moved
     touched: bool = False
+    lease_owner: str | None = None  # the engine process driving it (fenced writes must be its)
 
 
 @dataclass(slots=True)
@@ -129,9 +137,10 @@ class Transaction:
         """Read every run row and decision the batch names, a few queries for the whole batch."""
         run_ids = sorted({run_id for op in ops for run_id in op.run_ids()} - self._runs.keys())
         for row in self._rows_in(
-            "SELECT id, version, last_seq FROM runs WHERE id IN ({}) ORDER BY id" + self.LOCK_ROWS, run_ids
+            "SELECT id, version, last_seq, lease_owner FROM runs WHERE id IN ({}) ORDER BY id" + self.LOCK_ROWS,
+            run_ids,
         ):
-            self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2])
+            self._runs[row[0]] = _RunState(version=row[1], last_seq=row[2], lease_owner=row[3])
         for run_id in run_ids:
             self._runs.setdefault(run_id, None)
         decision_ids = sorted({d for op in ops for d in op.decision_ids()} - self._decisions.keys())
@@ -153,18 +162,26 @@ class Transaction:
         if run_id not in self._runs:
             rows = list(
                 self.conn.execute(
-                    "SELECT version, last_seq FROM runs WHERE id = ?" + self.LOCK_ROWS, (run_id,)
+                    "SELECT version, last_seq, lease_owner FROM runs WHERE id = ?" + self.LOCK_ROWS, (run_id,)
                 ).fetchall()
             )
             self._runs[run_id] = (
-                _RunState(version=rows[0][0], last_seq=rows[0][1]) if rows else None
+                _RunState(version=rows[0][0], last_seq=rows[0][1], lease_owner=rows[0][2]) if rows else None
             )
         return self._runs[run_id]
 
-    def existing_run(self, run_id: str, expected_version: int | None = None) -> _RunState:
+    def existing_run(self, run_id: str, expected_version: int | None = None, fence: str | None = None) -> _RunState:
+        """The run's stored state. `fence`: the lease owner the write comes from; refused with
+        `LeaseLost` when another process holds the run's lease now (or nobody does)."""
         state = self.run(run_id)
         if state is None:
             raise NotFound(f"run {run_id} not found", run_id=run_id)
+        if fence is not None and state.lease_owner != fence:
+            raise LeaseLost(
+                f"run {run_id} is no longer driven by {fence} (its lease is {state.lease_owner or 'free'}); "
+                "this process must stop driving it",
+                run_id=run_id, owner=fence, holder=state.lease_owner,
+            )
         if expected_version is not None and state.version != expected_version:
             raise ConcurrentUpdate(
                 f"run {run_id} changed under you: you expected version {expected_version}, it is at "
@@ -416,6 +433,7 @@ class Op(abc.ABC, Generic[T]):
 class AppendTranscript(Op[list[Event]]):
     run_id: str
     entries: list[EncodedEvent]
+    fence: str | None = None  # the lease owner writing (see `Transaction.existing_run`)
 
     def run_ids(self) -> Iterable[str]:
         return (self.run_id,)
@@ -425,7 +443,7 @@ class AppendTranscript(Op[list[Event]]):
         return len(self.entries)
 
     def plan(self, tx: Transaction) -> Planned[list[Event]]:
-        state = tx.existing_run(self.run_id)
+        state = tx.existing_run(self.run_id, fence=self.fence)
         events = tx.append_events(self.run_id, state, self.entries)
         return Planned(events, [(self.run_id, events)])
 
@@ -487,6 +505,7 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
     expected_version: int
     decision: DecisionRow | None = None
     decision_json: str = ""
+    fence: str | None = None  # the lease owner writing (see `Transaction.existing_run`)
 
     def __post_init__(self) -> None:
         if self.decision is not None:  # encoded by the caller: a failure is the caller's alone
@@ -507,7 +526,7 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
         return self.decision is not None or any(e.type == "decision" for e in self.events)
 
     def check(self, tx: Transaction) -> _RunState:
-        state = tx.existing_run(self.run.id, self.expected_version)
+        state = tx.existing_run(self.run.id, self.expected_version, self.fence)
         if self.decision is not None:
             first = tx.stored_decision(self.decision.decision_id)
             if first is not None:

@@ -320,9 +320,11 @@ class PostgresStore(PostgresLeases, PostgresChats):
         )
 
     async def commit(self, run: Run, events: Sequence[EventData], *, expected_version: int,
-                     decision_id: str | None = None) -> tuple[Run, list[Event]]:
+                     decision_id: str | None = None, lease_owner: str | None = None) -> tuple[Run, list[Event]]:
         writer = self._open_writer()
-        return await writer.submit(self._commit_op(run, events, expected_version, decision_id))
+        op = self._commit_op(run, events, expected_version, decision_id)
+        op.fence = lease_owner
+        return await writer.submit(op)
 
     async def commit_pair(self, first: tuple[Run, Sequence[EventData], int],
                           second: tuple[Run, Sequence[EventData]], *, daily_cap: int | None = None,
@@ -350,12 +352,13 @@ class PostgresStore(PostgresLeases, PostgresChats):
         decision = decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         return CommitRun(run, encoded, encoded_events, expected_version, decision)
 
-    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly]) -> list[Event]:
+    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly], *,
+                                lease_owner: str | None = None) -> list[Event]:
         writer = self._open_writer()
         if not entries:
             return []
         entries = redact_all(entries, self.redactor)
-        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries)))
+        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries), lease_owner))
 
     async def get_run(self, run_id: str) -> Run:
         runs = await self._load_runs("WHERE id = %s", (run_id,))

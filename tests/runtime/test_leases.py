@@ -5,6 +5,7 @@ as two processes would be)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from flowrun.flows.enums import RunStatus, StepStatus
 from flowrun.flows.errors import DecisionConflict, InvalidTransition
 from flowrun.flows.run import Run
+from flowrun.llm.base import ModelRequest, StreamEvent
 from flowrun.runtime.access import Actor
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
@@ -193,3 +195,56 @@ async def test_a_lone_cli_leaves_pending_runs_pending_for_a_worker(tmp_path: Pat
                 done = await parked(cli, run, timeout_s=60)
                 assert done.status == RunStatus.COMPLETED
                 assert step_starts(await cli.events(ANA, run.id)) == Counter({0: 1, 1: 1})
+
+
+class _Stalled:
+    """The scripted provider, but the first turn of step `step` waits for `go` (a process that
+    stalled mid-step: a long GC pause, SIGSTOP, a VM frozen for a while)."""
+
+    name = "scripted"
+
+    def __init__(self, inner: Any, step: int, go: anyio.Event) -> None:
+        self.inner, self.step, self.go, self.waited = inner, step, go, anyio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if request.step == self.step and not self.waited.is_set():
+            self.waited.set()
+            await self.go.wait()
+        async for event in self.inner.stream(request):
+            yield event
+
+
+async def test_a_driver_that_stalled_past_its_lease_writes_nothing_once_taken_over(
+    tmp_path: Path, store_kind: StoreKind,
+) -> None:
+    """Engine A stalls mid-step (its model turn and its lease renewals wait) until engine B has
+    taken the run over and parked it as interrupted; then A wakes up with a tool call to make:
+    every write of A's is fenced by its lease, so A runs no tool and writes no event."""
+    cat = catalog(STEPS[:2])
+    go = anyio.Event()
+    tools = [{"name": "todo_write", "input": {"todos": []}}]
+    stalled = _Stalled(scripts(plan=[submit("planned")], build=[{"tools": tools}, submit("built")]), 1, go)
+    async with running_engine(tmp_path, cat, stalled, kind=store_kind, backends=shared(tmp_path),
+                              config=config("always")) as a:
+        renew = a.deps.store.renew_leases
+
+        async def stuck(*args: Any, **kwargs: Any) -> list[str]:
+            await go.wait()
+            return await renew(*args, **kwargs)
+
+        a.deps.store.renew_leases = stuck  # type: ignore[method-assign]
+        run = await a.start_run(ANA, "test-flow")
+        with anyio.fail_after(30):
+            await stalled.waited.wait()
+        async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                                  config=config("always")) as b:
+            taken = await parked(b, run, timeout_s=60)
+            assert taken.status == RunStatus.INTERRUPTED
+            before = [e.model_dump_json() for e in await b.events(ANA, run.id)]
+            go.set()
+            await a.idle()
+            after = await b.events(ANA, run.id)
+            assert [e.model_dump_json() for e in after] == before
+            assert not [e for e in after if e.data.type == "transcript" and getattr(e.data, "tool", None) == "todo_write"]
+            assert a.leases.held == set() and run.id not in a.deps.sandboxes
+            assert (await b.get_run(ANA, run.id)).status == RunStatus.INTERRUPTED
