@@ -176,6 +176,7 @@ def make_redactor(settings: Settings, extra: Sequence[str] = ()) -> Redactor:
 @asynccontextmanager
 async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> AsyncIterator[Engine]:
     """The store, the catalog and the engine, ready; closed in order on exit."""
+    from .logredact import redact_logs
     from .storage.factory import open_store
     from .storage.private import private_dir
 
@@ -183,6 +184,7 @@ async def open_engine(settings: Settings, *, catalog: Catalog | None = None) -> 
     catalog = catalog or load_catalog(settings)
     github = GitHub.from_env(settings.env, settings.home)
     redactor = make_redactor(settings, extra=github.tokens())
+    redact_logs(redactor)
     async with open_store(settings.database, redactor=redactor) as store:
         deps = EngineDeps(
             store=store,

@@ -202,6 +202,9 @@ async def run_stdio(settings: Settings) -> None:
     in-flight runs interrupted. A signal is not caught: the SDK reads stdin in a worker thread
     that cannot be cancelled, so the default action (exit now) is the only prompt one, and the
     next engine start marks this process's runs interrupted, as after any crash."""
+    from mcp.server.stdio import stdio_server
+
+    from .tools.jsonrpc_guard import AnsweringReadStream
     from .tools.server import build_mcp_server
 
     slot = EngineSlot()
@@ -212,6 +215,9 @@ async def run_stdio(settings: Settings) -> None:
     async with open_engine(settings) as engine:
         slot.engine = engine
         try:
-            await server.run_stdio_async()
+            async with stdio_server() as (read_stream, write_stream):
+                lowlevel = server._lowlevel_server  # what run_stdio_async serves, with bad lines answered
+                await lowlevel.run(AnsweringReadStream(read_stream, write_stream), write_stream,
+                                   lowlevel.create_initialization_options())
         finally:
             slot.engine = None

@@ -3,7 +3,8 @@
 It owns one session per open chat (a task in its task group: the agent and the run followers).
 A person's message is acknowledged once it is durably stored; the reply follows as events.
 On start it reopens the chats that have something to do: an unanswered message, a reply a
-restart cut short, a run still going.
+restart cut short, a run still going. A session with nothing to do for `idle_s` (nothing to
+answer, no run to follow) closes; the next message or subscriber opens it again from the log.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .session import ChatSession
 log = logging.getLogger("flowrun.chat")
 RECOVER_LIMIT = 200
 TITLE_CHARS = 60
+IDLE_S = 600.0
 
 
 class ChatService:
@@ -38,10 +40,11 @@ class ChatService:
         public_url: where run pages live (links in the agent's replies).
         model: the chat model string (`scripted` is the offline chat model).
         provider_for: model string -> provider, as the engine's steps get theirs.
+        idle_s: how long a session with nothing to do stays open.
     """
 
     def __init__(self, engine: Engine, *, public_url: str, model: str = "scripted",
-                 provider_for: Callable[[str], ModelProvider] | None = None) -> None:
+                 provider_for: Callable[[str], ModelProvider] | None = None, idle_s: float = IDLE_S) -> None:
         store = engine.deps.store
         if not hasattr(store, "append_chat"):
             raise UsageError(f"the store {type(store).__name__} does not keep chats")
@@ -50,6 +53,7 @@ class ChatService:
         self.public_url = public_url.rstrip("/")
         self.model = model
         self._provider_for = provider_for or engine.deps.provider_for
+        self.idle_s = idle_s
         self._sessions: dict[str, ChatSession] = {}
         self._tg: TaskGroup | None = None
 
@@ -141,7 +145,10 @@ class ChatService:
             events = await session.append_with_row([message], **changes)
         else:
             events = await self.store.append_chat(chat_id, [message])
-        session.notify(Input(events[0].seq, ChatRole.USER, text))
+        if session.closed:  # it went idle while the message was stored: a new one reads it from the log
+            await self._session(session.chat)
+        else:
+            session.notify(Input(events[0].seq, ChatRole.USER, text))
         return events[0]
 
     async def events(self, actor: Actor, chat_id: str, after_seq: int = 0, limit: int | None = None) -> list[Event]:
@@ -172,6 +179,15 @@ class ChatService:
             await session.wait_idle()
 
     # -- sessions --------------------------------------------------------------------------------------
+
+    @property
+    def open_sessions(self) -> int:
+        return len(self._sessions)
+
+    def closing(self, session: ChatSession) -> None:
+        """Called by an idle session as it closes (with no await before it returns)."""
+        if self._sessions.get(session.chat.id) is session:
+            del self._sessions[session.chat.id]
 
     async def _session(self, chat: Chat) -> ChatSession:
         session = self._sessions.get(chat.id)

@@ -61,6 +61,7 @@ class ChatSession:
         self._idle = anyio.Event()
         self._streams: dict[str, StreamRedactor] = {}  # replies being streamed, by message id
         self._row_lock = anyio.Lock()
+        self.closed = False
 
     @property
     def busy(self) -> bool:
@@ -131,7 +132,13 @@ class ChatSession:
                     continue
                 self._idle.set()
                 self._idle = anyio.Event()
-                await self._wake.wait()
+                with anyio.move_on_after(self.service.idle_s):
+                    await self._wake.wait()
+                if not self._wake.is_set() and not self.busy and not self._following:
+                    self.closed = True  # no await between the check and this: a message finds it closed
+                    self.service.closing(self)
+                    tg.cancel_scope.cancel()
+                    return
                 self._wake = anyio.Event()
 
     # -- following runs ------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ nothing is fire-and-forget. A parked run has no task at all: it is a row in the 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
@@ -325,6 +325,12 @@ class Engine:
         run, _ = await self.deps.store.create_run(run, [created], daily_cap=cap, day=datetime.now(UTC).date())
         await self._hand_over(run)
         return run
+
+    def start_background(self, fn: Callable[..., Coroutine[Any, Any, None]], *args: Any, name: str) -> None:
+        """A task that lives as long as the engine (a face's follower, e.g. a resource
+        subscription): cancelled when the engine stops."""
+        assert self._tg is not None, "the engine is not running (use `async with engine`)"
+        self._tg.start_soon(fn, *args, name=name)
 
     def _spawn(self, run: Run, resume_step: Continuation | None = None) -> None:
         assert self._tg is not None, "the engine is not running (use `async with engine`)"

@@ -1,4 +1,4 @@
-"""Plain answers to malformed MCP requests over HTTP, before the SDK's transport sees them.
+"""Plain answers to malformed MCP messages, over HTTP and over stdio.
 
 The mcp SDK's streamable HTTP transport answers a JSON body that is not a JSON-RPC message with
 -32602 (invalid *params*) and a pydantic dump of eleven validation errors, and routes a request
@@ -7,16 +7,31 @@ about `_meta` envelope keys the client never heard of. JSON-RPC says a body that
 request object is -32600 Invalid Request; a version nobody speaks deserves a message naming the
 version and the ones that are spoken. This ASGI wrapper answers those two cases itself, in one
 sentence each, and hands everything else through untouched (the body it read is replayed).
+
+Over stdio the SDK's transport turns a line it cannot validate into an exception on the read
+stream, which the server only logs: the client's request then never gets an answer and waits
+forever. `AnsweringReadStream` answers such a line itself, -32700 for a line that is not JSON and
+-32600 (with the request's id where it has a usable one) for JSON that is not a JSON-RPC message.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable, MutableMapping
-from typing import Any
+from typing import Any, Self
 
-from mcp_types import INVALID_REQUEST, UNSUPPORTED_PROTOCOL_VERSION
+import anyio
+from mcp.shared._stream_protocols import ReadStream, WriteStream
+from mcp.shared.message import SessionMessage
+from mcp_types import (
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    UNSUPPORTED_PROTOCOL_VERSION,
+    ErrorData,
+    JSONRPCError,
+)
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
+from pydantic import ValidationError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -122,3 +137,66 @@ def _replay(first: Message, receive: Receive) -> Receive:
         return pending.pop() if pending else await receive()
 
     return replay
+
+
+def _usable_id(body: Any) -> str | int | None:
+    request_id = body.get("id") if isinstance(body, dict) else None
+    return request_id if isinstance(request_id, str | int) and not isinstance(request_id, bool) else None
+
+
+def stdio_error(exc: Exception) -> JSONRPCError | None:
+    """The answer to a stdio line the SDK could not validate (`exc` is what its transport put on
+    the read stream), or None for an exception that is not about a line."""
+    if not isinstance(exc, ValidationError):
+        return None
+    errors = exc.errors()
+    if errors and errors[0]["type"] == "json_invalid":
+        return JSONRPCError(jsonrpc="2.0", id=None,
+                            error=ErrorData(code=PARSE_ERROR, message="Parse error: the line is not JSON"))
+    # a union failure: every member's errors carry the message itself (or one of its fields)
+    body = next((e["input"] for e in errors if isinstance(e.get("input"), dict)),
+                errors[0].get("input") if errors else None)
+    reason = invalid_request_reason(body) or (
+        f"{errors[0]['msg'].lower()} at {'.'.join(map(str, errors[0]['loc'][1:])) or 'the top level'}"
+        if errors else "not a JSON-RPC message")
+    return JSONRPCError(jsonrpc="2.0", id=_usable_id(body),
+                        error=ErrorData(code=INVALID_REQUEST, message=f"Invalid Request: {reason}"))
+
+
+class AnsweringReadStream:
+    """The stdio transport's read stream, with each line it could not validate answered on the
+    write stream (see the module's docstring) instead of handed to the server to be logged."""
+
+    def __init__(self, inner: ReadStream[SessionMessage | Exception], answers: WriteStream[SessionMessage]) -> None:
+        self.inner = inner
+        self.answers = answers
+
+    @property
+    def last_context(self) -> Any:  # the SDK reads the sender's context from the stream, if any
+        return getattr(self.inner, "last_context", None)
+
+    async def receive(self) -> SessionMessage | Exception:
+        while True:
+            item = await self.inner.receive()
+            answer = stdio_error(item) if isinstance(item, Exception) else None
+            if answer is None:
+                return item
+            await self.answers.send(SessionMessage(answer))
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> SessionMessage | Exception:
+        try:
+            return await self.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

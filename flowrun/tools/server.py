@@ -19,7 +19,13 @@ from mcp.server.lowlevel.helper_types import ReadResourceContents
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError, UnexpectedResourceError, UnexpectedToolError
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler
-from mcp_types import CallToolResult, InputRequiredResult, SubscriptionsListenRequestParams
+from mcp_types import (
+    CallToolResult,
+    InputRequiredResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    UnsubscribeRequestParams,
+)
 from pydantic import AnyUrl, ValidationError
 
 from ..flows.errors import FlowrunError
@@ -28,7 +34,7 @@ from .auth import BearerTokens
 from .errors import invalid_arguments, resource_error, tool_error
 from .face import EngineSlot, Face
 from .handlers import INSTRUCTIONS, register
-from .subscriptions import RunListenHandler
+from .subscriptions import LegacySubscriptions, RunListenHandler
 
 log = logging.getLogger("flowrun.tools")
 
@@ -96,4 +102,7 @@ def build_mcp_server(slot: EngineSlot, public_url: str, actor_for: Callable[[], 
     face = Face(slot=slot, actor_for=actor_for, public_url=public_url if pages else None, chat_id=chat_id)
     register(server, face)
     server.serve_listen(RunListenHandler(bus, face))  # run://{id} subscriptions deliver updates
+    legacy = LegacySubscriptions(face)  # the same on protocol 2025-11-25 and older
+    server._lowlevel_server.add_request_handler("resources/subscribe", SubscribeRequestParams, legacy.subscribe)
+    server._lowlevel_server.add_request_handler("resources/unsubscribe", UnsubscribeRequestParams, legacy.unsubscribe)
     return server

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import anyio
 from mcp.server.context import ServerRequestContext
+from mcp.server.session import ServerSession
 from mcp.server.subscriptions import (
     InMemorySubscriptionBus,
     ListenHandler,
@@ -31,10 +32,19 @@ from mcp.server.subscriptions import (
     SubscriptionBus,
 )
 from mcp.shared.exceptions import MCPError
-from mcp_types import INTERNAL_ERROR, SubscriptionsListenRequestParams, SubscriptionsListenResult
+from mcp_types import (
+    INTERNAL_ERROR,
+    EmptyResult,
+    SubscribeRequestParams,
+    SubscriptionsListenRequestParams,
+    SubscriptionsListenResult,
+    UnsubscribeRequestParams,
+)
 
 from ..flows.errors import FlowrunError
 from ..flows.events import AgentMessages, TranscriptEntry
+from ..runtime.access import Actor
+from ..runtime.engine import Engine
 from .face import Face
 
 log = logging.getLogger("flowrun.tools")
@@ -109,34 +119,101 @@ class RunListenHandler(ListenHandler):
             stream.close()
 
     async def _follow(self, run_id: str, uris: set[str], bus: _StreamBus) -> None:
-        try:
-            engine, actor = self._face.engine(), self._face.actor()
-            run = await engine.get_run(actor, run_id)
-        except FlowrunError as exc:
-            log.info("listen stream: %s is not followed: %s", run_id, exc.message)
-            return
-        transcript = f"run://{run_id}/transcript"
-        summary = f"run://{run_id}"
-        dirty: set[str] = set()
-        changed = anyio.Event()
+        async def publish(uri: str) -> None:
+            await bus.publish(ResourceUpdated(uri=uri))
 
-        async def publish() -> None:
-            nonlocal changed
-            while True:
-                await changed.wait()
-                changed = anyio.Event()
-                ready = sorted(dirty)
-                dirty.clear()
-                for uri in ready:
-                    await bus.publish(ResourceUpdated(uri=uri))
-                await anyio.sleep(self._interval)
+        await follow_run(self._face.engine(), self._face.actor(), run_id, uris, publish, self._interval)
 
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(publish)
-            async for event in engine.subscribe(actor, run_id, after_seq=run.last_seq):
-                if isinstance(event.data, AgentMessages):
-                    continue  # log-only: neither resource shows it
-                touched = {transcript} if isinstance(event.data, TranscriptEntry) else {transcript, summary}
-                if touched & uris:
-                    dirty.update(touched & uris)
-                    changed.set()
+
+async def follow_run(engine: Engine, actor: Actor, run_id: str, uris: set[str],
+                     publish: Callable[[str], Awaitable[None]], interval: float) -> None:
+    """Calls `publish(uri)` for each of `uris` (a run's summary and transcript resources) when the
+    run's log changes what it shows, at most once per `interval` per resource, until cancelled."""
+    try:
+        run = await engine.get_run(actor, run_id)
+    except FlowrunError as exc:
+        log.info("subscription: %s is not followed: %s", run_id, exc.message)
+        return
+    transcript = f"run://{run_id}/transcript"
+    summary = f"run://{run_id}"
+    dirty: set[str] = set()
+    changed = anyio.Event()
+
+    async def publish_changes() -> None:
+        nonlocal changed
+        while True:
+            await changed.wait()
+            changed = anyio.Event()
+            ready = sorted(dirty)
+            dirty.clear()
+            for uri in ready:
+                await publish(uri)
+            await anyio.sleep(interval)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(publish_changes)
+        async for event in engine.subscribe(actor, run_id, after_seq=run.last_seq):
+            if isinstance(event.data, AgentMessages):
+                continue  # log-only: neither resource shows it
+            touched = {transcript} if isinstance(event.data, TranscriptEntry) else {transcript, summary}
+            if touched & uris:
+                dirty.update(touched & uris)
+                changed.set()
+
+
+class LegacySubscriptions:
+    """`resources/subscribe` and `resources/unsubscribe`, for sessions on protocol 2025-11-25 and
+    older (most IDE assistants today; the 2026-07-28 wire has `subscriptions/listen` instead).
+
+    A subscription to `run://{id}` or `run://{id}/transcript` follows the run's log in a task of
+    the engine's (it outlives the request) and sends `notifications/resources/updated` on the
+    session, coalesced like a listen stream's. It ends on unsubscribe, when the session can no
+    longer be written to, or when the engine stops. A URI that is not a run the caller may read
+    is acknowledged and never fires, as on the newer wire. Sessions are told apart by their
+    `Mcp-Session-Id` (streamable HTTP); a stdio or in-memory server has one session.
+    """
+
+    def __init__(self, face: Face, *, interval: float = 0.25, max_followers: int = 1024) -> None:
+        self._face = face
+        self._interval = interval
+        self._max = max_followers
+        self._followers: dict[tuple[str, str], anyio.CancelScope] = {}
+
+    @staticmethod
+    def _key(ctx: ServerRequestContext[Any, Any], uri: str) -> tuple[str, str]:
+        request = ctx.request
+        headers = getattr(request, "headers", None)
+        session = headers.get("mcp-session-id", "") if headers is not None else ""
+        return session or "local", uri
+
+    async def subscribe(self, ctx: ServerRequestContext[Any, Any], params: SubscribeRequestParams) -> EmptyResult:
+        runs = run_uris([params.uri])
+        key = self._key(ctx, params.uri)
+        if not runs or key in self._followers:
+            return EmptyResult()
+        if len(self._followers) >= self._max:
+            raise MCPError(INTERNAL_ERROR, "Subscription limit reached")
+        [(run_id, uris)] = runs.items()
+        scope = self._followers[key] = anyio.CancelScope()
+        self._face.engine().start_background(self._follow, ctx.session, self._face.actor(), run_id, uris, key, scope,
+                                             name=f"subscription {params.uri}")
+        return EmptyResult()
+
+    async def unsubscribe(self, ctx: ServerRequestContext[Any, Any],
+                          params: UnsubscribeRequestParams) -> EmptyResult:
+        scope = self._followers.pop(self._key(ctx, params.uri), None)
+        if scope is not None:
+            scope.cancel()
+        return EmptyResult()
+
+    async def _follow(self, session: ServerSession, actor: Actor, run_id: str, uris: set[str],
+                      key: tuple[str, str], scope: anyio.CancelScope) -> None:
+        with scope:
+            try:
+                await follow_run(self._face.engine(), actor, run_id, uris, session.send_resource_updated,
+                                 self._interval)
+            except Exception as exc:  # the session is gone: nobody to tell
+                log.info("subscription %s ended: %r", key[1], exc)
+            finally:
+                if self._followers.get(key) is scope:
+                    del self._followers[key]

@@ -54,11 +54,12 @@ def environment(tmp_path: Path) -> dict[str, str]:
 
 @asynccontextmanager
 async def open_chats(tmp_path: Path, *, model: str = "scripted", env: Mapping[str, str] | None = None,
-                     provider_for: Callable[[str], ModelProvider] | None = None,
+                     provider_for: Callable[[str], ModelProvider] | None = None, idle_s: float = 600.0,
                      ) -> AsyncIterator[tuple[Engine, ChatService]]:
     settings = Settings.from_env({**environment(tmp_path), **(env or {})})
     async with open_engine(settings) as engine, \
-            ChatService(engine, public_url=settings.public_url, model=model, provider_for=provider_for) as chats:
+            ChatService(engine, public_url=settings.public_url, model=model, provider_for=provider_for,
+                        idle_s=idle_s) as chats:
         yield engine, chats
 
 

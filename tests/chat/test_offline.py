@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import anyio
 import pytest
 
 from flowrun.flows.chat import ChatRole, ChatRunLinked, ChatToolUsed, NoteKind
@@ -125,3 +126,26 @@ async def test_bad_input_gets_a_clear_answer_and_the_chat_stays_usable(tmp_path:
         reply = await wait_for(chats, ANA, chat.id, reply_to(sent.seq))
         assert "offline chat model" in reply.data.text  # type: ignore[union-attr]
         assert [m.role for m in await messages(chats, ANA, chat.id)] == [ChatRole.USER, ChatRole.ASSISTANT]
+
+
+async def test_an_idle_session_closes_and_the_next_message_opens_it_again(tmp_path: Path) -> None:
+    async with open_chats(tmp_path, idle_s=0.2) as (engine, chats):
+        chat = await chats.create(ANA)
+        sent = await chats.post(ANA, chat.id, "/run tiny")
+        await wait_for(chats, ANA, chat.id, reply_to(sent.seq))
+        # following a run keeps the session open, however long the run waits at its checkpoint
+        await wait_for(chats, ANA, chat.id, message(ChatRole.NOTE, note=NoteKind.CHECKPOINT))
+        await anyio.sleep(0.5)
+        assert chats.open_sessions == 1
+        sent = await chats.post(ANA, chat.id, "/approve")
+        await wait_for(chats, ANA, chat.id, reply_to(sent.seq))
+        await wait_for(chats, ANA, chat.id, message(ChatRole.NOTE, note=NoteKind.COMPLETED))
+        for _ in range(200):  # the run ended and nothing is left to answer: it closes
+            if not chats.open_sessions:
+                break
+            await anyio.sleep(0.05)
+        assert chats.open_sessions == 0
+        sent = await chats.post(ANA, chat.id, "/status")  # opened again from the log, and answered
+        status = await wait_for(chats, ANA, chat.id, reply_to(sent.seq))
+        assert "completed" in status.data.text  # type: ignore[union-attr]
+        assert [m.reply_to for m in await messages(chats, ANA, chat.id)].count(sent.seq) == 1

@@ -3,6 +3,8 @@ and skip paths, elicitation, progress, and every bad input answered as a tool er
 
 from __future__ import annotations
 
+import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -248,3 +250,39 @@ async def test_the_stateless_2026_protocol_elicits_through_input_required(tmp_pa
     assert not decided.is_error and decided.structured_content is not None
     assert decided.structured_content["steps"][3]["decision"]["kind"] == "skip"
     assert len(asked) == 1 and "Sign off before the PR opens." in asked[0]
+
+
+async def test_a_line_that_is_no_jsonrpc_message_is_answered_and_the_server_carries_on(tmp_path: Path) -> None:
+    """The SDK's stdio transport only logs a line it cannot validate, so a client waits forever on
+    it; flowrun answers it like the HTTP face does, and the next good request still works."""
+    lines = ["this is not json",
+             '{"jsonrpc": "2.0", "id": 7}',                                 # no method, no result
+             '{"jsonrpc": "2.0", "id": "x", "method": "ping", "params": []}',  # params not an object
+             '{"id": 8, "method": "ping"}',                                  # no "jsonrpc": "2.0"
+             '[{"jsonrpc": "2.0", "id": 9, "method": "ping"}]',              # a batch
+             '{"jsonrpc": "2.0", "id": 10, "method": "ping"}']               # good: answered normally
+    answers: list[dict[str, Any]] = []
+    with (tmp_path / "server.log").open("w") as log:
+        async with await anyio.open_process([str(FLOWRUN), "mcp"], env={**os.environ, **environment(tmp_path)},
+                                            stderr=log) as process:
+            assert process.stdin is not None and process.stdout is not None
+            await process.stdin.send(("\n".join(lines) + "\n").encode())
+            buffered = b""
+            with anyio.fail_after(60):  # stdin stays open, as a client's does, until the last answer
+                while not any(a.get("id") == 10 for a in answers):
+                    buffered += await process.stdout.receive()
+                    *complete, buffered = buffered.split(b"\n")
+                    answers += [json.loads(line) for line in complete if line.strip()]
+            await process.stdin.aclose()
+            await process.wait()
+    errors = [(a["id"], a["error"]["code"], a["error"]["message"]) for a in answers if "error" in a]
+    assert errors == [
+        (None, -32700, "Parse error: the line is not JSON"),
+        (7, -32600, 'Invalid Request: a request needs "method" and "id" (a notification: "method" only; '
+                    'a response: "id" and either "result" or "error")'),
+        ("x", -32600, 'Invalid Request: "params" must be an object'),
+        (8, -32600, 'Invalid Request: a JSON-RPC message needs "jsonrpc": "2.0"'),
+        (None, -32600, "Invalid Request: the body must be one JSON-RPC message object, not an array "
+                       "(batches are not part of MCP)"),
+    ]
+    assert [a for a in answers if "result" in a] == [{"jsonrpc": "2.0", "id": 10, "result": {}}]

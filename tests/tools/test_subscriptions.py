@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx2
@@ -12,6 +13,7 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.client.subscriptions import ResourceUpdated
+from mcp_types import ResourceUpdatedNotification
 
 from flowrun.flows.enums import RunStatus
 from flowrun.runtime.access import LOCAL_OPERATOR
@@ -75,3 +77,65 @@ async def test_over_streamable_http_with_a_token(tmp_path: Path) -> None:
                     assert isinstance(view.structured_content, dict)
                     if view.structured_content["status"] == "cancelled":
                         break
+
+
+LEGACY = pytest.mark.filterwarnings("ignore:resources/.*subscribe is removed:mcp.shared.exceptions.MCPDeprecationWarning")
+
+
+def _updates(seen: list[str], arrived: anyio.Event) -> Any:
+    async def handle(message: Any) -> None:
+        if isinstance(message, ResourceUpdatedNotification):
+            seen.append(message.params.uri)
+            arrived.set()
+    return handle
+
+
+@LEGACY
+async def test_on_the_2025_protocol_resources_subscribe_delivers_updates(tmp_path: Path) -> None:
+    """Most IDE assistants speak 2025-11-25, whose `resources/subscribe` the SDK only advertises
+    when a handler is served: flowrun serves one, with the same updates as a listen stream."""
+    steps = [{"name": "Plan", "skill": "plan", "checkpoint": {"message": "Go?"}}]
+    provider = scripts(plan=[{"text": "Planning.", **submit("planned")}])
+    async with running_engine(tmp_path, catalog(steps), provider) as engine:
+        server = build_mcp_server(EngineSlot(engine), "http://127.0.0.1:8765", lambda: LOCAL_OPERATOR)
+        run = await engine.start_run(LOCAL_OPERATOR, "test-flow")
+        run = await engine.wait_until(LOCAL_OPERATOR, run.id, statuses=[RunStatus.PAUSED], timeout_s=10)
+        uri, transcript = f"run://{run.id}", f"run://{run.id}/transcript"
+        seen: list[str] = []
+        arrived = anyio.Event()
+        async with Client(server, mode="legacy", message_handler=_updates(seen, arrived)) as client:
+            assert client.session.protocol_version == "2025-11-25"
+            resources = client.server_capabilities.resources
+            assert resources is not None and resources.subscribe is True
+            await client.subscribe_resource(uri)
+            await client.unsubscribe_resource(uri)  # never fires
+            await client.subscribe_resource(transcript)
+            await client.subscribe_resource(transcript)  # twice: still one follower
+            await client.subscribe_resource("run://run_nope")  # acknowledged, never fires
+            await engine.decide(LOCAL_OPERATOR, run.id, "approve")
+            await engine.wait_until(LOCAL_OPERATOR, run.id, statuses=[RunStatus.COMPLETED], timeout_s=10)
+            with anyio.fail_after(10):
+                await arrived.wait()
+            await anyio.sleep(0.6)  # what else would come
+        assert set(seen) == {transcript}
+        assert len(seen) <= 4  # coalesced: the run's burst of events is a few updates, not one per event
+
+
+@LEGACY
+async def test_the_2025_protocol_over_streamable_http(tmp_path: Path) -> None:
+    """Through `/mcp` with a token: the update arrives on the session's standalone stream."""
+    seen: list[str] = []
+    arrived = anyio.Event()
+    async with served(environment(tmp_path)) as base, \
+            httpx2.AsyncClient(headers={"Authorization": f"Bearer {ANA}"}, timeout=SESSION_TIMEOUT_S) as http, \
+            Client(streamable_http_client(f"{base}/mcp", http_client=http), mode="legacy",
+                   message_handler=_updates(seen, arrived)) as client:
+        assert client.session.protocol_version == "2025-11-25"
+        with anyio.fail_after(SESSION_TIMEOUT_S):
+            started = await client.call_tool("start_flow", {"flow": "slow"})
+            assert isinstance(started.structured_content, dict)
+            run_id = started.structured_content["id"]
+            await client.subscribe_resource(f"run://{run_id}")
+            await client.call_tool("cancel_run", {"run_id": run_id})
+            await arrived.wait()
+        assert seen[0] == f"run://{run_id}"
