@@ -10,6 +10,7 @@ Plan / View Initiative artifact.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -26,6 +27,9 @@ RecordStatus = Literal["draft", "active", "done", "archived"]
 RECORD_KINDS: tuple[RecordKind, ...] = ("plan", "initiative")
 MAX_TITLE = 200
 MAX_BODY = 100_000
+MAX_LINK = 2000
+REPOSITORY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+")
+LINK = re.compile(r"https?://[^\s<>\"'\\]+", re.IGNORECASE)
 
 
 class RecordData(BaseModel):
@@ -39,13 +43,19 @@ class RecordData(BaseModel):
     updated_at: str = ""
 
 
-def _check(title: str | None, body: str | None) -> None:
+def _check(title: str | None, body: str | None, repository: str | None = None,
+           links: Sequence[str] = ()) -> None:
     if title is not None and not title.strip():
         raise ParameterError("a record needs a title")
     if title is not None and len(title) > MAX_TITLE:
         raise ParameterError(f"a record's title is at most {MAX_TITLE} characters (got {len(title)})")
     if body is not None and len(body) > MAX_BODY:
         raise ParameterError(f"a record's body is at most {MAX_BODY} characters (got {len(body)})")
+    if repository and not REPOSITORY.fullmatch(repository):
+        raise ParameterError(f"a record's repository is owner/name (like orcette/insights), not {repository!r}")
+    for link in links:
+        if not LINK.fullmatch(link) or len(link) > MAX_LINK:
+            raise ParameterError(f"a record's link is an http(s) URL of at most {MAX_LINK} characters, not {link!r}")
 
 
 async def create_record(store: Store, actor: Actor, kind: str, title: str, body: str = "", *,
@@ -55,7 +65,7 @@ async def create_record(store: Store, actor: Actor, kind: str, title: str, body:
     actor.require(Scope.RUN, f"create a {kind}")
     if kind not in RECORD_KINDS:
         raise ParameterError(f"a record is a plan or an initiative, not {kind!r}")
-    _check(title, body)
+    _check(title, body, repository, links)
     data = RecordData(workspace=actor.workspace, repository=repository or None, status=status, links=list(links),
                       created_by=actor.id, updated_at=now().isoformat())
     record = RecordRow(id=new_id(kind), kind=kind, title=title.strip(), body=body, data=data.model_dump())
@@ -75,13 +85,22 @@ async def get_record(store: Store, actor: Actor, record_id: str) -> RecordRow:
 
 async def update_record(store: Store, actor: Actor, record_id: str, *, title: str | None = None,
                         body: str | None = None, repository: str | None = None,
-                        status: RecordStatus | None = None, add_links: Sequence[str] = ()) -> RecordRow:
+                        status: RecordStatus | None = None, add_links: Sequence[str] = (),
+                        links: Sequence[str] | None = None) -> RecordRow:
+    """`repository=""` clears it; `links` replaces the links, `add_links` appends new ones.
+
+    Raises:
+        NotFound: no such record in the actor's workspace.
+        ParameterError: an empty title, an oversized field, a repository that is not owner/name,
+            a link that is not an http(s) URL (nothing is changed).
+    """
     actor.require(Scope.RUN, "update a record")
     record = await get_record(store, actor, record_id)
-    _check(title, body)
+    _check(title, body, repository, [*(links or ()), *add_links])
     data = RecordData.model_validate(record.data)
+    kept = list(links) if links is not None else data.links
     changes: dict[str, Any] = {"updated_at": now().isoformat(),
-                               "links": [*data.links, *(link for link in add_links if link not in data.links)]}
+                               "links": [*kept, *(link for link in add_links if link not in kept)]}
     if repository is not None:
         changes["repository"] = repository or None
     if status is not None:

@@ -113,6 +113,8 @@ class RunView(_View):
     launch_ref: str | None = Field(default=None, description="the record, chat or trigger it was started from")
     plan: str | None = None
     initiative: str | None = None
+    record_url: str | None = Field(default=None, description=(
+        "the web page of the plan or initiative the run was launched from (when `url` is set)"))
     retry_of: str | None = None
     retried_as: list[str] = Field(default_factory=list, description="every clone retrying this run, oldest first")
     turns: int = 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ..flows.enums import RunStatus, TranscriptKind
+from ..flows.enums import LaunchKind, RunStatus, TranscriptKind
 from ..flows.events import Event, TranscriptEntry
 from ..flows.machine import ACTIONS
 from ..flows.run import Run, StepRun
@@ -40,6 +40,10 @@ def run_url(public_url: str, run_id: str) -> str:
     return f"{public_url.rstrip('/')}/runs/{run_id}"
 
 
+def record_url(public_url: str, record_id: str) -> str:
+    return f"{public_url.rstrip('/')}/records/{record_id}"
+
+
 def run_view(run: Run, public_url: str | None, transcript: list[TranscriptLine] | None = None,
              actor: Actor | None = None) -> RunView:
     """The run as an assistant sees it; with `actor`, `next_actions` offers only what they may do.
@@ -59,7 +63,9 @@ def run_view(run: Run, public_url: str | None, transcript: list[TranscriptLine] 
         execution_mode=run.execution_mode, checkpoint_mode=run.checkpoint_mode, sandbox_profile=run.sandbox_profile,
         steps=[_step_view(run, step) for step in run.steps], checkpoint=checkpoint, blocked=blocked, error=run.error,
         pull_request=run.links.pull_request, launch=run.launch.kind, launch_ref=run.launch.ref,
-        plan=run.links.plan, initiative=run.links.initiative, retry_of=run.retry_of, retried_as=run.retried_as,
+        plan=run.links.plan, initiative=run.links.initiative,
+        record_url=record_url(public_url, run.launch.ref) if public_url and run.launch.ref
+        and run.launch.kind == LaunchKind.RECORD else None, retry_of=run.retry_of, retried_as=run.retried_as,
         turns=run.usage.turns, cost_usd=run.usage.cost_usd, created_at=run.created_at, started_at=run.started_at,
         finished_at=run.finished_at, duration_s=_round(run.duration_s), version=run.version, last_seq=run.last_seq, transcript=transcript,
     )

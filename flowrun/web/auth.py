@@ -151,6 +151,13 @@ async def authenticate(conn: HTTPConnection) -> Actor | None:
     return auth.authenticate(conn)
 
 
+def state_change_allowed(conn: HTTPConnection) -> bool:
+    """For the pages' forms: the API's Origin rule for this request (see
+    `WebAuth.state_change_allowed`), with the app's `WebAuth` from `app.state.web_auth`."""
+    auth: WebAuth = conn.app.state.web_auth
+    return auth.state_change_allowed(conn, conn.scope.get("method", "GET"))
+
+
 def _safe_next(value: str | None) -> str:
     """Only a local path: `/login?next=https://evil` must not become an open redirect."""
     if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:

@@ -56,6 +56,7 @@ class RecordUpdate(BaseModel):
     body: str | None = Field(default=None, max_length=100_000)
     repository: str | None = Field(default=None, max_length=200)
     status: RecordStatus | None = None
+    links: list[str] | None = Field(default=None, max_length=50, description="replaces the links")
     add_links: list[str] = Field(default_factory=list, max_length=50)
 
 
@@ -93,7 +94,7 @@ def launch_endpoints(slot: EngineSlot) -> list[Endpoint]:
         assert isinstance(body, RecordUpdate)
         row = await update_record(slot.get().deps.store, call.actor, call.path["record_id"], title=body.title,
                                   body=body.body, repository=body.repository, status=body.status,
-                                  add_links=body.add_links)
+                                  add_links=body.add_links, links=body.links)
         return record_view(row)
 
     async def schedules(call: Call) -> ScheduleList:

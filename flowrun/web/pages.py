@@ -1,4 +1,5 @@
-"""The web pages: Sessions, Flows (with the Run Flow dialog), run detail, Command Center.
+"""The web pages: Sessions, Flows (with the Run Flow dialog), run detail, Command Center; the
+pages of plans and initiatives live in `recordpages.py` and are mounted here.
 
 Everything is rendered on the server with jinja2 (autoescaping on; transcript Markdown through
 `markdown.render_markdown`). The pages' ES modules follow the run over `/ws` and, when something
@@ -25,7 +26,9 @@ from ..flows.enums import ExecutionMode, RunStatus, TaskState
 from ..flows.enums import Scope as AccessScope
 from ..flows.errors import FlowrunError
 from ..runtime.access import Actor
+from ..runtime.records import get_record
 from ..tools.face import EngineSlot
+from .auth import state_change_allowed
 from .chats import ChatSlot
 from .pagebase import (
     UNAUTHENTICATED,
@@ -35,6 +38,7 @@ from .pagebase import (
     json_error,
     json_response,
 )
+from .recordpages import StateCheck, flows_scope, launched_record, record_page_routes
 from .runpage import page_context, progress_view
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -100,17 +104,19 @@ class Pages(PageBase):
         try:
             engine = self.slot.get()
             flows = engine.list_flows(actor)
+            record_id = request.query_params.get("record")  # "Run a Flow from this plan"
+            scope = flows_scope(await get_record(engine.deps.store, actor, record_id), engine) if record_id else None
         except FlowrunError as exc:
             return self.error(actor, exc)
         profiles = sorted(engine.deps.catalog.profiles)
         return self.html("flows.html", title="Flows", page="flows", actor=actor, module="flows.js", flows=flows,
-                         profiles=profiles, can_run=AccessScope.RUN in actor.scopes)
+                         profiles=profiles, can_run=AccessScope.RUN in actor.scopes, record=scope)
 
     async def _run_context(self, actor: Actor, run_id: str) -> dict[str, Any]:
         engine = self.slot.get()
         run = await engine.get_run(actor, run_id)
         events = await engine.events(actor, run_id, 0)
-        return page_context(run, events, actor)
+        return {**page_context(run, events, actor), "record": await launched_record(engine, actor, run)}
 
     async def run(self, request: Request) -> Response:
         actor = await self.authenticate(request)
@@ -156,15 +162,20 @@ class Pages(PageBase):
         if actor is None:
             return json_response(UNAUTHENTICATED, 401)
         try:
-            run = await self.slot.get().get_run(actor, request.path_params["run_id"])
+            engine = self.slot.get()
+            run = await engine.get_run(actor, request.path_params["run_id"])
+            record = await launched_record(engine, actor, run)
         except FlowrunError as exc:
             return json_error(exc)
-        return json_response(progress_view(run, actor))
+        return json_response({**progress_view(run, actor), "record": record})
 
 
-def page_routes(slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None) -> list[BaseRoute]:
+def page_routes(slot: EngineSlot, authenticate: Authenticate, chats: ChatSlot | None = None, *,
+                may_change: StateCheck = state_change_allowed) -> list[BaseRoute]:
+    """`may_change` says whether a form post may change state (the API's Origin rule)."""
     pages = Pages(slot, authenticate, chats)
     return [
+        *record_page_routes(slot, authenticate, may_change),
         Route("/", pages.index, methods=["GET"]),
         Route("/sessions", pages.sessions, methods=["GET"]),
         Route("/flows", pages.flows, methods=["GET"]),

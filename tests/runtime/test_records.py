@@ -66,8 +66,18 @@ async def test_records_are_managed_and_checked(tmp_path: Path) -> None:
         updated = await update_record(store, ANA, plan.id, status="active", add_links=["https://example.org/spec"])
         data = RecordData.model_validate(updated.data)
         assert (data.status, data.links, updated.body) == ("active", ["https://example.org/spec"], "Add it.")
+        replaced = await update_record(store, ANA, plan.id, links=["https://example.org/v2"], add_links=["https://a.example"])
+        assert replaced.data["links"] == ["https://example.org/v2", "https://a.example"]
+        cleared = await update_record(store, ANA, plan.id, repository="", links=[])
+        assert (cleared.data["repository"], cleared.data["links"]) == (None, [])
         with pytest.raises(ParameterError, match="needs a title"):
             await create_record(store, ANA, "plan", "   ")
+        with pytest.raises(ParameterError, match="owner/name"):
+            await create_record(store, ANA, "plan", "x", repository="https://github.com/a/b")
+        for link in ("javascript:alert(1)", "ftp://x.example", "https://x.example/a b"):
+            with pytest.raises(ParameterError, match="http\\(s\\) URL"):
+                await update_record(store, ANA, plan.id, add_links=[link])
+        assert (await get_record(store, ANA, plan.id)).model_dump() == cleared.model_dump()  # nothing changed
         with pytest.raises(ParameterError, match="plan or an initiative, not 'epic'"):
             await create_record(store, ANA, "epic", "x")
         with pytest.raises(PermissionDenied):

@@ -39,10 +39,15 @@ async def test_records_launch_schedules_and_notifications(tmp_path: Path) -> Non
         updated = await http.post(f"/api/records/{plan['id']}", json={"status": "active", "add_links": ["https://x.example"]})
         assert updated.json()["status"] == "active" and updated.json()["links"] == ["https://x.example"]
         assert (await http.get("/api/records/plan_nope")).status_code == 404
+        replaced = await http.post(f"/api/records/{plan['id']}", json={"links": ["https://y.example"]})
+        assert replaced.json()["links"] == ["https://y.example"]
+        bad_link = await http.post(f"/api/records/{plan['id']}", json={"add_links": ["javascript:alert(1)"]})
+        assert bad_link.status_code == 422 and "http(s) URL" in bad_link.json()["message"]
 
         run = (await http.post("/api/runs", json={"flow_id": "pr-review", "record_id": plan["id"],
                                                   "params": {"repository": "orcette/insights", "pr_number": 1}})).json()
         assert (run["launch"], run["launch_ref"], run["plan"]) == ("record", plan["id"], plan["id"])
+        assert run["record_url"] == f"{s.base}/records/{plan['id']}" and run["url"].startswith(s.base)
         missing = await http.post("/api/runs", json={"flow_id": "pr-review", "record_id": "plan_gone",
                                                      "params": {"repository": "r", "pr_number": 1}})
         assert (missing.status_code, missing.json()["code"]) == (409, "preflight_failed")

@@ -72,6 +72,7 @@ for (const button of document.querySelectorAll("[data-run-flow]")) {
         sandbox_profile: data.get("sandbox_profile") || undefined,
         execution_mode: data.get("execution_mode") || undefined,
         checkpoint_mode: data.get("checkpoint_mode") || undefined,
+        record_id: data.get("record_id") || undefined, // "Run a Flow from this plan"
       };
       const run = await api("POST", "/api/runs", body);
       const runId = run.id || (run.run && run.run.id);

@@ -56,6 +56,7 @@ export function mountOverlay(element, runId, { ws, onClose } = {}) {
   const close = el("button", { type: "button", class: "fro-close", "aria-label": "Close progress", text: "×" });
   const steps = el("ol", { class: "fro-steps", "aria-live": "polite" });
   const note = el("p", { class: "fro-note", role: "status" });
+  const record = el("p", { class: "fro-record", hidden: true });
   const review = el("button", { type: "button", class: "btn primary small", hidden: true, text: "Review checkpoint" });
   const open = el("a", { class: "btn small secondary", href: `/runs/${encodeURIComponent(runId)}`, text: "Open run page" });
 
@@ -76,7 +77,7 @@ export function mountOverlay(element, runId, { ws, onClose } = {}) {
 
   const panel = el("section", { class: "fro", "aria-label": "Flow progress" },
     el("header", { class: "fro-head" }, title, badge, close),
-    steps, note, el("div", { class: "fro-actions" }, review, open), dialog);
+    record, steps, note, el("div", { class: "fro-actions" }, review, open), dialog);
   element.replaceChildren(panel);
 
   function renderSteps() {
@@ -114,6 +115,11 @@ export function mountOverlay(element, runId, { ws, onClose } = {}) {
 
   function render() {
     title.textContent = state.flow_name;
+    if (state.record) { // the plan or initiative it runs against, by its title
+      const kind = state.record.kind.charAt(0).toUpperCase() + state.record.kind.slice(1);
+      record.replaceChildren(`${kind}: `, el("a", { href: state.record.url, text: state.record.title }));
+    }
+    record.hidden = !state.record;
     badge.className = `badge status-${state.status}`;
     badge.textContent = statusLabel(state.status);
     renderSteps();
