@@ -8,13 +8,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from ..flows.chat import MAX_MESSAGE_CHARS
 from ..flows.errors import FlowrunError, StartRefused
 from ..runtime.access import Actor
+from ..web.auth import state_change_allowed
 from ..web.pagebase import (
     SECURITY_HEADERS,
     UNAUTHENTICATED,
@@ -30,10 +31,12 @@ WHO = {"user": "you", "assistant": "agent", "note": "flowrun"}
 
 
 class ChatPages(PageBase):
-    def __init__(self, service: Callable[[], ChatService | None], authenticate: Authenticate, public_url: str) -> None:
+    def __init__(self, service: Callable[[], ChatService | None], authenticate: Authenticate, public_url: str,
+                 may_change: Callable[[HTTPConnection], bool]) -> None:
         super().__init__(authenticate)
         self.service = service
         self.public_url = public_url
+        self.may_change = may_change
 
     def _chats(self) -> ChatService:
         found = self.service()
@@ -63,6 +66,8 @@ class ChatPages(PageBase):
         actor = await self.authenticate(request)
         if actor is None:
             return self.signin()
+        if not self.may_change(request):  # New chat is a form post: the API's Origin rule
+            return self.foreign_origin(actor)
         try:
             chat = await self._chats().create(actor)
         except FlowrunError as exc:
@@ -93,8 +98,10 @@ class ChatPages(PageBase):
 
 
 def chat_page_routes(service: Callable[[], ChatService | None], authenticate: Authenticate,
-                     public_url: str) -> list[BaseRoute]:
-    pages = ChatPages(service, authenticate, public_url)
+                     public_url: str, may_change: Callable[[HTTPConnection], bool] = state_change_allowed,
+                     ) -> list[BaseRoute]:
+    """`may_change` says whether a form post may change state (the API's Origin rule)."""
+    pages = ChatPages(service, authenticate, public_url, may_change)
     return [
         Route("/chats", pages.list_page, methods=["GET"]),
         Route("/chats", pages.create, methods=["POST"]),

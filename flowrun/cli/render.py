@@ -8,7 +8,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from ..flows.enums import RunStatus, StepStatus, TranscriptKind
+from ..flows.enums import LaunchKind, RunStatus, StepStatus, TranscriptKind
 from ..flows.events import (
     CheckpointReached,
     DecisionRecorded,
@@ -112,11 +112,14 @@ def summary(run: Run, url: str | None = None) -> Panel:
     if run.task:
         lines.append(f" · task {run.task.id} ({run.task.state.value})")
     links = run.links
+    page = None  # the record's page, beside the run's (served by `flowrun serve`)
+    if url and "/runs/" in url and run.launch.kind == LaunchKind.RECORD and run.launch.ref:
+        page = f"{url.rsplit('/runs/', 1)[0]}/records/{run.launch.ref}"
     for label, value in (("plan", links.plan), ("initiative", links.initiative), ("PR", links.pull_request),
                          ("sandbox", f"{links.sandbox.backend}:{links.sandbox.id} ({links.sandbox.state})" if links.sandbox else None),
                          ("retry of", run.retry_of), ("retried as", ", ".join(run.retried_as))):
         if value:
-            lines.append(clean(f"\n{label}: {value}"))
+            lines.append(clean(f"\n{label}: {value}" + (f"  {page}" if page and value == run.launch.ref else "")))
     if run.params:
         lines.append(clean("\nparams: " + ", ".join(f"{k}={v!r}" for k, v in run.params.items())))
     if run.blocked:

@@ -45,6 +45,11 @@ def unsearchable_ancestor(path: str, uid: int, gid: int) -> str | None:
     return None
 
 
+def moved_root(root: Path, parent: Path = SHARED_PARENT) -> Path:
+    """Where `root`'s workspaces live when the sandbox uid cannot reach `root` itself."""
+    return parent / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+
+
 def reachable_root(root: Path, uid: int, gid: int, *, parent: Path = SHARED_PARENT) -> Path:
     """`root` if `uid` can reach it, else its own directory under `parent` (created 0711).
 
@@ -56,7 +61,7 @@ def reachable_root(root: Path, uid: int, gid: int, *, parent: Path = SHARED_PARE
     blocked = unsearchable_ancestor(str(root), uid, gid)
     if blocked is None:
         return root
-    moved = parent / hashlib.sha256(str(root).encode()).hexdigest()[:16]
+    moved = moved_root(root, parent)
     try:
         _make_private_dirs(moved)
         still = unsearchable_ancestor(str(moved), uid, gid)

@@ -94,6 +94,11 @@ class PageBase:
         return self.html("error.html", status=status, title=heading, page="error", actor=actor, module=None,
                          heading=heading, message=exc.message)
 
+    def foreign_origin(self, actor: Actor) -> Response:
+        """A form post whose Origin is not this site's (or missing, with a cookie): refused."""
+        return self.refused(actor, 403, "Not allowed", "This form was not sent from this site (its Origin is not "
+                            "allowed), so nothing was changed. Open the page again and send it from there.")
+
     def refused(self, actor: Actor, status: int, heading: str, message: str) -> Response:
         """A page that says why the request was not done (a foreign Origin, say)."""
         return self.html("error.html", status=status, title=heading, page="error", actor=actor, module=None,

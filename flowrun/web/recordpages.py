@@ -167,10 +167,6 @@ class RecordPages(PageBase):
             return self.error(actor, exc)
         return RedirectResponse(record_url(row.id), status_code=303, headers=SECURITY_HEADERS)
 
-    def _foreign_origin(self, actor: Actor) -> Response:
-        return self.refused(actor, 403, "Not allowed", "This form was not sent from this site (its Origin is not "
-                            "allowed), so nothing was changed. Open the page again and send it from there.")
-
     async def list_page(self, request: Request) -> Response:
         actor = await self.authenticate(request)
         if actor is None:
@@ -222,7 +218,7 @@ class RecordPages(PageBase):
         if actor is None:
             return self.signin()
         if not self.may_change(request):
-            return self._foreign_origin(actor)
+            return self.foreign_origin(actor)
         try:
             actor.require(AccessScope.RUN, "create a plan or initiative")
             form = RecordForm(**{k: v for k, v in (await read_form(request)).items() if k in LABELS})
@@ -251,7 +247,7 @@ class RecordPages(PageBase):
         if actor is None:
             return self.signin()
         if not self.may_change(request):
-            return self._foreign_origin(actor)
+            return self.foreign_origin(actor)
         try:
             actor.require(AccessScope.RUN, "change a plan or initiative")
             store = self.slot.get().deps.store

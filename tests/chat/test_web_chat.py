@@ -104,3 +104,21 @@ async def _chat_round_trip(s: Served) -> None:
                     break
                 await anyio.sleep(0.05)
         assert "needs the flows.run scope" in replies[0]["text"]
+
+
+async def test_new_chat_is_a_form_post_that_needs_this_sites_origin(tmp_path: Path) -> None:
+    """With the session cookie, `POST /chats` from another site (or with no Origin) creates
+    nothing: the API's CSRF rule holds for the page's form too."""
+    from flowrun.runtime.access import LOCAL_OPERATOR
+
+    async with served(environment(tmp_path)) as s:
+        link = s.app.state.web_auth.login_url(LOCAL_OPERATOR)
+        async with s.http(None, follow_redirects=False) as browser:
+            assert (await browser.get(link.removeprefix(s.base))).status_code == 303
+            for headers in ({"origin": "https://evil.example"}, {}):
+                forged = await browser.post("/chats", headers=headers)
+                assert forged.status_code == 403 and "nothing was changed" in forged.text
+            assert (await browser.get("/api/chats")).json()["chats"] == []
+            made = await browser.post("/chats", headers={"origin": s.base})
+            assert made.status_code == 303 and made.headers["location"].startswith("/chats/")
+            assert len((await browser.get("/api/chats")).json()["chats"]) == 1

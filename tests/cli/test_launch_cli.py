@@ -66,7 +66,8 @@ def test_a_plans_repository_chooses_the_profile_unless_one_is_given(
     for extra, profile in (([], "tools"), (["--profile", "quiet"], "quiet")):
         assert main(["run", "quick", "--record", plan, "--yes", *extra]) == 0
         out = capsys.readouterr().out
-        assert f"profile {profile} " in out and f"plan: {plan}" in out and "completed" in out
+        assert f"profile {profile} " in out and "completed" in out
+        assert f"plan: {plan}  http://127.0.0.1:8765/records/{plan}" in out  # the plan's page, beside the run's
     nowhere = add("acme/nowhere")
     assert main(["run", "quick", "--record", nowhere, "--yes", "-q"]) == 1
     err = capsys.readouterr().err

@@ -20,6 +20,7 @@ from flowrun.llm.scripted import ScriptedProvider
 from flowrun.runtime.access import Actor
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
+from flowrun.sandboxes.rootdir import moved_root
 
 from .harness import catalog, expecting, running_engine, scripts, submit
 
@@ -279,7 +280,9 @@ async def test_each_subagent_works_in_its_own_subdirectory_on_the_local_sandbox(
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))
         assert run.status == RunStatus.PAUSED and run.steps[0].status == StepStatus.COMPLETED
         entries = await transcript(engine, run)
-    [workspace] = [p for p in (tmp_path / "sandboxes").rglob("subagents") if p.is_dir()]
+    # under flowrun's root, or (as root without bubblewrap, pytest's 0700 tmp) moved out of it
+    roots = [tmp_path / "sandboxes", moved_root(tmp_path / "sandboxes")]
+    [workspace] = [p for root in roots for p in root.rglob("subagents") if p.is_dir()]
     workspace = workspace.parent
     for sub, where in [("sub-1", "subagents/sub-1"), ("sub-2", "subagents/sub-2"), ("sub-3", "subagents/sub-3"),
                        ("shared", "common")]:
