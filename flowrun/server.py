@@ -8,6 +8,7 @@ server. `create_app` also carries the web face (`flowrun.web`): the JSON API and
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,6 +33,8 @@ from .web.hooks import github_hook_route, webhook_secret
 
 if TYPE_CHECKING:
     from mcp.server.transport_security import TransportSecuritySettings
+
+    from .runtime.engine import Engine
 
 log = logging.getLogger("flowrun.tools")
 
@@ -75,12 +78,61 @@ class _ExactMount:
         await self.app({**scope, "path": root + self.prefix + "/", "root_path": root + self.prefix}, receive, send)
 
 
-def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: str = "127.0.0.1") -> Starlette:
+class Draining:
+    """A graceful stop of `serve`, as a worker's: the first exit signal makes the engine claim
+    nothing more at once (`begin`, called from the signal handler); once HTTP and websockets are
+    closed, the lifespan lets the steps in flight finish for up to `grace_s` (`wait`), then the
+    engine releases its leases. A second signal cuts the grace short."""
+
+    def __init__(self, grace_s: float) -> None:
+        self.grace_s = grace_s
+        self.engine: Engine | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._hurry: asyncio.Event | None = None
+        self._signals = 0
+
+    def attach(self, engine: Engine) -> None:
+        self.engine = engine
+        self._loop = asyncio.get_running_loop()
+        self._hurry = asyncio.Event()
+
+    def begin(self) -> None:
+        """Thread- and signal-safe: hands the work to the event loop."""
+        self._signals += 1
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._begin, self._signals > 1)
+
+    def _begin(self, hurry: bool) -> None:
+        if self.engine is not None:
+            self.engine.stop_claiming()
+        if hurry and self._hurry is not None:
+            self._hurry.set()
+
+    async def wait(self) -> None:
+        engine, hurry = self.engine, self._hurry
+        if not self._signals or engine is None or hurry is None or hurry.is_set() or not engine.active_runs:
+            return  # not a signalled stop (an app closed in-process), or nothing to wait for
+        log.warning("stopping: claiming no more runs; in-flight steps get %gs to finish", self.grace_s)
+        async with anyio.create_task_group() as tg:
+
+            async def cut_short() -> None:
+                await hurry.wait()
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(cut_short)
+            await engine.drain(self.grace_s)
+            tg.cancel_scope.cancel()
+
+
+def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: str = "127.0.0.1",
+               grace_s: float = 30.0) -> Starlette:
     """The ASGI app: `/mcp` (streamable HTTP, bearer tokens required), the JSON API under `/api`
     with `/openapi.json`, the websocket `/ws`, `/login` and `/healthz`.
 
     `tokens` defaults to the configured ones (`FLOWRUN_TOKENS`, `$FLOWRUN_HOME/tokens`). The web
     face's auth is `app.state.web_auth` (`flowrun serve` asks it for the login link it prints).
+    `app.state.draining` (a `Draining`) is how `serve` stops gracefully: in-flight steps get
+    `grace_s` seconds to finish once the server has stopped taking requests.
     """
     from .chat import ChatService
     from .chat.api import chat_endpoints
@@ -105,12 +157,14 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
                                                    transport_security=transport_security(host, settings.public_url)))
 
     webhooks = Webhooks.from_env(settings.env)  # a bad webhook setting stops `serve` at once
+    draining = Draining(grace_s)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await prepare_demo(settings)
         async with open_engine(settings) as engine, anyio.create_task_group() as tg:
             slot.engine = engine
+            draining.attach(engine)
             await tg.start(Triggers(engine).run)  # schedules and checkpoint timeouts
             await tg.start(Notifier(engine, webhooks, run_url=settings.public_url + "/runs/{run_id}").run)
             try:
@@ -120,6 +174,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
                     try:
                         async with mcp.session_manager.run(), web.running():
                             yield
+                        await draining.wait()  # requests are over: the steps in flight finish
                     finally:
                         chat_slot.chats = None
                         chat_service.clear()
@@ -137,6 +192,7 @@ def create_app(settings: Settings, tokens: TokenTable | None = None, *, host: st
               *chat_page_routes(lambda: chat_service[0] if chat_service else None, authenticate, settings.public_url)]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.web_auth = web.auth
+    app.state.draining = draining
     app.state.web = web
     return app
 

@@ -53,11 +53,12 @@ def require_postgres() -> None:
 
 class StoreKind:
     """Makes stores of one kind. `store(path)` twice with one path: two stores on one database
-    (for PostgreSQL, one schema named after the path)."""
+    (for PostgreSQL, one schema named after the path). A child process given `name` and `token`
+    makes stores on the same databases as the parent's (the parent drops them)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, token: str | None = None) -> None:
         self.name = name
-        self._token = secrets.token_hex(4)
+        self.token = self._token = token or secrets.token_hex(4)
         self.schemas: set[str] = set()
 
     def __repr__(self) -> str:

@@ -41,20 +41,29 @@ async def serve(args: argparse.Namespace) -> int:
         tokens = TokenTable.from_config(settings.env, settings.home)
         print(f"No bearer tokens were configured: wrote one for the local operator to {settings.home / 'tokens'}",
               file=sys.stderr)
-    app = create_app(settings, tokens, host=args.host)
+    app = create_app(settings, tokens, host=args.host, grace_s=args.grace)
     from ..runtime.access import LOCAL_OPERATOR
 
     print(f"flowrun serving on {settings.public_url} (MCP: {settings.public_url}/mcp, API: "
           f"{settings.public_url}/openapi.json)", file=sys.stderr)
     print(f"Open this link to log in (it works once): {app.state.web_auth.login_url(LOCAL_OPERATOR)}",
           file=sys.stderr)
-    # SIGTERM: open streams (a websocket, an MCP wait) get a bounded grace, then the lifespan
-    # stops the engine, which cancels every run task (tool calls included) and marks them interrupted
+    # SIGTERM, as for `flowrun worker`: the engine claims nothing more at once; open streams (a
+    # websocket, an MCP wait) get a bounded grace to close, then the steps in flight get `--grace`
+    # to finish, and leaving the engine releases the leases (a live worker takes the runs over;
+    # with none, runs still in flight are marked interrupted). A second signal cuts it short.
+    draining = app.state.draining
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            draining.begin()
+            super().handle_exit(sig, frame)
+
     config = uvicorn.Config(app, host=args.host, port=args.port, lifespan="on", ws="websockets-sansio",
                             ws_max_size=WS_MAX_FRAME_BYTES, ws_per_message_deflate=False,  # CPU per frame
                             log_level="info" if args.debug else "warning",
                             timeout_graceful_shutdown=5)
-    await uvicorn.Server(config).serve()
+    await Server(config).serve()
     return 0
 
 
@@ -88,6 +97,8 @@ def add_server_commands(sub: Any) -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--no-drive", action="store_true",
                    help="only serve: leave driving runs to `flowrun worker` processes")
+    p.add_argument("--grace", type=float, default=30.0,
+                   help="seconds in-flight steps get to finish after SIGTERM, as for a worker (default 30)")
     p.set_defaults(handler="server_commands:serve")
 
     p = sub.add_parser("mcp", help="serve MCP on stdio as the local operator (for IDE configs)")

@@ -96,6 +96,13 @@ class ConcurrentUpdate(WorldError):
     code = "concurrent_update"
 
 
+class LeaseLost(ConcurrentUpdate):
+    """Another engine process took the run over (this one's lease expired while it was stalled):
+    the write is refused and this process must stop driving the run, writing nothing more."""
+
+    code = "lease_lost"
+
+
 class SandboxError(WorldError):
     code = "sandbox_error"
 

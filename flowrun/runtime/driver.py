@@ -14,7 +14,7 @@ import anyio
 
 from ..flows import machine
 from ..flows.enums import CheckpointMode, ExecutionMode, Outcome, RunStatus, TranscriptKind
-from ..flows.errors import ConcurrentUpdate, FlowrunError
+from ..flows.errors import ConcurrentUpdate, FlowrunError, LeaseLost
 from ..flows.events import AgentMessages, EventData, TranscriptEntry
 from ..flows.run import Run, SandboxLink, Usage
 from ..llm.base import Message
@@ -45,11 +45,16 @@ def checkpoint_message(run: Run, index: int) -> str | None:
 
 
 class RunDriver:
-    def __init__(self, deps: EngineDeps, run: Run, continuation: Continuation | None = None) -> None:
+    def __init__(self, deps: EngineDeps, run: Run, continuation: Continuation | None = None, *,
+                 fence: str | None = None) -> None:
         self.deps = deps
         self.run = run
         self.continuation = continuation
-        self.sink = TranscriptSink(deps.store, run.id, redactor=deps.redactor)
+        # the lease owner driving: every write is fenced by it, so a driver that stalled past its
+        # lease (and was taken over) writes nothing more, whatever it was in the middle of
+        self.fence = fence
+        self.lease_lost = False
+        self.sink = TranscriptSink(deps.store, run.id, redactor=deps.redactor, fence=fence)
         self._usage_step: int | None = None
         self._usage_lock = anyio.Lock()  # sub-agents report usage concurrently
         self._deferred: list[EventData] = []
@@ -74,8 +79,11 @@ class RunDriver:
             async with self.sink.taken() as entries:
                 deferred, self._deferred = self._deferred, []
                 self.run, _ = await self.deps.store.commit(
-                    new, [*entries, *deferred, *events], expected_version=new.version
+                    new, [*entries, *deferred, *events], expected_version=new.version, lease_owner=self.fence
                 )
+        except LeaseLost:
+            self._lost()
+            raise RunStopped from None
         except ConcurrentUpdate:
             current = await self.deps.store.get_run(self.run.id)
             log.info("run %s changed under its driver (now %s); stopping", self.run.id, current.status)
@@ -87,13 +95,24 @@ class RunDriver:
         if self.run.links.sandbox != link:
             await self.apply(machine.link_sandbox(self.run, link))
 
-    async def _stop_if_cancelled(self) -> None:
-        """Read the stored status before a tool call starts: a cancel another process committed
-        stops the run here, not only when the engine's watcher notices it a moment later."""
-        current = await self.deps.store.get_run(self.run.id)
-        if current.status == RunStatus.CANCELLED:
+    def _lost(self) -> None:
+        if not self.lease_lost:
+            self.lease_lost = True
+            log.warning("lost the lease of run %s to another process; its driver stops here, writing nothing more",
+                        self.run.id)
+
+    async def _stop_if_not_ours(self) -> None:
+        """Read the stored status and lease before a tool call starts: a cancel another process
+        committed stops the run here, not only when the engine's watcher notices it a moment
+        later; and a run another process took over (this one stalled past its lease) gets no
+        further tool call from this one."""
+        lease = await self.deps.store.lease(self.run.id)
+        if self.sink.lost or (self.fence is not None and lease.owner != self.fence):
+            self._lost()
+            raise RunStopped
+        if lease.status == RunStatus.CANCELLED:
             log.info("run %s was cancelled elsewhere; no further tool call starts", self.run.id)
-            self.run = current
+            self.run = await self.deps.store.get_run(self.run.id)
             raise RunStopped
 
     async def _on_usage(self, usage: Usage) -> None:
@@ -105,7 +124,8 @@ class RunDriver:
                 try:
                     await self.apply(machine.record_usage(self.run, self._usage_step, usage))
                 except RunStopped:
-                    await record_usage_anyway(self.deps.store, self.run.id, self._usage_step, usage)
+                    if not self.lease_lost:  # the run is someone else's now: nothing more from here
+                        await record_usage_anyway(self.deps.store, self.run.id, self._usage_step, usage)
                     raise
 
     async def park(self, transition: machine.Transition, *, keep: bool) -> Run:
@@ -139,6 +159,8 @@ class RunDriver:
                 if self._deferred:  # pragma: no cover - every path out of _advance applies
                     await self.apply((self.run, []))
             except RunStopped:
+                if self.lease_lost:
+                    return self.run
                 if self.run.status.finished and self.run.status != RunStatus.PAUSED:
                     await release_and_record(self.deps, self.run.id, keep=True)
                     self.run = await self.deps.store.get_run(self.run.id)
@@ -223,7 +245,7 @@ class RunDriver:
                 await self.sink.flush()
 
         outcome = await execute_step(self.deps, run, index, acquire, self.sink, record, self._on_usage,
-                                     persist=persist, continuation=continuation, before_tool=self._stop_if_cancelled)
+                                     persist=persist, continuation=continuation, before_tool=self._stop_if_not_ours)
         run, transition_events = machine.finish_step(self.run, index, outcome.result, error=outcome.error)
         if outcome.blocked is not None:
             run, events = machine.block(run, outcome.blocked)

@@ -131,10 +131,10 @@ class Engine:
         """Whether it was recorded: a store that cannot be written (a full disk) leaves the run as it
         is, for the next process to start to record."""
         new, events = machine.interrupt(run, reason)
-        try:
-            await self.deps.store.commit(new, events, expected_version=new.version)
-        except ConcurrentUpdate:
-            log.info("run %s changed while being marked interrupted", run.id)
+        try:  # fenced: only while this process holds the run's lease
+            await self.deps.store.commit(new, events, expected_version=new.version, lease_owner=self.leases.owner)
+        except ConcurrentUpdate:  # LeaseLost included
+            log.info("run %s changed (or was taken over) while being marked interrupted", run.id)
         except StorageError as exc:
             log.warning("run %s left as stored: %s", run.id, exc.message)
             return False
@@ -146,7 +146,10 @@ class Engine:
         streaming command when the sandbox outlived the process (see `continuation`), else the
         run is parked as interrupted, its sandbox kept so a retry continues. A lone CLI (`auto`,
         no worker alive) parks them all as interrupted, as a restart does. Returns the ids of
-        the runs it interrupted."""
+        the runs it interrupted.
+
+        A lone CLI leaves `pending` runs alone: nothing of them ran, and a face that only writes
+        commands (`serve --no-drive`) created them for a worker to claim when one comes."""
         if self.leases.mode is DriveMode.NEVER or (
             self.leases.mode is DriveMode.AUTO and await self.leases.workers_alive()
         ):
@@ -154,7 +157,7 @@ class Engine:
         interrupted: list[str] = []
         seen: set[str] = set()
         try:
-            while claimed := [r for r in await self.leases.claim(limit=100) if r not in seen]:
+            while claimed := [r for r in await self._claim_left_behind() if r not in seen]:
                 seen.update(claimed)
                 for run_id in claimed:
                     if await self._take(await self.deps.store.get_run(run_id), park_idle=not self.leases.claims_all):
@@ -166,13 +169,21 @@ class Engine:
                      ", ".join(interrupted))
         return interrupted
 
+    async def _claim_left_behind(self) -> list[str]:
+        """A worker claims any runnable run it may; a lone CLI only `running` ones (to park them)."""
+        if self.leases.claims_all:
+            return await self.leases.claim(limit=100)
+        running = [lease.run_id for lease in await self.deps.store.leases() if lease.status == RunStatus.RUNNING]
+        return await self.leases.claim(running, limit=len(running), from_dead=True) if running else []
+
     async def _take(self, run: Run, *, park_idle: bool = False) -> bool:
         """Drive a run this process has just claimed; True if it was parked as interrupted
-        instead (a step in flight that cannot re-attach; with `park_idle`, any run)."""
+        instead (a step in flight that cannot re-attach; with `park_idle`, any running run:
+        a pending one is left pending, for a worker)."""
         if run.id in self._active:
             return False
-        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING):
-            await self.leases.release([run.id])  # parked meanwhile: nothing to do
+        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or (park_idle and run.status == RunStatus.PENDING):
+            await self.leases.release([run.id])  # parked meanwhile, or not ours to park: nothing to do
             return False
         planned = await self._continuation(run) if continuation.in_flight(run) is not None else None
         if planned is not None:
@@ -211,11 +222,17 @@ class Engine:
             active.lease_lost = True
             active.scope.cancel()
 
-    async def drain(self, grace_s: float) -> None:
-        """A graceful stop (SIGTERM to a worker): claim nothing more, let each run stop at its
-        next step boundary for up to `grace_s`; leaving the engine then releases the leases, so
-        another worker takes the runs over. Steps still running after the grace are cancelled."""
+    def stop_claiming(self) -> None:
+        """A graceful stop has begun: claim no more runs, and stop each run driven here at its
+        next step boundary (`drain` then waits for them)."""
         self._draining = True
+
+    async def drain(self, grace_s: float) -> None:
+        """A graceful stop (SIGTERM to a worker or to `serve`): claim nothing more, let each run
+        stop at its next step boundary for up to `grace_s`; leaving the engine then releases the
+        leases, so another worker takes the runs over. Steps still running after the grace are
+        cancelled."""
+        self.stop_claiming()
         with anyio.move_on_after(grace_s):
             while self._active:
                 await next(iter(self._active.values())).done.wait()
@@ -243,6 +260,11 @@ class Engine:
     @property
     def ready(self) -> bool:
         return self._ready
+
+    @property
+    def active_runs(self) -> int:
+        """How many runs this process is driving right now."""
+        return len(self._active)
 
     # starting -----------------------------------------------------------------------------------
 
@@ -324,9 +346,10 @@ class Engine:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(self._watch_for_cancel, run, active)
                     try:
-                        driver = RunDriver(self.deps, run, resume_step)
+                        driver = RunDriver(self.deps, run, resume_step, fence=self.leases.owner)
                         driver.should_stop = lambda: self._draining
                         await driver.drive()
+                        active.lease_lost = active.lease_lost or driver.lease_lost
                     except StorageError as exc:  # the store failed (a full disk): stop, say so, keep reading
                         log.error("run %s stopped: %s", run.id, exc.message)
                         self.halted[run.id] = exc
@@ -345,6 +368,9 @@ class Engine:
                         await release_and_record(self.deps, run.id, keep=True)
         finally:
             self._active.pop(run.id, None)
+            if active.lease_lost:  # another process drives it now: let go of it without a word
+                self.leases.held.discard(run.id)
+                self.deps.sandboxes.pop(run.id, None)
             if not self._closing:  # at shutdown, `_interrupt_active` decides what happens to it
                 with anyio.CancelScope(shield=True):
                     try:
@@ -393,7 +419,7 @@ class Engine:
             return
         new, events = machine.interrupt(run, f"Internal error ({type(exc).__name__}: {exc}); retry continues the run.")
         try:
-            await self.deps.store.commit(new, events, expected_version=new.version)
+            await self.deps.store.commit(new, events, expected_version=new.version, lease_owner=self.leases.owner)
         except ConcurrentUpdate:
             log.info("run %s changed while recording its crash", run_id)
         except StorageError as again:

@@ -93,10 +93,11 @@ class Leases:
         """Is another process that claims runs alive (`flowrun worker`, `flowrun serve`)?"""
         return any(w.drives and w.id != self.owner for w in await self.store.live_workers())
 
-    async def claim(self, run_ids: Sequence[str] | None = None, *, limit: int = 1) -> list[str]:
-        """Claim runnable runs (`run_ids`: those just made runnable by a command here, which no
-        live process holds; else any, including those of processes known to be gone)."""
-        dead = await self.dead_owners() if run_ids is None else []
+    async def claim(self, run_ids: Sequence[str] | None = None, *, limit: int = 1,
+                    from_dead: bool | None = None) -> list[str]:
+        """Claim runnable runs (`run_ids`: only among those; else any). `from_dead` (default:
+        when no `run_ids` are named) also takes runs held by processes known to be gone."""
+        dead = await self.dead_owners() if (run_ids is None if from_dead is None else from_dead) else []
         claimed = await self.store.claim_runs(self.owner, lease_s=self.lease_s, limit=limit,
                                               run_ids=run_ids, dead_owners=dead)
         self.held.update(claimed)

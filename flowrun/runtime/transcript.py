@@ -13,6 +13,7 @@ that stream, until the agent does something else, or until the next state change
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import TracebackType
@@ -21,10 +22,12 @@ import anyio
 from anyio.abc import TaskGroup
 
 from ..flows.enums import TranscriptKind
+from ..flows.errors import LeaseLost
 from ..flows.events import AgentMessages, LogOnly, TranscriptEntry
 from ..flows.redact import Redactor, StreamRedactor
 from ..storage.base import Store
 
+log = logging.getLogger("flowrun.runtime")
 _STREAMED = frozenset({TranscriptKind.TEXT, TranscriptKind.THINKING, TranscriptKind.TOOL_DELTA})
 _StreamKey = tuple[int | None, str | None, TranscriptKind, str]
 
@@ -38,9 +41,12 @@ class _OpenStream:
 
 
 class TranscriptSink:
-    def __init__(self, store: Store, run_id: str, *, redactor: Redactor | None = None, max_batch: int = 256, interval: float = 0.05) -> None:
+    def __init__(self, store: Store, run_id: str, *, redactor: Redactor | None = None, max_batch: int = 256,
+                 interval: float = 0.05, fence: str | None = None) -> None:
         self._store = store
         self.run_id = run_id
+        self._fence = fence  # the driver's lease owner: its writes stop once another process holds the run
+        self.lost = False  # a write was refused: the run's lease is another process's now
         self._redactor = redactor if redactor is not None else Redactor()
         self._streams: dict[_StreamKey, _OpenStream] = {}
         self._max_batch = max_batch
@@ -138,7 +144,7 @@ class TranscriptSink:
             except BaseException:
                 if batch:
                     with anyio.CancelScope(shield=True):
-                        await self._store.append_transcript(self.run_id, batch)
+                        await self._append(batch)
                 raise
 
     async def flush(self) -> None:
@@ -150,4 +156,15 @@ class TranscriptSink:
         async with self._lock:
             if self._buffer:
                 batch, self._buffer = self._buffer, []
-                await self._store.append_transcript(self.run_id, batch)
+                await self._append(batch)
+
+    async def _append(self, batch: list[LogOnly]) -> None:
+        """Write a batch; once the run's lease is lost, nothing more is written (the entries of a
+        driver that lost its run belong to no one: the new driver tells the run's story)."""
+        if self.lost:
+            return
+        try:
+            await self._store.append_transcript(self.run_id, batch, lease_owner=self._fence)
+        except LeaseLost:
+            self.lost = True
+            log.warning("lost the lease of run %s: %d transcript entries were not written", self.run_id, len(batch))

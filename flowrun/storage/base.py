@@ -103,14 +103,17 @@ class Store(Protocol):
         ...
 
     async def commit(
-        self, run: Run, events: Sequence[EventData], *, expected_version: int, decision_id: str | None = None
+        self, run: Run, events: Sequence[EventData], *, expected_version: int, decision_id: str | None = None,
+        lease_owner: str | None = None,
     ) -> tuple[Run, list[Event]]:
         """Write the run (and steps) and append its events, compare-and-set on the version.
 
-        With `decision_id`, also stores the decision row in the same transaction.
+        With `decision_id`, also stores the decision row in the same transaction. With
+        `lease_owner` (a driver's fence), writes only while that owner holds the run's lease.
 
         Raises:
             ConcurrentUpdate: the stored version is not `expected_version`.
+            LeaseLost: (a ConcurrentUpdate) `lease_owner` no longer holds the lease.
             NotFound: no such run.
         """
         ...
@@ -127,10 +130,14 @@ class Store(Protocol):
         run is counted (and capped) as `create_run` counts it."""
         ...
 
-    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly]) -> list[Event]:
+    async def append_transcript(
+        self, run_id: str, entries: Sequence[LogOnly], *, lease_owner: str | None = None
+    ) -> list[Event]:
         """Append transcript entries; returns once they are committed and published.
 
-        Many concurrent appends are group-committed into one transaction."""
+        Many concurrent appends are group-committed into one transaction. With `lease_owner`
+        (a driver's fence), appends only while that owner holds the run's lease, else raises
+        `LeaseLost`."""
         ...
 
     async def get_run(self, run_id: str) -> Run:
@@ -186,6 +193,12 @@ class Store(Protocol):
 
     async def leases(self) -> list[LeaseRow]:
         """The lease of every run that has work to do, oldest first."""
+        ...
+
+    async def lease(self, run_id: str) -> LeaseRow:
+        """One run's status and lease, whatever its status (a cheap read, before each tool call).
+
+        Raises NotFound naming the id."""
         ...
 
     async def store_time(self) -> float:

@@ -182,7 +182,7 @@ class StoreCore:
         return CreateRun(run, encode_run(run, new=True), encode_events(run.id, events, self.redactor), daily_cap, day)
 
     async def commit(self, run: Run, events: Sequence[EventData], *, expected_version: int,
-                     decision_id: str | None = None) -> tuple[Run, list[Event]]:
+                     decision_id: str | None = None, lease_owner: str | None = None) -> tuple[Run, list[Event]]:
         """Write the run (its changed steps only) and append its events, compare-and-set on the
         version; the stored version becomes `expected_version + 1`.
 
@@ -194,9 +194,12 @@ class StoreCore:
             NotFound: no such run.
             DecisionConflict: `already_decided`, the decision_id was recorded before (naming it).
             UsageError: the run or events cannot be stored, or there is no decision to record.
+            LeaseLost: `lease_owner` (a driver's fence) no longer holds the run's lease.
         """
         writer = self._open_writer()
-        return await writer.submit(self._commit_op(run, events, expected_version, decision_id))
+        op = self._commit_op(run, events, expected_version, decision_id)
+        op.fence = lease_owner
+        return await writer.submit(op)
 
     async def commit_pair(self, first: tuple[Run, Sequence[EventData], int], second: tuple[Run, Sequence[EventData]],
                           *, daily_cap: int | None = None, day: date | None = None) -> tuple[Run, Run]:
@@ -227,7 +230,8 @@ class StoreCore:
         decision = decision_row(run, encoded_events, decision_id) if decision_id is not None else None
         return CommitRun(run, encoded, encoded_events, expected_version, decision)
 
-    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly]) -> list[Event]:
+    async def append_transcript(self, run_id: str, entries: Sequence[LogOnly], *,
+                                lease_owner: str | None = None) -> list[Event]:
         """Append transcript entries; returns their events once committed and published.
 
         Concurrent appends (any runs) share one transaction. Touches only the events table and
@@ -235,11 +239,12 @@ class StoreCore:
 
         Raises:
             NotFound: no such run.
+            LeaseLost: `lease_owner` (a driver's fence) no longer holds the run's lease.
         """
         writer = self._open_writer()
         if not entries:
             return []
-        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries, self.redactor)))
+        return await writer.submit(AppendTranscript(run_id, encode_entries(run_id, entries, self.redactor), lease_owner))
 
     async def get_run(self, run_id: str) -> Run:
         """Raises NotFound naming the id."""

@@ -19,6 +19,7 @@ from .transaction import RUNNABLE, Op, Planned, RunState, Transaction
 class AppendTranscript(Op[list[Event]]):
     run_id: str
     entries: list[EncodedEvent]
+    fence: str | None = None  # the lease owner writing (see `Transaction.existing_run`)
 
     def run_ids(self) -> Iterable[str]:
         return (self.run_id,)
@@ -28,7 +29,7 @@ class AppendTranscript(Op[list[Event]]):
         return len(self.entries)
 
     def plan(self, tx: Transaction) -> Planned[list[Event]]:
-        state = tx.existing_run(self.run_id)
+        state = tx.existing_run(self.run_id, fence=self.fence)
         events = tx.append_events(self.run_id, state, self.entries)
         return Planned(events, [(self.run_id, events)])
 
@@ -93,6 +94,7 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
     expected_version: int
     decision: DecisionRow | None = None
     decision_json: str = ""
+    fence: str | None = None  # the lease owner writing (see `Transaction.existing_run`)
 
     def __post_init__(self) -> None:
         if self.decision is not None:  # encoded by the caller: a failure is the caller's alone
@@ -113,7 +115,7 @@ class CommitRun(Op[tuple[Run, list[Event]]]):
         return self.decision is not None or any(e.type == "decision" for e in self.events)
 
     def check(self, tx: Transaction) -> RunState:
-        state = tx.existing_run(self.run.id, self.expected_version)
+        state = tx.existing_run(self.run.id, self.expected_version, self.fence)
         if self.decision is not None:
             first = tx.stored_decision(self.decision.decision_id)
             if first is not None:

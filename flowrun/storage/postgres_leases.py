@@ -16,6 +16,7 @@ from typing import Any
 import anyio
 
 from ..flows.enums import RunStatus
+from ..flows.errors import NotFound
 from .base import LeaseRow, WorkerRow
 from .common import check_lease
 from .postgres_writer import WORK_CHANNEL
@@ -72,6 +73,13 @@ class PostgresLeases:
             f"SELECT id, status, lease_owner, lease_expires FROM runs WHERE {_RUNNABLE} ORDER BY created_at, id"
         )
         return [LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3]) for r in rows]
+
+    async def lease(self, run_id: str) -> LeaseRow:
+        rows = await self._rows("SELECT id, status, lease_owner, lease_expires FROM runs WHERE id = %s", (run_id,))
+        if not rows:
+            raise NotFound(f"run {run_id} not found", run_id=run_id)
+        r = rows[0]
+        return LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3])
 
     async def store_time(self) -> float:
         rows = await self._rows(f"SELECT {NOW}")

@@ -19,6 +19,7 @@ import aiosqlite
 import anyio
 
 from ..flows.enums import RunStatus
+from ..flows.errors import NotFound
 from .base import LeaseRow, WorkerRow
 from .common import check_lease
 from .transaction import Connection, Op, Planned, Transaction
@@ -134,6 +135,15 @@ class SQLiteLeases:
                 f"SELECT id, status, lease_owner, lease_expires FROM runs WHERE {_RUNNABLE_SQL} ORDER BY created_at, id"
             )
         return [LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3]) for r in rows]
+
+    async def lease(self, run_id: str) -> LeaseRow:
+        async with self._reading() as conn:
+            rows = list(await conn.execute_fetchall(
+                "SELECT id, status, lease_owner, lease_expires FROM runs WHERE id = ?", (run_id,)))
+        if not rows:
+            raise NotFound(f"run {run_id} not found", run_id=run_id)
+        r = rows[0]
+        return LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3])
 
     async def store_time(self) -> float:
         return time.time()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..flows.errors import ConcurrentUpdate, FlowrunError, NotFound, UsageError
+from ..flows.errors import ConcurrentUpdate, FlowrunError, LeaseLost, NotFound, UsageError
 from ..flows.events import Event
 from ..flows.run import now
 from .base import DecisionRow
@@ -81,6 +81,7 @@ class RunState:
     insert: bool = False  # created in this transaction
     row: EncodedRun | None = None  # full row to write; None: only last_seq moved
     touched: bool = False
+    lease_owner: str | None = None  # the engine process driving it (fenced writes must be its)
 
 
 @dataclass(slots=True)
@@ -124,9 +125,10 @@ class Transaction:
         """Read every run row and decision the batch names, a few queries for the whole batch."""
         run_ids = sorted({run_id for op in ops for run_id in op.run_ids()} - self._runs.keys())
         for row in self._rows_in(
-            "SELECT id, version, last_seq FROM runs WHERE id IN ({}) ORDER BY id" + self.LOCK_ROWS, run_ids
+            "SELECT id, version, last_seq, lease_owner FROM runs WHERE id IN ({}) ORDER BY id" + self.LOCK_ROWS,
+            run_ids
         ):
-            self._runs[row[0]] = RunState(version=row[1], last_seq=row[2])
+            self._runs[row[0]] = RunState(version=row[1], last_seq=row[2], lease_owner=row[3])
         for run_id in run_ids:
             self._runs.setdefault(run_id, None)
         decision_ids = sorted({d for op in ops for d in op.decision_ids()} - self._decisions.keys())
@@ -148,18 +150,26 @@ class Transaction:
         if run_id not in self._runs:
             rows = list(
                 self.conn.execute(
-                    "SELECT version, last_seq FROM runs WHERE id = ?" + self.LOCK_ROWS, (run_id,)
+                    "SELECT version, last_seq, lease_owner FROM runs WHERE id = ?" + self.LOCK_ROWS, (run_id,)
                 ).fetchall()
             )
             self._runs[run_id] = (
-                RunState(version=rows[0][0], last_seq=rows[0][1]) if rows else None
+                RunState(version=rows[0][0], last_seq=rows[0][1], lease_owner=rows[0][2]) if rows else None
             )
         return self._runs[run_id]
 
-    def existing_run(self, run_id: str, expected_version: int | None = None) -> RunState:
+    def existing_run(self, run_id: str, expected_version: int | None = None, fence: str | None = None) -> RunState:
+        """The run's stored state. `fence`: the lease owner the write comes from; refused with
+        `LeaseLost` when another process holds the run's lease now (or nobody does)."""
         state = self.run(run_id)
         if state is None:
             raise NotFound(f"run {run_id} not found", run_id=run_id)
+        if fence is not None and state.lease_owner != fence:
+            raise LeaseLost(
+                f"run {run_id} is no longer driven by {fence} (its lease is {state.lease_owner or 'free'}); "
+                "this process must stop driving it",
+                run_id=run_id, owner=fence, holder=state.lease_owner,
+            )
         if expected_version is not None and state.version != expected_version:
             raise ConcurrentUpdate(
                 f"run {run_id} changed under you: you expected version {expected_version}, it is at "

@@ -4,12 +4,13 @@ that points every process at it, and a worker started, stopped (SIGTERM) or kill
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
@@ -28,7 +29,8 @@ def environment(tmp_path: Path, database: str, *, steps: int = 3, delay_s: float
     """FLOWRUN_* for processes sharing `database`: Flow `relay` of `steps` steps (`s0`, `s1`, ...)
     that each take `delay_s`, and Flow `gate` (a step, a checkpoint, `steps` more), in the
     `local` sandbox (its workspaces are on this host's disk: any worker here reconnects) or the
-    `quiet` no-op one."""
+    `quiet` no-op one. Flow `ledger` (always local): `steps` steps that each append their name to
+    `steps.log` in the workspace, failing unless the file then holds each earlier name once."""
     root, scripts = tmp_path / "catalog", tmp_path / "scripts"
     for folder in (root / "flows", root / "skills", root / "profiles", scripts):
         folder.mkdir(parents=True, exist_ok=True)
@@ -45,6 +47,21 @@ def environment(tmp_path: Path, database: str, *, steps: int = 3, delay_s: float
     (root / "flows" / "gate.yaml").write_text(
         f"id: gate\nname: Gate\ndefaults: {{sandbox_profile: {profile}}}\nsteps:\n"
         f"  - {{name: First, skill: first}}\n{gate}")
+    ledger = ""
+    for i in range(steps):  # each step appends its name and checks the file holds each name once
+        names = " ".join(f"l{j}" for j in range(i + 1))
+        check = f"echo l{i} >> steps.log && test \"$(tr '\\n' ' ' < steps.log)\" = '{names} '"
+        (root / "skills" / f"l{i}.yaml").write_text(json.dumps({
+            "slug": f"l{i}", "name": f"l{i}", "instructions": "Append your name.", "allowed_tools": ["shell"],
+            "output_schema": {"type": "object"}}))
+        (scripts / f"l{i}.yaml").write_text(json.dumps({"skill": f"l{i}", "turns": [
+            {"text": f"Writing l{i}.", "delay_s": delay_s / 2, "tools": [{"name": "shell", "input": {"command": check}}]},
+            {"delay_s": delay_s / 2, "tools": [{"name": "submit_result", "input": {"outcome": "success",
+                                                                                  "summary": f"l{i} written."}}]},
+        ]}))
+        ledger += f"  - {{name: L{i}, skill: l{i}}}\n"
+    (root / "flows" / "ledger.yaml").write_text(
+        f"id: ledger\nname: Ledger\ndefaults: {{sandbox_profile: local, execution_mode: background}}\nsteps:\n{ledger}")
     return {
         "FLOWRUN_HOME": str(tmp_path / "home"), "FLOWRUN_PATH": str(root), "FLOWRUN_SCRIPTS": str(scripts),
         "FLOWRUN_DATABASE_URL": database, "FLOWRUN_LEASE_S": str(lease_s),
@@ -56,6 +73,19 @@ def environment(tmp_path: Path, database: str, *, steps: int = 3, delay_s: float
 class Worker:
     process: Process
     owner: str
+    output: str = ""  # its stderr so far
+    _more: anyio.Event = field(default_factory=anyio.Event)
+
+    async def saw(self, text: str, *, timeout_s: float) -> None:
+        """Wait until the worker has printed `text` on stderr (its log)."""
+        with anyio.fail_after(timeout_s):
+            while text not in self.output:
+                await self._more.wait()
+
+    def _got(self, chunk: str) -> None:
+        self.output += chunk
+        self._more.set()
+        self._more = anyio.Event()
 
     def kill(self) -> None:
         """SIGKILL: no cleanup of any kind (a crash, an OOM kill, a pulled plug)."""
@@ -85,13 +115,15 @@ async def worker(env: Mapping[str, str], *, grace_s: float = 10.0) -> AsyncItera
                     break
         assert owner, f"the worker did not start: {buffered}"
 
+        started = Worker(process, owner, buffered)
+
         async def drain() -> None:  # keep reading its stderr so it never blocks on a full pipe
-            async for _ in stream:
-                pass
+            async for chunk in stream:
+                started._got(chunk)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(drain)
-            yield Worker(process, owner)
+            yield started
             if process.returncode is None:
                 os.kill(process.pid, signal.SIGTERM)
             with anyio.fail_after(60):

@@ -1,5 +1,5 @@
 """SIGKILL mid-step: after a restart the run is interrupted, no committed event is lost, and a
-retry completes it."""
+retry completes it. On SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import pytest
 
 from flowrun.flows.enums import RunStatus, StepStatus
 from flowrun.runtime.access import Actor
+from tests.storekinds import StoreKind
 
 from .harness import catalog, run_child_until, running_engine, scripts, submit
 
@@ -16,12 +17,13 @@ pytestmark = pytest.mark.anyio
 CHILD = Path(__file__).with_name("crash_child.py")
 
 
-async def test_sigkill_mid_step_then_restart_and_retry(tmp_path: Path) -> None:
-    run_id, seen = await run_child_until([str(CHILD), str(tmp_path)], "MIDSTEP")
+async def test_sigkill_mid_step_then_restart_and_retry(tmp_path: Path, store_kind: StoreKind) -> None:
+    run_id, seen = await run_child_until([str(CHILD), str(tmp_path), store_kind.name, store_kind.token], "MIDSTEP")
 
     provider = scripts(plan=[submit("planned")], build=[submit("built")])
     steps = [{"name": "Plan", "skill": "plan"}, {"name": "Build", "skill": "build"}]
-    async with running_engine(tmp_path, catalog(steps, defaults={"sandbox_profile": "local"}), provider) as engine:
+    async with running_engine(tmp_path, catalog(steps, defaults={"sandbox_profile": "local"}), provider,
+                              kind=store_kind) as engine:
         ana = Actor("ana")
         run = await engine.get_run(ana, run_id)
         assert run.status == RunStatus.INTERRUPTED

@@ -33,6 +33,7 @@ from flowrun.runtime.access import Actor
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
 from flowrun.storage.base import RecordRow
+from tests.storekinds import StoreKind
 
 from .harness import catalog, expecting, running_engine, scripts, submit
 
@@ -291,8 +292,8 @@ async def test_decisions_are_compare_and_set_and_idempotent(tmp_path: Path) -> N
         assert second.value.code == "already_decided" and "approve by ana" in second.value.message
 
 
-async def test_two_concurrent_decisions_apply_exactly_one(tmp_path: Path) -> None:
-    async with running_engine(tmp_path, catalog(THREE_STEPS), simple_provider()) as engine:
+async def test_two_concurrent_decisions_apply_exactly_one(tmp_path: Path, store_kind: StoreKind) -> None:
+    async with running_engine(tmp_path, catalog(THREE_STEPS), simple_provider(), kind=store_kind) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))
         outcomes: list[str] = []
 
@@ -307,6 +308,8 @@ async def test_two_concurrent_decisions_apply_exactly_one(tmp_path: Path) -> Non
             tg.start_soon(decide, "approve")
             tg.start_soon(decide, "reject")
         assert len(outcomes) == 2 and sum(o in ("approve", "reject") for o in outcomes) == 1
+        decisions = [e for e in await engine.events(ANA, run.id) if e.data.type == "decision"]
+        assert len(decisions) == 1
 
 
 async def test_decision_on_a_run_that_is_not_paused(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ as two processes would be)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 from flowrun.flows.enums import RunStatus, StepStatus
 from flowrun.flows.errors import DecisionConflict, InvalidTransition
 from flowrun.flows.run import Run
+from flowrun.llm.base import ModelRequest, StreamEvent
 from flowrun.runtime.access import Actor
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
@@ -74,11 +76,8 @@ async def test_a_face_writes_and_a_worker_drives(tmp_path: Path, store_kind: Sto
         run = await parked(face, run)
         assert run.status == RunStatus.COMPLETED
         assert step_starts(await face.events(ANA, run.id)) == Counter({0: 1, 1: 1, 2: 1})
-        with anyio.fail_after(20):  # released once its task ended, just after the run parked
-            while True:
-                if not worker.leases.held and not worker._active:
-                    break
-                await anyio.sleep(0.01)
+        await worker.idle()  # its task ends just after the run parks
+        assert worker.leases.held == set()  # released once the run parked
         assert [lease.owner for lease in await face.deps.store.leases()] == []
 
 
@@ -178,3 +177,78 @@ async def test_sigterm_like_drain_hands_runs_over_at_a_step_boundary(tmp_path: P
 async def test_a_lease_of_a_dead_process_is_free_at_once() -> None:
     assert owner_gone("nowhere-else:1:abc") is False  # another host: wait for the lease
     assert owner_gone(f"{__import__('socket').gethostname()}:999999999:abc") is True
+
+
+async def test_a_lone_cli_leaves_pending_runs_pending_for_a_worker(tmp_path: Path, store_kind: StoreKind) -> None:
+    """Runs a face-only server created wait for a worker: a CLI starting with no worker alive
+    parks runs left `running` by a dead driver, but never marks a run that never ran interrupted."""
+    cat = catalog(STEPS[:2])
+    async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                              config=config("never", "serve")) as face:
+        waiting = [await face.start_run(ANA, "test-flow") for _ in range(3)]
+    async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                              config=config("auto", "cli")) as cli:
+        assert await cli.recover() == []
+        for run in waiting:
+            assert (await cli.get_run(ANA, run.id)).status == RunStatus.PENDING
+        assert not cli._active and cli.leases.held == set()
+        assert {lease.owner for lease in await cli.deps.store.leases()} == {None}
+        async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                                  config=config("always")):
+            for run in waiting:
+                done = await parked(cli, run, timeout_s=60)
+                assert done.status == RunStatus.COMPLETED
+                assert step_starts(await cli.events(ANA, run.id)) == Counter({0: 1, 1: 1})
+
+
+class _Stalled:
+    """The scripted provider, but the first turn of step `step` waits for `go` (a process that
+    stalled mid-step: a long GC pause, SIGSTOP, a VM frozen for a while)."""
+
+    name = "scripted"
+
+    def __init__(self, inner: Any, step: int, go: anyio.Event) -> None:
+        self.inner, self.step, self.go, self.waited = inner, step, go, anyio.Event()
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[StreamEvent]:
+        if request.step == self.step and not self.waited.is_set():
+            self.waited.set()
+            await self.go.wait()
+        async for event in self.inner.stream(request):
+            yield event
+
+
+async def test_a_driver_that_stalled_past_its_lease_writes_nothing_once_taken_over(
+    tmp_path: Path, store_kind: StoreKind,
+) -> None:
+    """Engine A stalls mid-step (its model turn and its lease renewals wait) until engine B has
+    taken the run over and parked it as interrupted; then A wakes up with a tool call to make:
+    every write of A's is fenced by its lease, so A runs no tool and writes no event."""
+    cat = catalog(STEPS[:2])
+    go = anyio.Event()
+    tools = [{"name": "todo_write", "input": {"todos": []}}]
+    stalled = _Stalled(scripts(plan=[submit("planned")], build=[{"tools": tools}, submit("built")]), 1, go)
+    async with running_engine(tmp_path, cat, stalled, kind=store_kind, backends=shared(tmp_path),
+                              config=config("always")) as a:
+        renew = a.deps.store.renew_leases
+
+        async def stuck(*args: Any, **kwargs: Any) -> list[str]:
+            await go.wait()
+            return await renew(*args, **kwargs)
+
+        a.deps.store.renew_leases = stuck  # type: ignore[method-assign]
+        run = await a.start_run(ANA, "test-flow")
+        with anyio.fail_after(30):
+            await stalled.waited.wait()
+        async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
+                                  config=config("always")) as b:
+            taken = await parked(b, run, timeout_s=60)
+            assert taken.status == RunStatus.INTERRUPTED
+            before = [e.model_dump_json() for e in await b.events(ANA, run.id)]
+            go.set()
+            await a.idle()
+            after = await b.events(ANA, run.id)
+            assert [e.model_dump_json() for e in after] == before
+            assert not [e for e in after if e.data.type == "transcript" and getattr(e.data, "tool", None) == "todo_write"]
+            assert a.leases.held == set() and run.id not in a.deps.sandboxes
+            assert (await b.get_run(ANA, run.id)).status == RunStatus.INTERRUPTED

@@ -33,6 +33,7 @@ from flowrun.runtime.catalog import Catalog
 from flowrun.runtime.context import EngineConfig
 from flowrun.runtime.engine import Engine
 from flowrun.tools.views import next_actions, run_view
+from tests.storekinds import StoreKind
 
 from .harness import catalog, running_engine, scripts, submit
 
@@ -308,9 +309,11 @@ async def test_a_paused_run_cancelled_elsewhere_has_its_held_sandbox_released_wh
         assert stored.links.sandbox is not None and stored.links.sandbox.state == "released"
 
 
-async def test_a_race_of_callers_sharing_a_decision_id_gets_the_first_answer_or_its_name(tmp_path: Path) -> None:
+async def test_a_race_of_callers_sharing_a_decision_id_gets_the_first_answer_or_its_name(
+    tmp_path: Path, store_kind: StoreKind,
+) -> None:
     provider = scripts(plan=[submit("planned")], ship=[submit("shipped")])
-    async with running_engine(tmp_path, catalog(SIGNED), provider) as engine:
+    async with running_engine(tmp_path, catalog(SIGNED), provider, kind=store_kind) as engine:
         run = await settle(engine, await engine.start_run(ANA, "test-flow"))
         kinds = ["approve", "reject", "skip"] * 10
         answers: list[tuple[str, Run | DecisionConflict]] = []
