@@ -2,14 +2,15 @@
 
 Every public method takes the `Actor` asking and enforces its scopes, so the CLI, the MCP server
 and the web get the same answers. Runs are driven by tasks owned by the engine's task group;
-nothing is fire-and-forget. A parked run has no task at all: it is a row in the store.
+nothing is fire-and-forget. A parked run has no task at all: it is a row in the store. What
+becomes of a run whose driver is gone or going (recovery at start-up, a lease lost, a graceful
+drain, the hand-over at shutdown) lives in `recovery`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -23,10 +24,9 @@ from ..flows.errors import ConcurrentUpdate, DecisionConflict, FlowrunError, Not
 from ..flows.events import Event, RunCreated
 from ..flows.run import Decision, Launch, Run
 from ..flows.template import FlowTemplate, bind_parameters
-from ..sandboxes.base import Sandbox
 from ..storage.base import RecordRow, RunFilter
 from ..storage.errors import StorageError
-from . import continuation, deciding
+from . import deciding
 from .access import Actor
 from .context import EngineDeps
 from .continuation import Continuation
@@ -35,6 +35,7 @@ from .health import HEALTH_EVENT, get_health_event, resolve_health_event
 from .leases import DriveMode, Leases
 from .parking import release_and_record
 from .preflight import launch_record, preflight, select_profile_name
+from .recovery import Active, Recovery
 from .snapshots import Snapshots
 from .step import release_sandbox
 
@@ -42,26 +43,17 @@ log = logging.getLogger("flowrun.runtime")
 CANCEL_WATCH_DELAY_S = 0.5
 
 
-@dataclass
-class _Active:
-    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
-    done: anyio.Event = field(default_factory=anyio.Event)
-    cancelled_by: str | None = None
-    cancelled_elsewhere: bool = False
-    lease_lost: bool = False  # another process took the run over: stop, record nothing
-
-
 class Engine:
     def __init__(self, deps: EngineDeps) -> None:
         self.deps = deps
         self._tg: TaskGroup | None = None
-        self._active: dict[str, _Active] = {}
+        self._active: dict[str, Active] = {}
         self.halted: dict[str, FlowrunError] = {}  # runs this process stopped driving: the store failed
         self._halt_changed = anyio.Event()
         self._ready = False
         config = deps.config
         self.leases = Leases(deps.store, mode=DriveMode(config.drive), kind=config.kind, lease_s=config.lease_s)
-        self._draining = False  # a graceful stop: claim nothing more, stop at step boundaries
+        self.recovery = Recovery(deps, self.leases, self._active, self._spawn)
         self._closing = False
 
     # lifecycle ----------------------------------------------------------------------------------
@@ -70,7 +62,7 @@ class Engine:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
-            await self._tg.start(self.leases.keep, self._lost_lease)
+            await self._tg.start(self.leases.keep, self.recovery.lost_lease)
             await self.recover()
         except BaseException:
             await self.__aexit__(None, None, None)
@@ -92,109 +84,23 @@ class Engine:
         finally:
             with anyio.CancelScope(shield=True):
                 try:
-                    await self._interrupt_active()
+                    await self.recovery.interrupt_active()
                 finally:
                     await self.leases.close()
 
-    async def _interrupt_active(self) -> None:
-        """On shutdown, the runs this process still drives are handed over: to another live
-        worker, which continues them (or parks a step it cannot re-attach to), by releasing
-        their leases; with nobody to take them, runs that were in flight become interrupted
-        (a deploy, not a failure)."""
-        try:
-            handover = await self.leases.workers_alive()
-        except Exception:
-            handover = False
-        for run_id in sorted(self.leases.held):
-            run = await self.deps.store.get_run(run_id)
-            if run.status in (RunStatus.RUNNING, RunStatus.PENDING) and not handover:
-                await self._mark_interrupted(run, "The engine shut down while the run was in flight.")
-        for run_id in list(self.deps.sandboxes):
-            run = await self.deps.store.get_run(run_id)
-            if run.status in (RunStatus.INTERRUPTED, RunStatus.RUNNING, RunStatus.PENDING):
-                # interrupted: its sandbox is kept as it is, so a retry continues in it
-                self.deps.sandboxes.pop(run_id, None)
-                continue
-            if run.status != RunStatus.PAUSED:  # stopped by another process while held here
-                await release_and_record(self.deps, run_id, keep=True)
-                continue
-            # an interactive run waiting for a person: nobody holds it now, so park it
-            link = await release_sandbox(self.deps, run, keep=True)
-            if link is not None and link != run.links.sandbox:
-                new, events = machine.link_sandbox(run, link)
-                try:
-                    await self.deps.store.commit(new, events, expected_version=new.version)
-                except ConcurrentUpdate:
-                    log.info("run %s changed while its sandbox was parked", run_id)
-
-    async def _mark_interrupted(self, run: Run, reason: str) -> bool:
-        """Whether it was recorded: a store that cannot be written (a full disk) leaves the run as it
-        is, for the next process to start to record."""
-        new, events = machine.interrupt(run, reason)
-        try:  # fenced: only while this process holds the run's lease
-            await self.deps.store.commit(new, events, expected_version=new.version, lease_owner=self.leases.owner)
-        except ConcurrentUpdate:  # LeaseLost included
-            log.info("run %s changed (or was taken over) while being marked interrupted", run.id)
-        except StorageError as exc:
-            log.warning("run %s left as stored: %s", run.id, exc.message)
-            return False
-        return True
-
     async def recover(self) -> list[str]:
-        """Take over runs whose driver is gone (its lease expired, or its process on this host
-        died). A worker (`always`) drives them on; a step that was in flight re-attaches to its
-        streaming command when the sandbox outlived the process (see `continuation`), else the
-        run is parked as interrupted, its sandbox kept so a retry continues. A lone CLI (`auto`,
-        no worker alive) parks them all as interrupted, as a restart does. Returns the ids of
-        the runs it interrupted.
-
-        A lone CLI leaves `pending` runs alone: nothing of them ran, and a face that only writes
-        commands (`serve --no-drive`) created them for a worker to claim when one comes."""
-        if self.leases.mode is DriveMode.NEVER or (
-            self.leases.mode is DriveMode.AUTO and await self.leases.workers_alive()
-        ):
-            return []
-        interrupted: list[str] = []
-        seen: set[str] = set()
-        try:
-            while claimed := [r for r in await self._claim_left_behind() if r not in seen]:
-                seen.update(claimed)
-                for run_id in claimed:
-                    if await self._take(await self.deps.store.get_run(run_id), park_idle=not self.leases.claims_all):
-                        interrupted.append(run_id)
-        except StorageError as exc:  # a full disk: reading must still work; the next start tries again
-            log.warning("runs left as stored: %s", exc.message)
-        if interrupted:
-            log.info("marked %d run(s) interrupted after their driver stopped: %s", len(interrupted),
-                     ", ".join(interrupted))
-        return interrupted
-
-    async def _claim_left_behind(self) -> list[str]:
-        """A worker claims any runnable run it may; a lone CLI only `running` ones (to park them)."""
-        if self.leases.claims_all:
-            return await self.leases.claim(limit=100)
-        running = [lease.run_id for lease in await self.deps.store.leases() if lease.status == RunStatus.RUNNING]
-        return await self.leases.claim(running, limit=len(running), from_dead=True) if running else []
+        """Take over runs whose driver is gone; the ids of those parked as interrupted (see
+        `Recovery.recover`: a worker drives them on, a lone CLI parks them)."""
+        return await self.recovery.recover()
 
     async def _take(self, run: Run, *, park_idle: bool = False) -> bool:
-        """Drive a run this process has just claimed; True if it was parked as interrupted
-        instead (a step in flight that cannot re-attach; with `park_idle`, any running run:
-        a pending one is left pending, for a worker)."""
-        if run.id in self._active:
-            return False
-        if run.status not in (RunStatus.PENDING, RunStatus.RUNNING) or (park_idle and run.status == RunStatus.PENDING):
-            await self.leases.release([run.id])  # parked meanwhile, or not ours to park: nothing to do
-            return False
-        planned = await self._continuation(run) if continuation.in_flight(run) is not None else None
-        if planned is not None:
-            self._spawn(run, planned)
-            return False
-        if continuation.in_flight(run) is not None or park_idle:
-            await self._mark_interrupted(run, "Interrupted: the process driving it stopped while the run was in flight.")
-            await self.leases.release([run.id])
-            return True
-        self._spawn(run)
-        return False
+        """Drive a run just claimed here, or park it (see `Recovery.take`)."""
+        return await self.recovery.take(run, park_idle=park_idle)
+
+    @property
+    def _draining(self) -> bool:
+        """A graceful stop has begun (`stop_claiming`): the claim path claims nothing more."""
+        return self.recovery.draining
 
     async def _hand_over(self, run: Run) -> None:
         """A command made `run` runnable: drive it here, or leave it to a live worker."""
@@ -216,46 +122,16 @@ class Engine:
                     log.warning("claiming runs failed: %s", exc.message)
             await self.deps.store.wait_for_work(self.leases.lease_s / 3)
 
-    async def _lost_lease(self, run_id: str) -> None:
-        active = self._active.get(run_id)
-        if active is not None:
-            active.lease_lost = True
-            active.scope.cancel()
-
     def stop_claiming(self) -> None:
         """A graceful stop has begun: claim no more runs, and stop each run driven here at its
         next step boundary (`drain` then waits for them)."""
-        self._draining = True
+        self.recovery.stop_claiming()
 
     async def drain(self, grace_s: float) -> None:
-        """A graceful stop (SIGTERM to a worker or to `serve`): claim nothing more, let each run
-        stop at its next step boundary for up to `grace_s`; leaving the engine then releases the
-        leases, so another worker takes the runs over. Steps still running after the grace are
-        cancelled."""
-        self.stop_claiming()
-        with anyio.move_on_after(grace_s):
-            while self._active:
-                await next(iter(self._active.values())).done.wait()
-
-    async def _continuation(self, run: Run) -> Continuation | None:
-        link = run.links.sandbox
-        if link is None or link.state != "active":
-            return None
-        connected: list[Sandbox] = []
-
-        async def connect() -> Sandbox | None:
-            try:
-                sandbox = await self.deps.backend_for(link.backend).acquire(run.id, self.deps.profile(run), link=link)
-            except FlowrunError as exc:
-                log.info("run %s: its sandbox cannot be reconnected (%s); parking it", run.id, exc.message)
-                return None
-            connected.append(sandbox)
-            return sandbox
-
-        planned = await continuation.plan(self.deps.store, run, connect)
-        if planned is not None:
-            self.deps.sandboxes[run.id] = connected[0]  # the driver goes on with it
-        return planned
+        """A graceful stop (SIGTERM to a worker or to `serve`): let each run stop at its next
+        step boundary for up to `grace_s`, claiming nothing more; leaving the engine then hands
+        the runs over (see `Recovery.drain`)."""
+        await self.recovery.drain(grace_s)
 
     @property
     def ready(self) -> bool:
@@ -336,11 +212,11 @@ class Engine:
         assert self._tg is not None, "the engine is not running (use `async with engine`)"
         if run.id in self._active:
             return
-        active = _Active()
+        active = Active()
         self._active[run.id] = active
         self._tg.start_soon(self._drive, run, active, resume_step, name=f"run {run.id}")
 
-    async def _drive(self, run: Run, active: _Active, resume_step: Continuation | None = None) -> None:
+    async def _drive(self, run: Run, active: Active, resume_step: Continuation | None = None) -> None:
         try:
             with active.scope:
                 async with anyio.create_task_group() as tg:
@@ -371,7 +247,7 @@ class Engine:
             if active.lease_lost:  # another process drives it now: let go of it without a word
                 self.leases.held.discard(run.id)
                 self.deps.sandboxes.pop(run.id, None)
-            if not self._closing:  # at shutdown, `_interrupt_active` decides what happens to it
+            if not self._closing:  # at shutdown, `Recovery.interrupt_active` decides what happens to it
                 with anyio.CancelScope(shield=True):
                     try:
                         await self.leases.release([run.id])
@@ -382,7 +258,7 @@ class Engine:
                 self._halt_changed.set()
                 self._halt_changed = anyio.Event()
 
-    async def _watch_for_cancel(self, run: Run, active: _Active) -> None:
+    async def _watch_for_cancel(self, run: Run, active: Active) -> None:
         """A run cancelled by another process (its CLI, another server) stops here too: the log
         is shared, so this task sees the `cancelled` status and stops the driver. It starts
         reading after a moment (from where the run was, so it misses nothing): a run that parks
@@ -405,7 +281,7 @@ class Engine:
             return
         await release_sandbox(self.deps, run, keep=True)
         if run.status == RunStatus.RUNNING:
-            await self._mark_interrupted(run, "Interrupted: the store could not record the run; retry continues it.")
+            await self.recovery.mark_interrupted(run, "Interrupted: the store could not record the run; retry continues it.")
 
     async def wait_halted(self, run_id: str) -> FlowrunError:
         """Wait until this process stops driving the run because the store failed; the error."""

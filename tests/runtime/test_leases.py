@@ -156,13 +156,13 @@ async def test_sigterm_like_drain_hands_runs_over_at_a_step_boundary(tmp_path: P
                               config=config("always")) as second:
         async with running_engine(tmp_path, cat, provider(build_delay=0.6), kind=store_kind, backends=shared(tmp_path),
                                   config=config("always")) as first:
-            second._draining = True  # hold the second back until the first has the run
+            second.recovery.draining = True  # hold the second back until the first has the run
             run = await first.start_run(ANA, "test-flow")
             with anyio.fail_after(10):
                 async for event in first.subscribe(ANA, run.id):
                     if event.data.type == "step_status" and event.data.step == 1 and event.data.status == StepStatus.RUNNING:
                         break
-            second._draining = False
+            second.recovery.draining = False
             await first.drain(grace_s=10)  # Build finishes; nothing after it starts here
             assert not first._active
             stopped = await first.get_run(ANA, run.id)
