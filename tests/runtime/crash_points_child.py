@@ -1,6 +1,7 @@
 """Run by test_crash_points.py in a subprocess: drive a run to a named point, print the marker
 and stop there (blocked) until the test kills it with SIGKILL. Every event it sees committed is
-printed as `SEQ n`, like crash_child.py.
+printed as `SEQ n`, like crash_child.py. Arguments: the test's tmp path, the point, and the store
+kind's name and token (the same database as the test's).
 
 Points:
   mid-step      the step edited the workspace (and left a stale lock) and waits for its model
@@ -23,6 +24,7 @@ from flowrun.flows.profiles import RepositorySpec, SandboxProfile
 from flowrun.runtime.access import Actor
 from flowrun.runtime.context import EngineConfig
 from tests.runtime.harness import catalog, running_engine, scripts, submit
+from tests.storekinds import StoreKind
 
 ANA = Actor("ana")
 # appends a line, checks it is the only one, and leaves a lock behind: twice in one workspace fails
@@ -56,7 +58,7 @@ def hold(marker: str) -> Any:
     return blocked
 
 
-async def main(tmp: Path, point: str) -> None:
+async def main(tmp: Path, point: str, kind: StoreKind) -> None:
     if point == "destroying":
         from flowrun.sandboxes.local import LocalBackend
 
@@ -77,7 +79,7 @@ async def main(tmp: Path, point: str) -> None:
     script = scripts(plan=[submit("planned")]) if point in ("destroying", "cloning") else provider(point)
     if point in ("destroying", "cloning"):
         cat = catalog([STEPS[0]], defaults={"sandbox_profile": "repo"}, profiles=[repo_profile(tmp)])
-    async with running_engine(tmp, cat, script, config=config(tmp)) as engine:
+    async with running_engine(tmp, cat, script, config=config(tmp), kind=kind) as engine:
         run = await engine.start_run(ANA, "test-flow")
         print("RUN", run.id, flush=True)
         async for event in engine.subscribe(ANA, run.id):
@@ -90,4 +92,4 @@ async def main(tmp: Path, point: str) -> None:
 
 
 if __name__ == "__main__":
-    anyio.run(main, Path(sys.argv[1]), sys.argv[2])
+    anyio.run(main, Path(sys.argv[1]), sys.argv[2], StoreKind(sys.argv[3], sys.argv[4]))

@@ -1,5 +1,6 @@
 """Crashes and retries neither repeat nor lose work: a child engine is SIGKILLed at a named point
-(see crash_points_child.py), then a fresh engine on the same store recovers and retries."""
+(see crash_points_child.py), then a fresh engine on the same store recovers and retries. On SQLite
+and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from flowrun.flows.enums import RunStatus, StepStatus, TranscriptKind
 from flowrun.flows.events import TranscriptEntry
 from flowrun.runtime.access import Actor
 from flowrun.runtime.engine import Engine
+from tests.storekinds import StoreKind
 
 from .crash_points_child import EDIT, STEPS, config, repo_profile
 from .harness import catalog, run_child_until, running_engine, scripts, submit
@@ -31,9 +33,9 @@ def origin(tmp: Path) -> None:
         subprocess.run([*git, *args], cwd=repo, check=True, capture_output=True)
 
 
-async def crash_at(tmp: Path, point: str, marker: str) -> str:
+async def crash_at(tmp: Path, point: str, marker: str, kind: StoreKind) -> str:
     origin(tmp)
-    run_id, _ = await run_child_until([str(CHILD), str(tmp), point], marker)
+    run_id, _ = await run_child_until([str(CHILD), str(tmp), point, kind.name, kind.token], marker)
     return run_id
 
 
@@ -46,11 +48,11 @@ def build_again(**extra: Any) -> Any:
                                                    submit("built")], **extra)
 
 
-async def test_a_retried_step_starts_from_its_snapshot_not_from_its_half_done_work(tmp_path: Path) -> None:
-    run_id = await crash_at(tmp_path, "mid-step", "MIDSTEP")  # Build appended a line and left a lock
+async def test_a_retried_step_starts_from_its_snapshot_not_from_its_half_done_work(tmp_path: Path, store_kind: StoreKind) -> None:
+    run_id = await crash_at(tmp_path, "mid-step", "MIDSTEP", store_kind)  # Build appended a line and left a lock
     steps = [STEPS[0], {**STEPS[1], "checkpoint": None}]
     cat = catalog(steps, defaults={"sandbox_profile": "repo"}, profiles=[repo_profile(tmp_path)])
-    async with running_engine(tmp_path, cat, build_again(), config=config(tmp_path)) as engine:
+    async with running_engine(tmp_path, cat, build_again(), config=config(tmp_path), kind=store_kind) as engine:
         assert (await engine.get_run(ANA, run_id)).status == RunStatus.INTERRUPTED
         await engine.retry(ANA, run_id)
         run = await engine.wait_until(ANA, run_id, timeout_s=30)
@@ -63,19 +65,19 @@ async def test_a_retried_step_starts_from_its_snapshot_not_from_its_half_done_wo
     assert not (tmp_path / "snapshots" / run_id).exists()  # the run completed: its snapshots went
 
 
-async def test_the_end_of_a_run_is_recorded_before_its_workspace_is_destroyed(tmp_path: Path) -> None:
-    run_id = await crash_at(tmp_path, "destroying", "DESTROYING")
+async def test_the_end_of_a_run_is_recorded_before_its_workspace_is_destroyed(tmp_path: Path, store_kind: StoreKind) -> None:
+    run_id = await crash_at(tmp_path, "destroying", "DESTROYING", store_kind)
     cat = catalog([STEPS[0]], defaults={"sandbox_profile": "repo"}, profiles=[repo_profile(tmp_path)])
-    async with running_engine(tmp_path, cat, scripts(plan=[submit("planned")]), config=config(tmp_path)) as engine:
+    async with running_engine(tmp_path, cat, scripts(plan=[submit("planned")]), config=config(tmp_path), kind=store_kind) as engine:
         run = await engine.get_run(ANA, run_id)
         assert run.status == RunStatus.COMPLETED  # not interrupted with its workspace gone
 
 
-async def test_a_kill_mid_clone_leaves_no_half_repository_behind(tmp_path: Path) -> None:
-    run_id = await crash_at(tmp_path, "cloning", "CLONING")
+async def test_a_kill_mid_clone_leaves_no_half_repository_behind(tmp_path: Path, store_kind: StoreKind) -> None:
+    run_id = await crash_at(tmp_path, "cloning", "CLONING", store_kind)
     check = {"tools": [{"name": "shell", "input": {"command": "git -C repo log --oneline && ls -A"}, "expect_output": "initial"}]}
     cat = catalog([STEPS[0]], defaults={"sandbox_profile": "repo"}, profiles=[repo_profile(tmp_path)])
-    async with running_engine(tmp_path, cat, scripts(plan=[check, submit("planned")]), config=config(tmp_path)) as engine:
+    async with running_engine(tmp_path, cat, scripts(plan=[check, submit("planned")]), config=config(tmp_path), kind=store_kind) as engine:
         assert (await engine.get_run(ANA, run_id)).status == RunStatus.INTERRUPTED
         await engine.retry(ANA, run_id)
         run = await engine.wait_until(ANA, run_id, timeout_s=30)
@@ -87,11 +89,11 @@ async def test_a_kill_mid_clone_leaves_no_half_repository_behind(tmp_path: Path)
     assert ".flowrun-partial" not in listing  # the interrupted clone's leftovers were removed
 
 
-async def test_an_approval_still_stands_when_its_step_is_retried_after_a_crash(tmp_path: Path) -> None:
-    run_id = await crash_at(tmp_path, "approved", "APPROVED")
+async def test_an_approval_still_stands_when_its_step_is_retried_after_a_crash(tmp_path: Path, store_kind: StoreKind) -> None:
+    run_id = await crash_at(tmp_path, "approved", "APPROVED", store_kind)
     cat = catalog(STEPS, defaults={"sandbox_profile": "repo"}, profiles=[repo_profile(tmp_path)])
     provider = scripts(plan=[submit("planned")], build=[submit("built")])
-    async with running_engine(tmp_path, cat, provider, config=config(tmp_path)) as engine:
+    async with running_engine(tmp_path, cat, provider, config=config(tmp_path), kind=store_kind) as engine:
         run = await engine.get_run(ANA, run_id)
         assert run.status == RunStatus.INTERRUPTED and run.steps[1].decision is not None
         await engine.retry(ANA, run_id)
@@ -103,7 +105,7 @@ async def test_an_approval_still_stands_when_its_step_is_retried_after_a_crash(t
     assert any("The approval ana gave for step 2" in t and "still stands" in t for t in said)
 
 
-async def test_a_clone_starts_from_the_source_runs_workspace_at_the_step_it_continues_from(tmp_path: Path) -> None:
+async def test_a_clone_starts_from_the_source_runs_workspace_at_the_step_it_continues_from(tmp_path: Path, store_kind: StoreKind) -> None:
     origin(tmp_path)
     plan = {"tools": [{"name": "shell", "input": {"command": "echo planned > repo/plan.txt"}}]}
     build = {"tools": [{"name": "shell", "input": {"command": "test ! -e build.txt && touch build.txt && cat repo/plan.txt"},
@@ -111,7 +113,7 @@ async def test_a_clone_starts_from_the_source_runs_workspace_at_the_step_it_cont
     provider = scripts(plan=[plan, submit("planned")], build=[build, submit("broke", outcome="error")])
     steps = [STEPS[0], {**STEPS[1], "checkpoint": None}]
     cat = catalog(steps, defaults={"sandbox_profile": "repo"}, profiles=[repo_profile(tmp_path)])
-    async with running_engine(tmp_path, cat, provider, config=config(tmp_path)) as engine:
+    async with running_engine(tmp_path, cat, provider, config=config(tmp_path), kind=store_kind) as engine:
         failed = await engine.wait_until(ANA, (await engine.start_run(ANA, "test-flow")).id, timeout_s=30)
         assert failed.status == RunStatus.FAILED and failed.steps[1].status == StepStatus.FAILED
         provider.scripts["build"] = scripts(build=[build, submit("built")]).scripts["build"]
