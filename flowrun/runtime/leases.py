@@ -128,25 +128,45 @@ class Leases:
 
     async def keep(self, on_lost: Callable[[str], Awaitable[None]], *,
                    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Renew the held leases a third of the lease time after the previous round *began*, with
+        the heartbeat alongside: on a busy machine each lease write may wait behind other work,
+        and renewing only after the heartbeat, a third of the lease after the round ended, let
+        the rounds drift a whole lease apart, so another worker took over runs still driven
+        here. A failed renewal (the database away for a moment) is tried again after a tenth."""
         try:
             await self.heartbeat()
         except StorageError as exc:  # a full disk: reading still works; the loop tries again
             log.warning("could not record the heartbeat of %s: %s", self.owner, exc.message)
         task_status.started()
+        due = anyio.current_time() + self.lease_s / 3
         while True:
-            await anyio.sleep(self.lease_s / 3)
-            try:
-                await self.heartbeat()
-                held = sorted(self.held)
-                kept = set(await self.store.renew_leases(self.owner, held, lease_s=self.lease_s))
-            except Exception:  # the database is away for a moment: try again next round
-                log.warning("could not renew %d lease(s) of %s", len(self.held), self.owner, exc_info=True)
-                continue
-            for run_id in held:
-                if run_id not in kept and run_id in self.held:
-                    self.held.discard(run_id)
-                    log.warning("lost the lease of run %s to another process; its driver stops", run_id)
-                    await on_lost(run_id)
+            await anyio.sleep(max(0.0, due - anyio.current_time()))
+            began = anyio.current_time()
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._beat)
+                renewed = await self._renew(on_lost)
+            due = began + self.lease_s / (3 if renewed else 10)
+
+    async def _beat(self) -> None:
+        try:
+            await self.heartbeat()
+        except Exception:  # the database is away for a moment: the next round writes it
+            log.warning("could not record the heartbeat of %s", self.owner, exc_info=True)
+
+    async def _renew(self, on_lost: Callable[[str], Awaitable[None]]) -> bool:
+        """Renew the held leases; False if the store could not be asked (try again soon)."""
+        held = sorted(self.held)
+        try:
+            kept = set(await self.store.renew_leases(self.owner, held, lease_s=self.lease_s))
+        except Exception:  # the database is away for a moment
+            log.warning("could not renew %d lease(s) of %s", len(held), self.owner, exc_info=True)
+            return False
+        for run_id in held:
+            if run_id not in kept and run_id in self.held:
+                self.held.discard(run_id)
+                log.warning("lost the lease of run %s to another process; its driver stops", run_id)
+                await on_lost(run_id)
+        return True
 
     async def close(self) -> None:
         """Let go of every lease and of the heartbeat row (shielded: runs at shutdown)."""
