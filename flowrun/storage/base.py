@@ -257,8 +257,9 @@ class Store(Protocol):
         """Record that `actor` (of `workspace`) has read these notifications (idempotent)."""
         ...
 
-    async def notes_read(self, workspace: str, actor: str) -> set[str]:
-        """The ids of the notifications `actor` has read."""
+    async def notes_read(self, workspace: str, actor: str, among: Sequence[str] | None = None) -> set[str]:
+        """The ids of the notifications `actor` has read; with `among`, only those of these ids
+        (a poll asks about the notifications it holds, not the person's whole history)."""
         ...
 
 class ChatStore(Protocol):
