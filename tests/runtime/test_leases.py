@@ -221,25 +221,33 @@ class _Stalled:
 async def test_a_driver_that_stalled_past_its_lease_writes_nothing_once_taken_over(
     tmp_path: Path, store_kind: StoreKind,
 ) -> None:
-    """Engine A stalls mid-step (its model turn and its lease renewals wait) until engine B has
-    taken the run over and parked it as interrupted; then A wakes up with a tool call to make:
-    every write of A's is fenced by its lease, so A runs no tool and writes no event."""
+    """Engine A stalls mid-step (its model turn, its lease renewals and its claims wait) until
+    engine B has taken the run over and parked it as interrupted; then A wakes up with a tool call
+    to make: every write of A's is fenced by its lease, so A runs no tool and writes no event.
+
+    Claims stall too, as in a stalled process: A's claim loop takes back a run of its own whose
+    lease lapsed (a claim renews), and when it came before B's it kept the run."""
     cat = catalog(STEPS[:2])
     go = anyio.Event()
     tools = [{"name": "todo_write", "input": {"todos": []}}]
     stalled = _Stalled(scripts(plan=[submit("planned")], build=[{"tools": tools}, submit("built")]), 1, go)
     async with running_engine(tmp_path, cat, stalled, kind=store_kind, backends=shared(tmp_path),
                               config=config("always")) as a:
-        renew = a.deps.store.renew_leases
+        renew, claim = a.deps.store.renew_leases, a.deps.store.claim_runs
 
         async def stuck(*args: Any, **kwargs: Any) -> list[str]:
             await go.wait()
             return await renew(*args, **kwargs)
 
+        async def stuck_claim(*args: Any, **kwargs: Any) -> list[str]:
+            await go.wait()
+            return await claim(*args, **kwargs)
+
         a.deps.store.renew_leases = stuck  # type: ignore[method-assign]
         run = await a.start_run(ANA, "test-flow")
         with anyio.fail_after(30):
             await stalled.waited.wait()
+        a.deps.store.claim_runs = stuck_claim  # type: ignore[method-assign]
         async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
                                   config=config("always")) as b:
             taken = await parked(b, run, timeout_s=60)
