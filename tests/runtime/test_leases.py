@@ -274,11 +274,10 @@ async def test_a_decision_while_the_driver_lets_go_of_the_lease_is_driven_on(
 
         engine.deps.store.release_leases = slow_release  # type: ignore[method-assign]
         run = await engine.start_run(ANA, "test-flow")
-        async with engine.deps.store.subscribe(run.id) as stream:
-            with anyio.fail_after(20):
-                async for event in stream:
-                    if event.data.type == "run_status" and event.data.status == RunStatus.PAUSED:
-                        break
+        with anyio.fail_after(20):
+            async for event in engine.subscribe(ANA, run.id):
+                if event.data.type == "run_status" and event.data.status == RunStatus.PAUSED:
+                    break
         await engine.decide(ANA, run.id, "approve")  # the ending task is still letting go
         run = await parked(engine, run)
         assert run.status == RunStatus.COMPLETED, run.error
