@@ -211,8 +211,8 @@ class Engine:
             room = self.deps.config.max_active_runs - len(self._active)
             if not self._draining and room > 0:
                 try:
-                    for run_id in await self.leases.claim(limit=room):
-                        await self._take(await self.deps.store.get_run(run_id))
+                    for run in await self.leases.claim_and_read(limit=room):
+                        await self._take(run)
                 except FlowrunError as exc:  # the database is away for a moment: next round
                     log.warning("claiming runs failed: %s", exc.message)
             await self.deps.store.wait_for_work(self.leases.lease_s / 3)

@@ -184,6 +184,18 @@ class Store(Protocol):
         Returns the claimed ids. Two processes never both claim one run."""
         ...
 
+    async def claim_and_read_runs(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int = 1,
+        dead_owners: Sequence[str] = (),
+    ) -> list[Run]:
+        """`claim_runs` (any runnable run) and the claimed runs as stored, read in the same
+        round trip where the store can (a worker drives a run it claims at once)."""
+        ...
+
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
         """Push the leases `owner` holds forward; returns the ids it still holds (a lease taken
         over by another process after it expired is lost, and its driver must stop)."""
