@@ -67,12 +67,33 @@ class PgConnection:
         return self.raw.execute(pg_placeholders(sql), parameters)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object:
-        """Row by row: in pipeline mode each is only queued (psycopg's `executemany` would end
-        with a round trip of its own)."""
+        """An INSERT of many rows is one statement (`VALUES (..), (..)`): in pipeline mode a
+        statement costs no round trip, but each costs the client as much as a small one. Other
+        statements go row by row (psycopg's `executemany` would end with a round trip of its own)."""
+        rows = list(rows)
+        if len(rows) > 1 and sql.startswith("INSERT INTO ") and _VALUES in sql:
+            head, _, tail = sql.partition(_VALUES)
+            width = len(rows[0])
+            per_statement = _MAX_PARAMETERS // width
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                values = ", ".join([_values(width)] * len(chunk))
+                self.raw.execute(f"{head}VALUES {values}{tail.partition(')')[2]}",
+                                 [value for row in chunk for value in row])
+            return None
         statement = pg_placeholders(sql)
         for row in rows:
             self.raw.execute(statement, row)
         return None
+
+
+_VALUES = "VALUES ("
+_MAX_PARAMETERS = 65535  # the protocol's bound on one statement's parameters
+
+
+@functools.lru_cache(maxsize=16)
+def _values(width: int) -> str:
+    return "(" + ", ".join(["%s"] * width) + ")"
 
 
 class PgTransaction(Transaction):
