@@ -63,11 +63,9 @@ class ChatPages(PageBase):
         return self.html("chats.html", title="Chats", page="chats", actor=actor, module=None, chats=chats)
 
     async def create(self, request: Request) -> Response:
-        actor = await self.authenticate(request)
-        if actor is None:
-            return self.signin()
-        if not self.may_change(request):  # New chat is a form post: the API's Origin rule
-            return self.foreign_origin(actor)
+        actor = await self.poster(request, self.may_change)  # New chat is a form post: the API's Origin rule
+        if isinstance(actor, Response):
+            return actor
         try:
             chat = await self._chats().create(actor)
         except FlowrunError as exc:

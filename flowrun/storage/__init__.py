@@ -1,7 +1,16 @@
 """Layer 1: storage. The `Store` protocol, its SQLite and PostgreSQL implementations (`open_store`
 picks one from a database URL); the event log."""
 
-from .base import ChatStore, DecisionRow, LeaseRow, RecordRow, RunFilter, Store, WorkerRow
+from .base import (
+    ChatStore,
+    DecisionRow,
+    LeaseRow,
+    RecordChanges,
+    RecordRow,
+    RunFilter,
+    Store,
+    WorkerRow,
+)
 from .errors import SchemaTooNew, StorageCorrupt, StorageError, StoreClosed
 from .factory import open_store
 from .sqlite import SQLiteStore
@@ -11,6 +20,7 @@ __all__ = [
     "ChatStore",
     "DecisionRow",
     "LeaseRow",
+    "RecordChanges",
     "RecordRow",
     "RunFilter",
     "SQLiteStore",

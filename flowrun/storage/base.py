@@ -35,6 +35,14 @@ class RecordRow(BaseModel):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
+class RecordChanges(BaseModel):
+    """Records of one kind written after a cursor (`Store.records_changed`), in the order they
+    were written, and the cursor to pass next time."""
+
+    records: list[RecordRow]
+    cursor: int = Field(description="the change number of the last write read (the `after` it was asked with if none)")
+
+
 class DecisionRow(BaseModel):
     """A decision stored under the client's `decision_id`, so repeating it is idempotent."""
 
@@ -166,6 +174,17 @@ class Store(Protocol):
 
     async def list_records(self, kind: str) -> list[RecordRow]: ...
 
+    async def records_changed(self, kind: str, after: int = 0, limit: int | None = None) -> RecordChanges:
+        """Records of `kind` created or changed after change number `after` (0: all of them),
+        oldest write first, at most `limit`; pass the answer's `cursor` as `after` next time.
+
+        Every write of a record takes the next change number of its kind inside the writing
+        transaction, in commit order (writers of records are serialised, across processes too),
+        so a reader that follows the cursor reads each write once, and misses none: not two
+        written in the same instant, not one another process committed meanwhile. A record
+        written again comes back with its new content."""
+        ...
+
     async def runs_started(self, workspace: str, day: date) -> int: ...
 
     # leases: which engine process drives which run -----------------------------------------------
@@ -250,8 +269,9 @@ class Store(Protocol):
         """Record that `actor` (of `workspace`) has read these notifications (idempotent)."""
         ...
 
-    async def notes_read(self, workspace: str, actor: str) -> set[str]:
-        """The ids of the notifications `actor` has read."""
+    async def notes_read(self, workspace: str, actor: str, among: Sequence[str] | None = None) -> set[str]:
+        """The ids of the notifications `actor` has read; with `among`, only those of these ids
+        (a poll asks about the notifications it holds, not the person's whole history)."""
         ...
 
 class ChatStore(Protocol):

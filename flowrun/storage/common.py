@@ -24,7 +24,7 @@ from ..flows.errors import NotFound, UsageError
 from ..flows.events import ChatEventData, Event, EventData, LogOnly
 from ..flows.redact import Redactor
 from ..flows.run import Run, now
-from .base import ClaimRow, ClaimStatus, DecisionRow, RecordRow, RunFilter
+from .base import ClaimRow, ClaimStatus, DecisionRow, RecordChanges, RecordRow, RunFilter
 from .bus import EventBus
 from .chats import AppendChat, CreateChat, decode_chat, encode_chat, encode_chat_events
 from .codec import (
@@ -401,6 +401,14 @@ class StoreCore:
         """Records of one kind (plans, initiatives, health events), in id order."""
         rows = await self._query("SELECT id, json FROM records WHERE kind = ? ORDER BY id", (kind,))
         return [decode_record(self.path, row[0], row[1]) for row in rows]
+
+    async def records_changed(self, kind: str, after: int = 0, limit: int | None = None) -> RecordChanges:
+        """See `Store.records_changed`: one range read on the `(kind, changed)` index."""
+        rows = await self._query(
+            "SELECT id, json, changed FROM records WHERE kind = ? AND changed > ? ORDER BY changed LIMIT ?",
+            (kind, after, self.NO_LIMIT if limit is None else limit))
+        return RecordChanges(records=[decode_record(self.path, row[0], row[1]) for row in rows],
+                             cursor=int(rows[-1][2]) if rows else after)
 
     async def runs_started(self, workspace: str, day: date) -> int:
         """Runs counted against `workspace`'s daily cap on `day` (UTC)."""

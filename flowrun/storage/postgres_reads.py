@@ -24,7 +24,10 @@ class PostgresNoteReads:
             "ON CONFLICT (workspace, actor, note_id) DO NOTHING RETURNING note_id",
             (workspace, actor, format_time(now()), list(note_ids)))
 
-    async def notes_read(self, workspace: str, actor: str) -> set[str]:
-        rows = await self._rows(
-            "SELECT note_id FROM notification_reads WHERE workspace = %s AND actor = %s", (workspace, actor))
+    async def notes_read(self, workspace: str, actor: str, among: Sequence[str] | None = None) -> set[str]:
+        sql = "SELECT note_id FROM notification_reads WHERE workspace = %s AND actor = %s"
+        if among is None:
+            rows = await self._rows(sql, (workspace, actor))
+        else:
+            rows = await self._rows(sql + " AND note_id = ANY(%s)", (workspace, actor, list(among)))
         return {row[0] for row in rows}

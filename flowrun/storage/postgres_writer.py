@@ -118,6 +118,12 @@ class PgTransaction(Transaction):
             self._counters_locked.add(key)
         return super().runs_started(workspace, day)
 
+    def lock_records(self) -> None:
+        """Two processes writing records wait for each other until the first commits: the second
+        then reads the first's change numbers (a new statement sees what committed before it), so
+        no reader ever sees number n+1 committed before n."""
+        self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", ("records:changed",))
+
     def claim_status(self, key: str) -> str | None:
         if key not in self._claims_locked:  # two processes taking one new key: one waits
             self.conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(?, 0))", (f"claim:{key}",))

@@ -12,6 +12,8 @@ from .codec import format_time
 from .sqlite_leases import LeaseStatement
 from .transaction import Op
 
+_CHUNK = 500  # ids per statement: well under SQLite's bound-parameter limit
+
 
 class SQLiteNoteReads:
     """Mixed into `SQLiteStore`."""
@@ -32,8 +34,15 @@ class SQLiteNoteReads:
             f"INSERT INTO notification_reads (workspace, actor, note_id, read_at) VALUES {rows} "
             "ON CONFLICT (workspace, actor, note_id) DO NOTHING", params))
 
-    async def notes_read(self, workspace: str, actor: str) -> set[str]:
+    async def notes_read(self, workspace: str, actor: str, among: Sequence[str] | None = None) -> set[str]:
+        sql = "SELECT note_id FROM notification_reads WHERE workspace = ? AND actor = ?"
         async with self._reading() as conn:
-            rows = await conn.execute_fetchall(
-                "SELECT note_id FROM notification_reads WHERE workspace = ? AND actor = ?", (workspace, actor))
-        return {row[0] for row in rows}
+            if among is None:
+                return {row[0] for row in await conn.execute_fetchall(sql, (workspace, actor))}
+            ids = sorted(set(among))
+            found: set[str] = set()
+            for start in range(0, len(ids), _CHUNK):
+                chunk = ids[start : start + _CHUNK]
+                found.update(row[0] for row in await conn.execute_fetchall(
+                    f"{sql} AND note_id IN ({','.join('?' * len(chunk))})", (workspace, actor, *chunk)))
+            return found

@@ -270,6 +270,10 @@ class Transaction:
     def put_record(self, record_id: str, kind: str, json: str) -> None:
         self._records[record_id] = (record_id, kind, json)
 
+    def lock_records(self) -> None:
+        """Hold the record change numbers until the commit, so they are taken in commit order:
+        SQLite's write lock already does (one writer at a time); PostgreSQL takes a lock."""
+
     def claim_status(self, key: str) -> str | None:
         """The status of claim `key`, as this transaction will leave it (None: never taken)."""
         if key in self._claims:
@@ -384,10 +388,13 @@ class Transaction:
                 ],
             )
         if self._records:
+            # each write takes its kind's next change number (`Store.records_changed`), row by row
+            self.lock_records()
             conn.executemany(
-                "INSERT INTO records (id, kind, json) VALUES (?, ?, ?) "
-                "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, json = excluded.json",
-                list(self._records.values()),
+                "INSERT INTO records (id, kind, json, changed) "
+                "VALUES (?, ?, ?, (SELECT coalesce(max(changed), 0) + 1 FROM records WHERE kind = ?)) "
+                "ON CONFLICT (id) DO UPDATE SET kind = excluded.kind, json = excluded.json, changed = excluded.changed",
+                [(record_id, kind, json, kind) for record_id, kind, json in self._records.values()],
             )
         if self._claims:
             conn.executemany(

@@ -11,7 +11,8 @@ itself and then switches to the feed:
        committed) while the feed's events are held back;
     4. it sends the held-back events it has not sent yet (by seq), and is live.
 No gap and no duplicate, by construction. Topic feeds (`sessions`, `tasks`) poll the workspace's
-runs and send a row whenever a run's version changes.
+runs and send a row whenever a run's version changes; they and the `notifications` feeds are
+pollers (`poller`: one loop, one registry, for every polled topic).
 
 Every outgoing frame goes through the connection's bounded `Outbox`; a live frame that does not
 fit marks the connection as a slow consumer, which is then closed (the client reconnects from
@@ -23,9 +24,8 @@ from __future__ import annotations
 import json
 import logging
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Hashable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -37,16 +37,14 @@ from ..runtime.access import Actor
 from ..tools.face import EngineSlot
 from .chats import ChatSlot, is_chat_id
 from .models import session_view, task_view
+from .notefeed import NoteFeed
+from .poller import Poller, Pollers
 from .protocol import EventMessage, Topic
-
-if TYPE_CHECKING:
-    from .notefeed import NoteFeed
 
 log = logging.getLogger("flowrun.web")
 
 OUTBOX_LIMIT = 2048
 """Frames a connection may have waiting to be written before it counts as a slow consumer."""
-TOPIC_POLL_S = 1.0
 TOPIC_ROWS = 100
 _FRAME_CACHE = 8192
 
@@ -216,32 +214,17 @@ class RunFeed:
         return engine.subscribe(self.reader, self.run_id, self.tail)
 
 
-class TopicFeed:
-    """The newest runs of a workspace, polled; a row goes out whenever a run's version changes."""
+class TopicFeed(Poller):
+    """The newest runs of a workspace; a row goes out whenever a run's version changes."""
 
     def __init__(self, hub: Hub, topic: Topic, workspace: str) -> None:
+        super().__init__(f"the {topic} feed of {workspace}")
         self.hub = hub
         self.topic = topic
         self.reader = Actor(id="flowrun-web", workspace=workspace, scopes=frozenset({Scope.READ}))
-        self.listeners: set[Outbox] = set()
         self.rows: dict[str, tuple[int, str]] = {}  # run id -> (version, frame), newest first
-        self.scope = anyio.CancelScope()
-        self.started = anyio.Event()
 
-    async def run(self) -> None:
-        with self.scope:
-            try:
-                while True:
-                    await self._poll()
-                    self.started.set()
-                    await anyio.sleep(TOPIC_POLL_S)
-            except FlowrunError as exc:
-                log.info("the %s feed ended: %s", self.topic, exc.code)
-            finally:
-                self.started.set()
-                self.hub.topic_ended(self)
-
-    async def _poll(self) -> None:
+    async def poll(self) -> list[str]:
         engine = self.hub.slot.get()
         runs = await engine.list_runs(self.reader, limit=TOPIC_ROWS)
         rows: dict[str, tuple[int, str]] = {}
@@ -257,9 +240,7 @@ class TopicFeed:
             rows[run.id] = (run.version, frame)
             changed.append(frame)
         self.rows = rows
-        for frame in changed:
-            for outbox in list(self.listeners):
-                outbox.offer(frame)
+        return changed
 
     def _frame(self, run: object) -> str | None:
         from ..flows.run import Run
@@ -285,8 +266,7 @@ class Hub:
     chats: ChatSlot | None = None
     frames: FrameCache = field(default_factory=FrameCache)
     feeds: dict[str, RunFeed] = field(default_factory=dict)
-    topics: dict[tuple[Topic, str], TopicFeed] = field(default_factory=dict)
-    notes: dict[Actor, NoteFeed] = field(default_factory=dict)  # the notifications topic, per person
+    topics: Pollers = field(default_factory=Pollers)  # the polled topics' feeds
     tg: TaskGroup | None = None
     _changed: anyio.Event = field(default_factory=anyio.Event)
 
@@ -332,32 +312,22 @@ class Hub:
         if self.feeds.get(feed.run_id) is feed:
             del self.feeds[feed.run_id]
 
-    async def join_topic(self, topic: Topic, workspace: str, outbox: Outbox) -> list[str]:
-        """Register `outbox` for the topic; returns the current rows to send first."""
-        key = (topic, workspace)
-        feed = self.topics.get(key)
-        if feed is None:
-            feed = self.topics[key] = TopicFeed(self, topic, workspace)
-            self._group().start_soon(feed.run)
-        await feed.started.wait()
-        feed.listeners.add(outbox)
-        return feed.snapshot()
+    async def join_topic(self, topic: Topic, actor: Actor, outbox: Outbox) -> list[str]:
+        """Register `outbox` for the topic; returns the frames to send first (the current rows,
+        or the person's unread count). `sessions` and `tasks` are the workspace's, polled once
+        for all its people; `notifications` are each person's own (see `notefeed`)."""
+        key, make = self._topic_feed(topic, actor)
+        return await self.topics.join(key, make, outbox, self._group())
 
-    def leave_topic(self, topic: Topic, workspace: str, outbox: Outbox) -> None:
-        feed = self.topics.get((topic, workspace))
-        if feed is None:
-            return
-        feed.listeners.discard(outbox)
-        if not feed.listeners:
-            self.topics.pop((topic, workspace), None)
-            feed.scope.cancel()
+    def leave_topic(self, topic: Topic, actor: Actor, outbox: Outbox) -> None:
+        self.topics.leave(self._topic_feed(topic, actor)[0], outbox)
 
-    def topic_ended(self, feed: TopicFeed) -> None:
-        key = (feed.topic, feed.reader.workspace)
-        if self.topics.get(key) is feed:
-            del self.topics[key]
+    def _topic_feed(self, topic: Topic, actor: Actor) -> tuple[Hashable, Callable[[], Poller]]:
+        if topic == "notifications":
+            return (topic, actor), lambda: NoteFeed(self, actor)
+        return (topic, actor.workspace), lambda: TopicFeed(self, topic, actor.workspace)
 
     def stats(self) -> dict[str, int]:
         return {"run_feeds": len(self.feeds), "listeners": sum(len(f.listeners) for f in self.feeds.values()),
-                "topic_feeds": len(self.topics)}
+                "topic_feeds": len(self.topics)}  # sessions, tasks and notifications feeds
 

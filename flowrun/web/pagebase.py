@@ -15,11 +15,14 @@ from starlette.requests import HTTPConnection
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..flows.enums import Scope as AccessScope
 from ..flows.errors import FlowrunError, NotFound, ParameterError, PermissionDenied
 from ..runtime.access import Actor
 from .render import make_env
 
 Authenticate = Callable[[HTTPConnection], Awaitable[Actor | None]]
+StateCheck = Callable[[HTTPConnection], bool]
+"""May this request change state? The API's Origin rule (`WebAuth.state_change_allowed`)."""
 CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
        "font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 SECURITY_HEADERS = {
@@ -93,6 +96,24 @@ class PageBase:
         heading = HEADINGS[status]
         return self.html("error.html", status=status, title=heading, page="error", actor=actor, module=None,
                          heading=heading, message=exc.message)
+
+    async def poster(self, request: HTTPConnection, may_change: StateCheck, scope: AccessScope | None = None,
+                     doing: str = "") -> Actor | Response:
+        """Who posts a form that changes state, or the page that refuses it, in this order:
+        nobody signed in gets the sign-in page (401); a foreign Origin, 403 before anything is
+        read or changed (`foreign_origin`); without `scope` (to be `doing` something), the
+        error page (403)."""
+        actor = await self.authenticate(request)
+        if actor is None:
+            return self.signin()
+        if not may_change(request):
+            return self.foreign_origin(actor)
+        if scope is not None:
+            try:
+                actor.require(scope, doing)
+            except FlowrunError as exc:
+                return self.error(actor, exc)
+        return actor
 
     def foreign_origin(self, actor: Actor) -> Response:
         """A form post whose Origin is not this site's (or missing, with a cookie): refused."""

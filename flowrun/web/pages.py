@@ -35,10 +35,11 @@ from .pagebase import (
     Authenticate,
     PageBase,
     SecureHeaders,
+    StateCheck,
     json_error,
     json_response,
 )
-from .recordpages import StateCheck, flows_scope, launched_record, record_page_routes
+from .recordpages import flows_scope, launched_record, record_page_routes
 from .runfolds import RunFolds
 from .runpage import page_context, progress_view
 from .triggerpages import blocked_integration, trigger_routes

@@ -18,7 +18,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from pydantic import ValidationError
-from starlette.requests import HTTPConnection, Request
+from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
@@ -40,9 +40,8 @@ from ..runtime.records import (
 from ..storage.base import RecordRow
 from ..tools.face import EngineSlot
 from .launch_api import RecordCreate
-from .pagebase import SECURITY_HEADERS, Authenticate, PageBase
+from .pagebase import SECURITY_HEADERS, Authenticate, PageBase, StateCheck
 
-StateCheck = Callable[[HTTPConnection], bool]
 STATUSES = ("draft", "active", "done", "archived")
 FORM_LIMIT = 512 * 1024  # bytes: the body's 100,000 characters, UTF-8 and form-encoded, fit
 RUN_PAGE = 200
@@ -140,6 +139,15 @@ async def read_form(request: Request) -> dict[str, str]:
     return {name: values[-1].replace("\r\n", "\n") for name, values in fields.items()}
 
 
+async def form_fields(request: Request, *fixed: str) -> dict[str, str]:
+    """The record form's fields that were sent (`read_form`), but for the `fixed` ones.
+
+    Raises:
+        ParameterError: the body is too large or not a form.
+    """
+    return {k: v for k, v in (await read_form(request)).items() if k in LABELS and k not in fixed}
+
+
 class RecordPages(PageBase):
     def __init__(self, slot: EngineSlot, authenticate: Authenticate, may_change: StateCheck) -> None:
         super().__init__(authenticate)
@@ -214,14 +222,11 @@ class RecordPages(PageBase):
         return self._form(actor, RecordForm(kind=kind if kind in RECORD_KINDS else "plan"), None, [])
 
     async def create(self, request: Request) -> Response:
-        actor = await self.authenticate(request)
-        if actor is None:
-            return self.signin()
-        if not self.may_change(request):
-            return self.foreign_origin(actor)
+        actor = await self.poster(request, self.may_change, AccessScope.RUN, "create a plan or initiative")
+        if isinstance(actor, Response):
+            return actor
         try:
-            actor.require(AccessScope.RUN, "create a plan or initiative")
-            form = RecordForm(**{k: v for k, v in (await read_form(request)).items() if k in LABELS})
+            form = RecordForm(**await form_fields(request))
         except FlowrunError as exc:
             return self.error(actor, exc)
 
@@ -243,17 +248,13 @@ class RecordPages(PageBase):
         return self._form(actor, RecordForm.of(record), record, [])
 
     async def update(self, request: Request) -> Response:
-        actor = await self.authenticate(request)
-        if actor is None:
-            return self.signin()
-        if not self.may_change(request):
-            return self.foreign_origin(actor)
+        actor = await self.poster(request, self.may_change, AccessScope.RUN, "change a plan or initiative")
+        if isinstance(actor, Response):
+            return actor
         try:
-            actor.require(AccessScope.RUN, "change a plan or initiative")
             store = self.slot.get().deps.store
             record = await get_record(store, actor, request.path_params["record_id"])
-            fields = {k: v for k, v in (await read_form(request)).items() if k in LABELS and k != "kind"}
-            form = RecordForm(kind=record.kind, **fields)
+            form = RecordForm(kind=record.kind, **await form_fields(request, "kind"))  # a record keeps its kind
         except FlowrunError as exc:
             return self.error(actor, exc)
 

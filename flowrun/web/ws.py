@@ -35,7 +35,6 @@ from .auth import WebAuth
 from .chats import ChatSlot, is_chat_id
 from .errors import error_body, invalid_request
 from .hub import Hub, Outbox, RunListener
-from .notefeed import join_notes, leave_notes
 from .protocol import (
     CLOSE_SLOW_CONSUMER,
     CLOSE_UNAUTHENTICATED,
@@ -104,7 +103,7 @@ class Connection:
         self.runs.clear()
         if self.actor is not None:
             for topic in self.topics:
-                self._leave_topic(topic, self.actor)
+                self.hub.leave_topic(topic, self.actor, self.outbox)
         self.topics.clear()
         self.outbox.close()
 
@@ -196,7 +195,7 @@ class Connection:
                 raise UsageError(f"Already subscribed to {msg.topic}.", code="already_subscribed", topic=msg.topic)
             self.topics.add(msg.topic)
             await self.outbox.put(Ack(ref=msg.ref, op="subscribe", topic=msg.topic).model_dump_json())
-            for frame in await self._join_topic(msg.topic, actor):
+            for frame in await self.hub.join_topic(msg.topic, actor, self.outbox):
                 await self.outbox.put(frame)
             return
         if msg.chat_id is not None:
@@ -220,18 +219,6 @@ class Connection:
         await self.outbox.put(Ack(ref=msg.ref, op="subscribe", run_id=run.id, last_seq=run.last_seq,
                                   status=run.status, version=run.version).model_dump_json())
         tg.start_soon(self._replay, msg.ref, run.id, actor, listener, scope)
-
-    async def _join_topic(self, topic: Topic, actor: Actor) -> list[str]:
-        """The frames to send first; `notifications` is the person's own (see `notefeed`)."""
-        if topic == "notifications":
-            return await join_notes(self.hub, actor, self.outbox)
-        return await self.hub.join_topic(topic, actor.workspace, self.outbox)
-
-    def _leave_topic(self, topic: Topic, actor: Actor) -> None:
-        if topic == "notifications":
-            leave_notes(self.hub, actor, self.outbox)
-        else:
-            self.hub.leave_topic(topic, actor.workspace, self.outbox)
 
     async def _subscribe_chat(self, msg: Subscribe, chat_id: str, actor: Actor, tg: TaskGroup) -> None:
         """A chat's log, replayed and live exactly like a run's (only its owner may follow it)."""
@@ -290,7 +277,7 @@ class Connection:
             if msg.topic not in self.topics:
                 raise UsageError(f"Not subscribed to {msg.topic}.", code="not_subscribed", topic=msg.topic)
             self.topics.discard(msg.topic)
-            self._leave_topic(msg.topic, actor)
+            self.hub.leave_topic(msg.topic, actor, self.outbox)
             await self.outbox.put(Ack(ref=msg.ref, op="unsubscribe", topic=msg.topic).model_dump_json())
             return
         log_id = msg.run_id or msg.chat_id

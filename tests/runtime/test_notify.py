@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from datetime import timedelta
+from collections.abc import Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import anyio
@@ -18,7 +19,16 @@ from flowrun.llm.scripted import ScriptedProvider
 from flowrun.runtime.access import Actor
 from flowrun.runtime.catalog import Catalog
 from flowrun.runtime.engine import Engine
-from flowrun.runtime.notify import Notifier, Webhooks, list_notifications
+from flowrun.runtime.inbox import InboxFollower, inbox
+from flowrun.runtime.notify import (
+    NOTIFICATION,
+    Notification,
+    Notifier,
+    Webhooks,
+    list_notifications,
+)
+from flowrun.storage import RecordChanges, RecordRow
+from tests.storekinds import StoreKind
 
 from .harness import catalog, running_engine, scripts, submit
 
@@ -140,3 +150,63 @@ async def test_history_is_not_news_and_no_webhook_still_records(tmp_path: Path) 
             assert await Notifier(engine, Webhooks()).tick(tg) == []  # it paused before the notifier started
             [note] = await Notifier(engine, Webhooks(), since=now() - timedelta(minutes=1)).tick(tg)
         assert note.delivered is None  # recorded for the pages; no webhook to deliver to
+
+
+def recorded(note_id: str, at: datetime, workspace: str = "default", delivered: bool | None = None) -> RecordRow:
+    note = Notification(id=note_id, workspace=workspace, run_id="run_x", flow="test-flow", status=RunStatus.PAUSED,
+                        title=f"{note_id} is waiting", message="", url="", at=at, delivered=delivered)
+    return RecordRow(id=note.id, kind=NOTIFICATION, title=note.title, data=note.model_dump(mode="json"))
+
+
+async def test_the_inbox_poll_reads_only_what_changed_and_misses_nothing(
+        tmp_path: Path, store_kind: StoreKind, monkeypatch: pytest.MonkeyPatch) -> None:
+    cat, provider = checkpointed()
+    async with running_engine(tmp_path, cat, provider, kind=store_kind) as engine:
+        store = engine.deps.store
+        start = now() - timedelta(hours=1)
+        for i in range(30):
+            await store.put_record(recorded(f"note_old_{i:02d}", start + timedelta(seconds=i)))
+        await store.put_record(recorded("note_team", start, workspace="team"))  # not ana's to see
+
+        rows: list[int] = []  # records each poll read from the store
+        asked: list[int] = []  # notifications each poll asked the read state of
+        changed, read = store.records_changed, store.notes_read
+
+        async def counted(kind: str, after: int = 0, limit: int | None = None) -> RecordChanges:
+            changes = await changed(kind, after, limit)
+            rows.append(len(changes.records))
+            return changes
+
+        async def asking(workspace: str, actor: str, among: Sequence[str] | None = None) -> set[str]:
+            asked.append(-1 if among is None else len(among))
+            return await read(workspace, actor, among)
+
+        monkeypatch.setattr(store, "records_changed", counted)
+        monkeypatch.setattr(store, "notes_read", asking)
+        follower = InboxFollower(ANA, limit=20)
+        assert await follower.poll(engine) == []  # the first look: history, not news
+        assert rows == [31] and asked == [20] and follower.inbox().unread == 20
+        assert await follower.poll(engine) == []
+        assert rows[-1] == 0 and asked[-1] == 20  # nothing re-read: the cost follows what changed
+
+        same = now()  # two notifications in the same instant, written in one group commit
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(store.put_record, recorded("note_new_b", same))
+            tg.start_soon(store.put_record, recorded("note_new_a", same))
+        arrived = await follower.poll(engine)
+        assert [n.id for n in arrived] == ["note_new_a", "note_new_b"] and rows[-1] == 2
+        assert follower.inbox(limit=2).notifications == arrived[::-1]  # newest first
+        assert follower.inbox().unread == 20  # still the newest 20
+
+        await store.mark_notes_read("default", "ana", ["note_new_a"])
+        assert await follower.poll(engine) == [] and rows[-1] == 0
+        assert follower.inbox().unread == 19  # read in another tab: the count follows
+
+        await store.put_record(recorded("note_new_b", same, delivered=True))  # written again: no news
+        await store.put_record(recorded("note_old_00", start, delivered=True))  # older than all it holds
+        assert await follower.poll(engine) == [] and rows[-1] == 2
+        assert follower.inbox(limit=1).notifications[0].delivered is True
+        assert "note_old_00" not in {n.id for n in follower.notes}
+        fresh = await inbox(engine, ANA, limit=5)  # a fresh look (the page, the API) agrees with the follower
+        assert fresh.notifications == follower.inbox(limit=5).notifications
+        assert fresh.unread == 31  # its window is the newest 200: the 32 ana sees, one read

@@ -23,3 +23,6 @@ async def test_read_state_is_per_person_and_idempotent(tmp_path: Path, store_kin
         assert await two.notes_read("team", "ana") == set()  # and per workspace
         await two.mark_notes_read("team", "ana", ["note_9"])
         assert await one.notes_read("team", "ana") == {"note_9"}
+        among = await one.notes_read("default", "ana", among=["note_3", "note_1", "note_4"])
+        assert among == {"note_1", "note_3"}  # only the ids asked about (a poll's window)
+        assert await one.notes_read("default", "ana", among=[]) == set()

@@ -11,6 +11,7 @@ def test_public_names() -> None:
         "ChatStore",
         "DecisionRow",
         "LeaseRow",
+        "RecordChanges",
         "RecordRow",
         "RunFilter",
         "SQLiteStore",

@@ -160,6 +160,9 @@ async def test_signed_out_readers_and_foreign_origins_change_nothing(tmp_path: P
         for path in ("/records", "/records/new", "/records/plan_x"):
             page = await client.get(path)
             assert page.status_code == 401 and "login link" in page.text
+        for path in ("/records", "/records/plan_x"):  # both forms: signed out is asked to sign in first
+            posted = await client.post(path, data=form(title="Mine"), headers=SAME_SITE)
+            assert posted.status_code == 401 and "login link" in posted.text
     async with pages(tmp_path / "reader", actor=READER) as (engine, client):
         plan = await create_record(engine.deps.store, ANA, "plan", "Theirs")
         listed = (await client.get("/records")).text
@@ -167,14 +170,21 @@ async def test_signed_out_readers_and_foreign_origins_change_nothing(tmp_path: P
         shown = (await client.get(f"/records/{plan.id}")).text
         assert "Run a Flow from this plan" not in shown and "/edit" not in shown
         for refused in (await client.get("/records/new"), await client.get(f"/records/{plan.id}/edit"),
-                        await client.post("/records", data=form(title="Mine"), headers=SAME_SITE)):
+                        await client.post("/records", data=form(title="Mine"), headers=SAME_SITE),
+                        await client.post(f"/records/{plan.id}", data=form(title="Mine"), headers=SAME_SITE)):
             assert refused.status_code == 403 and "flows.run scope" in refused.text
+        # the Origin rule comes before the scope: a forged post is refused as forged, whoever sends it
+        forged = await client.post(f"/records/{plan.id}", data=form(title="Mine"), headers={"origin": "https://evil.example"})
+        assert forged.status_code == 403 and "nothing was changed" in forged.text
         assert [r.id for r in await list_records(engine.deps.store, ANA)] == [plan.id]
+        assert (await get_record(engine.deps.store, ANA, plan.id)).title == "Theirs"
     async with pages(tmp_path / "csrf") as (engine, client):
+        plan = await create_record(engine.deps.store, ANA, "plan", "Ours")
         for headers in ({"origin": "https://evil.example"}, {}):  # a foreign Origin, or none with a cookie
-            forged = await client.post("/records", data=form(title="Forged"), headers=headers)
-            assert forged.status_code == 403 and "nothing was changed" in forged.text
-        assert await list_records(engine.deps.store, ANA) == []
+            for path in ("/records", f"/records/{plan.id}"):
+                forged = await client.post(path, data=form(title="Forged"), headers=headers)
+                assert forged.status_code == 403 and "nothing was changed" in forged.text
+        assert [(r.id, r.title) for r in await list_records(engine.deps.store, ANA)] == [(plan.id, "Ours")]
 
 
 async def test_a_run_from_a_plan_links_it_by_title(tmp_path: Path) -> None:
