@@ -196,11 +196,14 @@ class ChatService:
         return self.store.subscribe(chat_id, after_seq)
 
     async def wait_idle(self, chat_id: str, timeout_s: float = 30.0) -> None:
-        """Wait until the chat's agent has nothing left to answer (tests, the terminal)."""
-        session = self._sessions.get(chat_id)
-        if session is None:
-            return
+        """Wait until the chat's agent has nothing left to answer (tests, the terminal), here or
+        on the server that hosts the chat (then it shows in the log)."""
         with anyio.fail_after(timeout_s):
+            while (session := self._sessions.get(chat_id)) is None:
+                state = rebuild(await self.store.events(chat_id))
+                if not (state.pending or state.needs_continue or state.open_reply):
+                    return
+                await anyio.sleep(0.1)
             await session.wait_idle()
 
     # -- sessions --------------------------------------------------------------------------------------
