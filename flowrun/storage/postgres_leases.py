@@ -142,8 +142,10 @@ class PostgresLeases:
 
     async def release_chat_hosts(self, owner: str, chat_ids: Sequence[str]) -> None:
         if chat_ids:
+            # on the lease connection, like `host_chat`: a chat let go and hosted again at once
+            # by this process is let go, then hosted, in that order
             await self._rows("UPDATE chats SET host = NULL, host_expires = NULL WHERE host = %s AND id = ANY(%s) "
-                             "RETURNING id", (owner, list(chat_ids)))
+                             "RETURNING id", (owner, list(chat_ids)), lease=True)
 
     async def store_time(self) -> float:
         rows = await self._rows(f"SELECT {NOW}")
