@@ -44,13 +44,15 @@ class PostgresLeases:
     async def _claim_runs(self, owner: str, lease_s: float, limit: int, run_ids: Sequence[str] | None,
                           dead_owners: Sequence[str]) -> list[str]:
         """`Store.claim_runs`, its arguments checked (see `StoreCore.claim_runs`)."""
-        # named runs also when `owner` holds them already (claiming again renews)
+        # named runs also when `owner` holds them already (claiming again renews); among all
+        # runs, never one `owner` holds (it renews those: an expired lease of a run it still
+        # drives is for another process to take over, not for it to claim back)
         only = "AND id = ANY(%(ids)s)" if run_ids is not None else ""
-        own = "OR lease_owner = %(owner)s" if run_ids is not None else ""
+        own = "OR lease_owner = %(owner)s" if run_ids is not None else "AND lease_owner IS DISTINCT FROM %(owner)s"
         rows = await self._rows(
             f"UPDATE runs SET lease_owner = %(owner)s, lease_expires = {NOW} + %(lease)s WHERE id IN ("
-            f"  SELECT id FROM runs WHERE {_RUNNABLE} {only} AND (lease_owner IS NULL OR lease_expires < {NOW}"
-            f"    {own} OR lease_owner = ANY(%(dead)s))"
+            f"  SELECT id FROM runs WHERE {_RUNNABLE} {only} AND ((lease_owner IS NULL OR lease_expires < {NOW}"
+            f"    OR lease_owner = ANY(%(dead)s)) {own})"
             f"  ORDER BY created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
             f") RETURNING id",
             {"owner": owner, "lease": lease_s, "ids": list(run_ids or []), "dead": list(dead_owners),
@@ -71,7 +73,7 @@ class PostgresLeases:
         rows = await self._rows(
             f"WITH claimed AS (UPDATE runs SET lease_owner = %(owner)s, lease_expires = {NOW} + %(lease)s WHERE id IN ("
             f"  SELECT id FROM runs WHERE {_RUNNABLE} AND (lease_owner IS NULL OR lease_expires < {NOW}"
-            f"    OR lease_owner = ANY(%(dead)s))"
+            f"    OR lease_owner = ANY(%(dead)s)) AND lease_owner IS DISTINCT FROM %(owner)s"
             f"  ORDER BY created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
             f") RETURNING id, version, last_seq, json, flow) "
             "SELECT c.id, c.version, c.last_seq, c.json, c.flow, "

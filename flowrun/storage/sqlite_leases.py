@@ -30,12 +30,16 @@ _RUNNABLE_SQL = "status IN ('pending', 'running')"
 
 def _claim_where(owner: str, now: float, ids: Sequence[str] | None, dead: Sequence[str]) -> tuple[str, list[Any]]:
     """Runnable, and free, expired or held by a dead process; named runs also when held by
-    `owner` itself (claiming again renews)."""
+    `owner` itself (claiming again renews); among all runs, never one `owner` holds (it renews
+    those: an expired lease of a run it still drives is for another process to take over)."""
     marks = ",".join("?" * len(dead))
     dead_sql = f" OR lease_owner IN ({marks})" if dead else ""
     own = " OR lease_owner = ?" if ids is not None else ""
     sql = f"{_RUNNABLE_SQL} AND (lease_owner IS NULL OR lease_expires < ?{own}{dead_sql})"
     params: list[Any] = [now, *([owner] if ids is not None else []), *dead]
+    if ids is None:
+        sql += " AND lease_owner IS NOT ?"
+        params.append(owner)
     if ids is not None:
         sql += f" AND id IN ({','.join('?' * len(ids))})"
         params += list(ids)

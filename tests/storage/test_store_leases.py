@@ -103,6 +103,18 @@ async def test_claim_and_read_gives_the_runs_as_stored(tmp_path: Path, store_kin
         assert sorted(r.id for r in taken) == sorted(got["a"])  # a process known to be gone
 
 
+async def test_an_expired_lease_is_for_another_process_to_take(tmp_path: Path, store_kind: StoreKind) -> None:
+    """A process whose renewals are late does not claim its own run back among all runs (its
+    driver still runs; renewing is how it keeps the run): another process takes it over."""
+    async with store_kind.store(tmp_path / "s.db") as store:
+        run_id = await runnable(store)
+        assert await store.claim_runs("a", lease_s=0.3, run_ids=[run_id]) == [run_id]
+        await anyio.sleep(0.5)  # expired
+        assert await store.claim_runs("a", lease_s=30, limit=10) == []
+        assert await store.claim_and_read_runs("a", lease_s=30, limit=10) == []
+        assert [r.id for r in await store.claim_and_read_runs("b", lease_s=30, limit=10)] == [run_id]
+
+
 async def test_renew_release_and_expiry(tmp_path: Path, store_kind: StoreKind) -> None:
     async with store_kind.store(tmp_path / "s.db") as store:
         run_id = await runnable(store)
