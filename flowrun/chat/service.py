@@ -5,6 +5,12 @@ A person's message is acknowledged once it is durably stored; the reply follows 
 On start it reopens the chats that have something to do: an unanswered message, a reply a
 restart cut short, a run still going. A session with nothing to do for `idle_s` (nothing to
 answer, no run to follow) closes; the next message or subscriber opens it again from the log.
+
+Several servers may share one database: a chat is hosted by one engine process at a time, on a
+lease like a run's (`Store.host_chat`), renewed while its session is open. Only the host answers
+and writes notes about the chat's runs; a message posted through another server is stored there
+and reaches the host through the chat's log. Should the host go away before answering, the
+server that stored the message takes the chat over once the lease lapses.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from ..flows.chat import MAX_MESSAGE_CHARS, Chat, ChatMessage, ChatRole, new_message_id
+from ..flows.chat import MAX_MESSAGE_CHARS, Chat, ChatDelta, ChatMessage, ChatRole, new_message_id
 from ..flows.enums import Scope
 from ..flows.errors import NotFound, UsageError
 from ..flows.events import Event
@@ -56,6 +62,8 @@ class ChatService:
         self.idle_s = idle_s
         self._sessions: dict[str, ChatSession] = {}
         self._tg: TaskGroup | None = None
+        self.host = engine.leases.owner  # this process, as the host of the chats it answers in
+        self._lease_s = engine.leases.lease_s
 
     @classmethod
     def from_settings(cls, engine: Engine, settings: object) -> ChatService:
@@ -68,6 +76,7 @@ class ChatService:
         self._tg = anyio.create_task_group()
         await self._tg.__aenter__()
         try:
+            self._tg.start_soon(self._keep_hosting, name="renew chat leases")
             await self._recover()
         except BaseException:
             self._tg.cancel_scope.cancel()
@@ -79,9 +88,16 @@ class ChatService:
                         tb: TracebackType | None) -> None:
         assert self._tg is not None
         self._tg.cancel_scope.cancel()  # a reply cut here is marked `interrupted` at the next start
-        await self._tg.__aexit__(None, None, None)  # the caller's own exception goes on unwrapped
-        self._tg = None
-        self._sessions.clear()
+        try:
+            await self._tg.__aexit__(None, None, None)  # the caller's own exception goes on unwrapped
+        finally:
+            self._tg = None
+            hosted, self._sessions = sorted(self._sessions), {}
+            with anyio.CancelScope(shield=True):  # another server may take them over at once
+                try:
+                    await self.store.release_chat_hosts(self.host, hosted)
+                except Exception:  # the leases lapse by themselves
+                    log.warning("could not let go of %d chat(s)", len(hosted), exc_info=True)
 
     def provider_for_chat(self, chat: Chat) -> tuple[ModelProvider, str]:
         model = chat.model or self.model
@@ -133,21 +149,30 @@ class ChatService:
                              code="message_too_long", limit=MAX_MESSAGE_CHARS)
         chat = await self.get(actor, chat_id)
         session = await self._session(chat)
+        current = session.chat if session is not None else chat
         changes: dict[str, Any] = {}
         scopes = sorted(s.value for s in actor.scopes)
-        if scopes != sorted(session.chat.scopes):
+        if scopes != sorted(current.scopes):
             changes["scopes"] = scopes
-        if not session.chat.title:
+        if not current.title:
             line = text.strip().splitlines()[0]
             changes["title"] = line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1] + "…"
         message = ChatMessage(message_id=new_message_id(), role=ChatRole.USER, text=text, actor=actor.id)
-        if changes:
+        if session is None:  # hosted by another server: it reads the message from the log
+            if changes:  # the row as stored now (the host may have just changed it)
+                fresh = (await self.store.get_chat(chat_id)).model_copy(update=changes)
+                events = await self.store.append_chat(chat_id, [message], chat=fresh)
+            else:
+                events = await self.store.append_chat(chat_id, [message])
+            assert self._tg is not None
+            self._tg.start_soon(self._stand_by, chat, events[0].seq, name=f"chat {chat_id} stand-by")
+        elif changes:
             events = await session.append_with_row([message], **changes)
         else:
             events = await self.store.append_chat(chat_id, [message])
-        if session.closed:  # it went idle while the message was stored: a new one reads it from the log
+        if session is not None and session.closed:  # it went idle meanwhile: a new one reads the log
             await self._session(session.chat)
-        else:
+        elif session is not None:
             session.notify(Input(events[0].seq, ChatRole.USER, text))
         return events[0]
 
@@ -171,11 +196,14 @@ class ChatService:
         return self.store.subscribe(chat_id, after_seq)
 
     async def wait_idle(self, chat_id: str, timeout_s: float = 30.0) -> None:
-        """Wait until the chat's agent has nothing left to answer (tests, the terminal)."""
-        session = self._sessions.get(chat_id)
-        if session is None:
-            return
+        """Wait until the chat's agent has nothing left to answer (tests, the terminal), here or
+        on the server that hosts the chat (then it shows in the log)."""
         with anyio.fail_after(timeout_s):
+            while (session := self._sessions.get(chat_id)) is None:
+                state = rebuild(await self.store.events(chat_id))
+                if not (state.pending or state.needs_continue or state.open_reply):
+                    return
+                await anyio.sleep(0.1)
             await session.wait_idle()
 
     # -- sessions --------------------------------------------------------------------------------------
@@ -188,12 +216,32 @@ class ChatService:
         """Called by an idle session as it closes (with no await before it returns)."""
         if self._sessions.get(session.chat.id) is session:
             del self._sessions[session.chat.id]
+            if self._tg is not None:
+                self._tg.start_soon(self._let_go, session.chat.id)
 
-    async def _session(self, chat: Chat) -> ChatSession:
+    async def _let_go(self, chat_id: str) -> None:
+        """An idle session closed: another server may host the chat from now on. (Should this
+        process open it again meanwhile, `_keep_hosting` takes the lease back.)"""
+        if chat_id not in self._sessions:
+            try:
+                await self.store.release_chat_hosts(self.host, [chat_id])
+            except Exception:  # the lease lapses by itself
+                log.warning("could not let go of chat %s", chat_id, exc_info=True)
+
+    async def _session(self, chat: Chat) -> ChatSession | None:
+        """The chat's session here, opened if this process can host the chat; None while
+        another live process hosts it."""
         session = self._sessions.get(chat.id)
         if session is None:
             if self._tg is None:
                 raise UsageError("the chat service is not running (use `async with`)")
+            if not await self.store.host_chat(chat.id, self.host, lease_s=self._lease_s,
+                                              dead_owners=await self.engine.leases.dead_owners()):
+                return None
+            session = self._sessions.get(chat.id)  # opened while the lease was being taken
+            if session is not None:
+                await session.ready.wait()
+                return session
             session = self._sessions[chat.id] = ChatSession(self, chat)
             try:
                 await self._tg.start(session.run)
@@ -202,6 +250,37 @@ class ChatService:
                 raise
         await session.ready.wait()
         return session
+
+    async def _keep_hosting(self) -> None:
+        """Renew the leases of the chats with a session here, every third of the lease time. A
+        lease that lapsed (this process stalled) is taken again if nobody took it meanwhile;
+        a session whose chat another process now hosts is closed: that host answers."""
+        while True:
+            await anyio.sleep(self._lease_s / 3)
+            hosted = sorted(self._sessions)
+            try:
+                kept = set(await self.store.renew_chat_hosts(self.host, hosted, lease_s=self._lease_s))
+                for chat_id in hosted:
+                    if chat_id in kept or chat_id not in self._sessions:
+                        continue
+                    if not await self.store.host_chat(chat_id, self.host, lease_s=self._lease_s):
+                        log.warning("chat %s is answered by another process now; its session here closes", chat_id)
+                        self._sessions.pop(chat_id).close()
+            except Exception:  # the database is away for a moment: try again next round
+                log.warning("could not renew the leases of %d chat(s)", len(hosted), exc_info=True)
+
+    async def _stand_by(self, chat: Chat, seq: int) -> None:
+        """A message stored here in a chat another process hosts: that host answers it. Should
+        the host go away first (it stopped, or it let go of the chat as it went idle), this
+        process takes the chat over once its lease lapses, and answers."""
+        while self._tg is not None:
+            await anyio.sleep(self._lease_s / 3)
+            later = [e.data for e in await self.store.events(chat.id, seq)]
+            if any(isinstance(d, ChatDelta) or (isinstance(d, ChatMessage) and d.role is ChatRole.ASSISTANT)
+                   for d in later):
+                return  # being answered
+            if chat.id in self._sessions or await self._session(chat) is not None:
+                return  # hosted here now: the session read the message from the log
 
     async def _recover(self) -> None:
         """Reopen chats with work left: something unanswered or cut short, or a run still going."""

@@ -61,7 +61,14 @@ class ChatSession:
         self._idle = anyio.Event()
         self._streams: dict[str, StreamRedactor] = {}  # replies being streamed, by message id
         self._row_lock = anyio.Lock()
+        self._notified: set[int] = set()
         self.closed = False
+
+    def close(self) -> None:
+        """Another process hosts the chat now (this one stalled past its lease): stop here."""
+        self.closed = True
+        if self._tg is not None:
+            self._tg.cancel_scope.cancel()
 
     @property
     def busy(self) -> bool:
@@ -94,6 +101,11 @@ class ChatSession:
             return written
 
     def notify(self, item: Input) -> None:
+        """Something to answer. Once per seq: a person's message arrives both from `post` here
+        and through the chat's log (where messages stored by other processes arrive)."""
+        if item.seq in self._notified:
+            return
+        self._notified.add(item.seq)
         self.state.pending.append(item)
         self._wake.set()
 
@@ -102,6 +114,7 @@ class ChatSession:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         events = await self.service.store.events(self.chat.id)
         self.state = rebuild(events)
+        self._notified.update(item.seq for item in self.state.pending)
         if self.state.open_reply is not None:
             message_id, partial = self.state.open_reply
             await self.append(ChatMessage(message_id=message_id, role=ChatRole.ASSISTANT, text=partial,
@@ -112,6 +125,7 @@ class ChatSession:
             self._tools, self._tg = tools, tg
             for run_id, noted in self.state.runs.items():
                 await self._maybe_follow(run_id, noted, on_open=True)
+            tg.start_soon(self._follow_log, events[-1].seq if events else 0)
             self.ready.set()
             task_status.started()
             replier = Replier(self, tools)
@@ -140,6 +154,14 @@ class ChatSession:
                     tg.cancel_scope.cancel()
                     return
                 self._wake = anyio.Event()
+
+    async def _follow_log(self, after_seq: int) -> None:
+        """This process hosts the chat (see `ChatService`), so it answers every message stored in
+        it, also those a person posted through another server: they arrive through the log."""
+        async for event in self.service.store.subscribe(self.chat.id, after_seq):
+            data = event.data
+            if isinstance(data, ChatMessage) and data.role is ChatRole.USER:
+                self.notify(Input(event.seq, ChatRole.USER, data.text))
 
     # -- following runs ------------------------------------------------------------------------------
 

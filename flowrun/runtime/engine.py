@@ -116,8 +116,8 @@ class Engine:
             room = self.deps.config.max_active_runs - len(self._active)
             if not self._draining and room > 0:
                 try:
-                    for run_id in await self.leases.claim(limit=room):
-                        await self._take(await self.deps.store.get_run(run_id))
+                    for run in await self.leases.claim_and_read(limit=room):
+                        await self._take(run)
                 except FlowrunError as exc:  # the database is away for a moment: next round
                     log.warning("claiming runs failed: %s", exc.message)
             await self.deps.store.wait_for_work(self.leases.lease_s / 3)
@@ -224,8 +224,9 @@ class Engine:
                     try:
                         driver = RunDriver(self.deps, run, resume_step, fence=self.leases.owner)
                         driver.should_stop = lambda: self._draining
-                        await driver.drive()
+                        parked = await driver.drive()
                         active.lease_lost = active.lease_lost or driver.lease_lost
+                        active.parked = parked.status.finished
                     except StorageError as exc:  # the store failed (a full disk): stop, say so, keep reading
                         log.error("run %s stopped: %s", run.id, exc.message)
                         self.halted[run.id] = exc
@@ -243,7 +244,6 @@ class Engine:
                     elif active.cancelled_elsewhere:  # already recorded: let go of the sandbox, say so
                         await release_and_record(self.deps, run.id, keep=True)
         finally:
-            self._active.pop(run.id, None)
             if active.lease_lost:  # another process drives it now: let go of it without a word
                 self.leases.held.discard(run.id)
                 self.deps.sandboxes.pop(run.id, None)
@@ -253,10 +253,25 @@ class Engine:
                         await self.leases.release([run.id])
                     except StorageError as exc:  # a full disk: the lease expires by itself
                         log.warning("run %s: its lease was not released: %s", run.id, exc.message)
+            self._active.pop(run.id, None)  # only now: a claim made meanwhile found it still driven
             active.done.set()
             if run.id in self.halted:
                 self._halt_changed.set()
                 self._halt_changed = anyio.Event()
+            elif active.parked and not (self._closing or self._draining or active.lease_lost):
+                await self._look_again(run.id)
+
+    async def _look_again(self, run_id: str) -> None:
+        """A run's task has parked it and let go of the lease. A command may have made the run
+        runnable again meanwhile (a decision taken the moment it paused): its claim then found
+        the run still driven here (and left it to this task), or this task's release undid it.
+        So look once more, and drive it on or tell the workers."""
+        try:
+            lease = await self.deps.store.lease(run_id)
+            if lease.status in (RunStatus.PENDING, RunStatus.RUNNING) and lease.owner in (None, self.leases.owner):
+                await self._hand_over(await self.deps.store.get_run(run_id))
+        except FlowrunError as exc:  # the store is away for a moment: a worker's claim loop finds it
+            log.warning("run %s: could not look at it again after its task ended: %s", run_id, exc.message)
 
     async def _watch_for_cancel(self, run: Run, active: Active) -> None:
         """A run cancelled by another process (its CLI, another server) stops here too: the log

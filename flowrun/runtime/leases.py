@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import anyio
 from anyio.abc import TaskStatus
 
-from ..flows.run import now
+from ..flows.run import Run, now
 from ..storage.base import Store, WorkerRow
 from ..storage.errors import StorageError
 
@@ -102,6 +102,14 @@ class Leases:
                                               run_ids=run_ids, dead_owners=dead)
         self.held.update(claimed)
         return claimed
+
+    async def claim_and_read(self, *, limit: int) -> list[Run]:
+        """Claim up to `limit` runnable runs (those of dead processes too) and read them, in
+        one round trip where the store can: what a worker's claim loop drives at once."""
+        runs = await self.store.claim_and_read_runs(self.owner, lease_s=self.lease_s, limit=limit,
+                                                    dead_owners=await self.dead_owners())
+        self.held.update(run.id for run in runs)
+        return runs
 
     async def dead_owners(self) -> list[str]:
         """Lease holders on this host whose process is gone. Looked up at most every third of

@@ -44,6 +44,7 @@ class Active:
     cancelled_by: str | None = None
     cancelled_elsewhere: bool = False
     lease_lost: bool = False  # another process took the run over: stop, record nothing
+    parked: bool = False  # the driver brought the run to rest (paused, completed, failed...)
 
 
 Spawn = Callable[[Run, Continuation | None], None]

@@ -203,6 +203,18 @@ class Store(Protocol):
         Returns the claimed ids. Two processes never both claim one run."""
         ...
 
+    async def claim_and_read_runs(
+        self,
+        owner: str,
+        *,
+        lease_s: float,
+        limit: int = 1,
+        dead_owners: Sequence[str] = (),
+    ) -> list[Run]:
+        """`claim_runs` (any runnable run) and the claimed runs as stored, read in the same
+        round trip where the store can (a worker drives a run it claims at once)."""
+        ...
+
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
         """Push the leases `owner` holds forward; returns the ids it still holds (a lease taken
         over by another process after it expired is lost, and its driver must stop)."""
@@ -276,6 +288,18 @@ class ChatStore(Protocol):
         ...
 
     async def get_chat(self, chat_id: str) -> Chat: ...
+
+    async def host_chat(self, chat_id: str, owner: str, *, lease_s: float, dead_owners: Sequence[str] = ()) -> bool:
+        """Make `owner` the one engine process that answers in the chat (its agent and its notes
+        about runs), on a lease like a run's: true when the chat was free, its lease expired,
+        its host is one of `dead_owners`, or `owner` hosts it already (renewed). Raises NotFound."""
+        ...
+
+    async def renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        """Push `owner`'s chat leases forward; returns the chats it still hosts."""
+        ...
+
+    async def release_chat_hosts(self, owner: str, chat_ids: Sequence[str]) -> None: ...
 
     async def list_chats(
         self, *, workspace: str | None = None, owner: str | None = None, limit: int = 50

@@ -428,6 +428,14 @@ class StoreCore:
                           dead_owners: Sequence[str]) -> list[str]:
         raise NotImplementedError
 
+    async def claim_and_read_runs(self, owner: str, *, lease_s: float, limit: int = 1,
+                                  dead_owners: Sequence[str] = ()) -> list[Run]:
+        """See `Store.claim_and_read_runs`: here a claim, then a read of each run claimed."""
+        runs: list[Run] = []
+        for run_id in await self.claim_runs(owner, lease_s=lease_s, limit=limit, dead_owners=dead_owners):
+            runs.append(await self.get_run(run_id))
+        return runs
+
     async def claim(self, key: str, data: dict[str, Any], *, retry_failed: bool = False) -> bool:
         return await self._open_writer().submit(Claim(key, jsonlib.dumps(data), retry_failed))
 

@@ -38,7 +38,7 @@ from .migrate import load_migrations
 from .postgres_leases import PostgresLeases
 from .postgres_pool import ConnectionPool, close
 from .postgres_reads import PostgresNoteReads
-from .postgres_writer import EVENTS_CHANNEL, WORK_CHANNEL, PgGroupWriter, pg_placeholders
+from .postgres_writer import EVENTS_CHANNEL, WORK_CHANNEL, PgGroupWriter, channel, pg_placeholders
 
 logger = logging.getLogger("flowrun.storage")
 
@@ -113,6 +113,8 @@ class PostgresStore(PostgresLeases, PostgresNoteReads, StoreCore):
         self._leasing = ConnectionPool(1, self._connect, self.path)  # see `postgres_pool`
         self._work: anyio.Event | None = None
         self._work_flag = False
+        self._events_channel = channel(EVENTS_CHANNEL, schema)
+        self._work_channel = channel(WORK_CHANNEL, schema)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -127,7 +129,8 @@ class PostgresStore(PostgresLeases, PostgresNoteReads, StoreCore):
                 await pool.open()
             stack.callback(self._bus.close)
             writer = PgGroupWriter(lambda: psycopg.connect(self._conninfo, autocommit=True), self.path, self._bus,
-                                   self._step_cache, origin=self._origin, max_batch_rows=self._max_batch_rows)
+                                   self._step_cache, origin=self._origin, max_batch_rows=self._max_batch_rows,
+                                   schema=self.schema)
             await anyio.to_thread.run_sync(writer.open)
             stack.callback(writer.close_connection)
             task_group = await stack.enter_async_context(anyio.create_task_group())
@@ -182,8 +185,8 @@ class PostgresStore(PostgresLeases, PostgresNoteReads, StoreCore):
                 delay = min(delay * 2, 5.0)
                 continue
             try:
-                await conn.execute(f"LISTEN {EVENTS_CHANNEL}")
-                await conn.execute(f"LISTEN {WORK_CHANNEL}")
+                await conn.execute(f"LISTEN {self._events_channel}".encode())
+                await conn.execute(f"LISTEN {self._work_channel}".encode())
                 if not started:
                     started = True
                     task_status.started()
@@ -192,7 +195,7 @@ class PostgresStore(PostgresLeases, PostgresNoteReads, StoreCore):
                     self._wake_work()
                 delay = 0.2
                 async for note in conn.notifies():
-                    if note.channel == WORK_CHANNEL:
+                    if note.channel == self._work_channel:
                         self._wake_work()
                         continue
                     run_id, _, rest = note.payload.partition(" ")

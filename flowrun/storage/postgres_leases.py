@@ -5,21 +5,22 @@ claiming at once never wait for each other, and a row another transaction holds 
 be claimed on the next try); PostgreSQL re-checks the picked rows' conditions after locking
 them, so a lease another worker took meanwhile is never taken twice. Times come from the
 database's clock, so machines with skewed clocks agree on when a lease expires. New work is
-announced on the `flowrun_work` channel, which wakes every listening store's `wait_for_work`.
+announced on the `flowrun_work` channel (one per schema, see `postgres_writer.channel`), which
+wakes every listening store's `wait_for_work`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
 from ..flows.enums import RunStatus
 from ..flows.errors import NotFound
+from ..flows.run import Run
 from .base import LeaseRow, WorkerRow
-from .common import check_lease
-from .postgres_writer import WORK_CHANNEL
+from .common import RunRow, check_lease
 
 NOW = "extract(epoch from clock_timestamp())"
 _RUNNABLE = "status IN ('pending', 'running')"
@@ -30,26 +31,63 @@ class PostgresLeases:
 
     _work: anyio.Event | None
     _work_flag: bool
+    _work_channel: str
 
     async def _rows(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = (), *, lease: bool = False) -> list[Any]:
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # StoreCore's, after this mixin in the store's bases
+        def _decode_runs(self, rows: Sequence[RunRow]) -> list[Run]: ...
+
+        async def get_run(self, run_id: str) -> Run: ...
+
     async def _claim_runs(self, owner: str, lease_s: float, limit: int, run_ids: Sequence[str] | None,
                           dead_owners: Sequence[str]) -> list[str]:
         """`Store.claim_runs`, its arguments checked (see `StoreCore.claim_runs`)."""
-        # named runs also when `owner` holds them already (claiming again renews)
+        # named runs also when `owner` holds them already (claiming again renews); among all
+        # runs, never one `owner` holds (it renews those: an expired lease of a run it still
+        # drives is for another process to take over, not for it to claim back)
         only = "AND id = ANY(%(ids)s)" if run_ids is not None else ""
-        own = "OR lease_owner = %(owner)s" if run_ids is not None else ""
+        own = "OR lease_owner = %(owner)s" if run_ids is not None else "AND lease_owner IS DISTINCT FROM %(owner)s"
         rows = await self._rows(
             f"UPDATE runs SET lease_owner = %(owner)s, lease_expires = {NOW} + %(lease)s WHERE id IN ("
-            f"  SELECT id FROM runs WHERE {_RUNNABLE} {only} AND (lease_owner IS NULL OR lease_expires < {NOW}"
-            f"    {own} OR lease_owner = ANY(%(dead)s))"
+            f"  SELECT id FROM runs WHERE {_RUNNABLE} {only} AND ((lease_owner IS NULL OR lease_expires < {NOW}"
+            f"    OR lease_owner = ANY(%(dead)s)) {own})"
             f"  ORDER BY created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
             f") RETURNING id",
             {"owner": owner, "lease": lease_s, "ids": list(run_ids or []), "dead": list(dead_owners),
              "limit": limit},
         )
         return sorted(row[0] for row in rows)
+
+    async def claim_and_read_runs(self, owner: str, *, lease_s: float, limit: int = 1,
+                                  dead_owners: Sequence[str] = ()) -> list[Run]:
+        """Claim and read in one statement (one round trip where a claim and a read took two).
+        The claimed rows come back as updated (their latest version); the steps are read in the
+        statement's snapshot, which may be older when a run changed between the snapshot and
+        the row lock: every write of a run's steps moves its version, so the snapshot's version
+        (`seen`) tells, and such a run is read again."""
+        check_lease(lease_s)
+        if limit < 1:
+            return []
+        rows = await self._rows(
+            f"WITH claimed AS (UPDATE runs SET lease_owner = %(owner)s, lease_expires = {NOW} + %(lease)s WHERE id IN ("
+            f"  SELECT id FROM runs WHERE {_RUNNABLE} AND (lease_owner IS NULL OR lease_expires < {NOW}"
+            f"    OR lease_owner = ANY(%(dead)s)) AND lease_owner IS DISTINCT FROM %(owner)s"
+            f"  ORDER BY created_at, id LIMIT %(limit)s FOR UPDATE SKIP LOCKED"
+            f") RETURNING id, version, last_seq, json, flow) "
+            "SELECT c.id, c.version, c.last_seq, c.json, c.flow, "
+            "ARRAY(SELECT idx FROM steps WHERE run_id = c.id ORDER BY idx), "
+            "ARRAY(SELECT json FROM steps WHERE run_id = c.id ORDER BY idx), "
+            "(SELECT version FROM runs AS seen WHERE seen.id = c.id) FROM claimed AS c ORDER BY c.id",
+            {"owner": owner, "lease": lease_s, "dead": list(dead_owners), "limit": limit},
+        )
+        current = [(*row[:5], list(zip(row[5], row[6], strict=True))) for row in rows if row[7] == row[1]]
+        runs = self._decode_runs(current)
+        for row in rows:
+            if row[7] != row[1]:  # changed after the snapshot: its steps may be older than its row
+                runs.append(await self.get_run(row[0]))
+        return runs
 
     async def renew_leases(self, owner: str, run_ids: Sequence[str], *, lease_s: float) -> list[str]:
         check_lease(lease_s)
@@ -81,6 +119,36 @@ class PostgresLeases:
         r = rows[0]
         return LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3])
 
+    async def host_chat(self, chat_id: str, owner: str, *, lease_s: float, dead_owners: Sequence[str] = ()) -> bool:
+        check_lease(lease_s)
+        rows = await self._rows(
+            f"UPDATE chats SET host = %(owner)s, host_expires = {NOW} + %(lease)s WHERE id = %(id)s AND "
+            f"(host IS NULL OR host_expires < {NOW} OR host = %(owner)s OR host = ANY(%(dead)s)) RETURNING id",
+            {"owner": owner, "lease": lease_s, "id": chat_id, "dead": list(dead_owners)}, lease=True,
+        )
+        if rows:
+            return True
+        if not await self._rows("SELECT 1 FROM chats WHERE id = %s", (chat_id,)):
+            raise NotFound(f"chat {chat_id} not found", chat_id=chat_id)
+        return False
+
+    async def renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        check_lease(lease_s)
+        if not chat_ids:
+            return []
+        rows = await self._rows(
+            f"UPDATE chats SET host_expires = {NOW} + %s WHERE host = %s AND id = ANY(%s) RETURNING id",
+            (lease_s, owner, list(chat_ids)), lease=True,
+        )
+        return sorted(row[0] for row in rows)
+
+    async def release_chat_hosts(self, owner: str, chat_ids: Sequence[str]) -> None:
+        if chat_ids:
+            # on the lease connection, like `host_chat`: a chat let go and hosted again at once
+            # by this process is let go, then hosted, in that order
+            await self._rows("UPDATE chats SET host = NULL, host_expires = NULL WHERE host = %s AND id = ANY(%s) "
+                             "RETURNING id", (owner, list(chat_ids)), lease=True)
+
     async def store_time(self) -> float:
         rows = await self._rows(f"SELECT {NOW}")
         return float(rows[0][0])
@@ -107,7 +175,7 @@ class PostgresLeases:
 
     async def announce_work(self, run_id: str) -> None:
         if not self._announced(run_id):  # the commit that made it runnable announced it already
-            await self._rows("SELECT pg_notify(%s, %s)", (WORK_CHANNEL, run_id))
+            await self._rows("SELECT pg_notify(%s, %s)", (self._work_channel, run_id))
 
     async def wait_for_work(self, timeout_s: float) -> bool:
         if self._work_flag:  # announced while nobody was waiting

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -35,6 +36,16 @@ logger = logging.getLogger("flowrun.storage")
 
 EVENTS_CHANNEL = "flowrun_events"
 WORK_CHANNEL = "flowrun_work"
+
+
+def channel(name: str, schema: str | None) -> str:
+    """The NOTIFY channel `name` of the store in `schema`. Channels are per database, not per
+    schema: two flowrun stores in one database (a schema each, as tests and staging do) must
+    not wake each other. Identifiers stop at 63 bytes, so a long schema name is hashed."""
+    if schema is None:
+        return name
+    full = f"{name}_{schema.lower()}"
+    return full if len(full) <= 63 else f"{name}_{hashlib.sha256(schema.encode()).hexdigest()[:16]}"
 _RETRIED = (pg_errors.UniqueViolation, pg_errors.DeadlockDetected, pg_errors.SerializationFailure)
 _ATTEMPTS = 4
 
@@ -56,12 +67,33 @@ class PgConnection:
         return self.raw.execute(pg_placeholders(sql), parameters)
 
     def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> object:
-        """Row by row: in pipeline mode each is only queued (psycopg's `executemany` would end
-        with a round trip of its own)."""
+        """An INSERT of many rows is one statement (`VALUES (..), (..)`): in pipeline mode a
+        statement costs no round trip, but each costs the client as much as a small one. Other
+        statements go row by row (psycopg's `executemany` would end with a round trip of its own)."""
+        rows = list(rows)
+        if len(rows) > 1 and sql.startswith("INSERT INTO ") and _VALUES in sql:
+            head, _, tail = sql.partition(_VALUES)
+            width = len(rows[0])
+            per_statement = _MAX_PARAMETERS // width
+            for start in range(0, len(rows), per_statement):
+                chunk = rows[start : start + per_statement]
+                values = ", ".join([_values(width)] * len(chunk))
+                self.raw.execute(f"{head}VALUES {values}{tail.partition(')')[2]}",
+                                 [value for row in chunk for value in row])
+            return None
         statement = pg_placeholders(sql)
         for row in rows:
             self.raw.execute(statement, row)
         return None
+
+
+_VALUES = "VALUES ("
+_MAX_PARAMETERS = 65535  # the protocol's bound on one statement's parameters
+
+
+@functools.lru_cache(maxsize=16)
+def _values(width: int) -> str:
+    return "(" + ", ".join(["%s"] * width) + ")"
 
 
 class PgTransaction(Transaction):
@@ -103,8 +135,10 @@ class PgGroupWriter(GroupWriter):
     """`connect` opens a fresh blocking connection (the first, and after one broke)."""
 
     def __init__(self, connect: Callable[[], psycopg.Connection[Any]], label: str, bus: EventBus,
-                 step_cache: StepCache, *, origin: str, max_batch_rows: int = 20000) -> None:
+                 step_cache: StepCache, *, origin: str, max_batch_rows: int = 20000,
+                 schema: str | None = None) -> None:
         self._connect = connect
+        self._channels = (channel(EVENTS_CHANNEL, schema), channel(WORK_CHANNEL, schema))
         self._pg_conn: PgConnection | None = None
         self._origin = origin
         self._announced: OrderedDict[str, None] = OrderedDict()  # announced at commit: see `announced`
@@ -189,7 +223,7 @@ class PgGroupWriter(GroupWriter):
             conn.raw.execute(
                 "SELECT pg_notify(%s, payload) FROM unnest(%s::text[]) AS payload "
                 "UNION ALL SELECT pg_notify(%s, run_id) FROM unnest(%s::text[]) AS run_id",
-                (EVENTS_CHANNEL, events, WORK_CHANNEL, work),
+                (self._channels[0], events, self._channels[1], work),
             )
             for run_id in work:
                 self._announced[run_id] = None

@@ -30,12 +30,16 @@ _RUNNABLE_SQL = "status IN ('pending', 'running')"
 
 def _claim_where(owner: str, now: float, ids: Sequence[str] | None, dead: Sequence[str]) -> tuple[str, list[Any]]:
     """Runnable, and free, expired or held by a dead process; named runs also when held by
-    `owner` itself (claiming again renews)."""
+    `owner` itself (claiming again renews); among all runs, never one `owner` holds (it renews
+    those: an expired lease of a run it still drives is for another process to take over)."""
     marks = ",".join("?" * len(dead))
     dead_sql = f" OR lease_owner IN ({marks})" if dead else ""
     own = " OR lease_owner = ?" if ids is not None else ""
     sql = f"{_RUNNABLE_SQL} AND (lease_owner IS NULL OR lease_expires < ?{own}{dead_sql})"
     params: list[Any] = [now, *([owner] if ids is not None else []), *dead]
+    if ids is None:
+        sql += " AND lease_owner IS NOT ?"
+        params.append(owner)
     if ids is not None:
         sql += f" AND id IN ({','.join('?' * len(ids))})"
         params += list(ids)
@@ -147,6 +151,37 @@ class SQLiteLeases:
 
     async def store_time(self) -> float:
         return time.time()
+
+    async def host_chat(self, chat_id: str, owner: str, *, lease_s: float, dead_owners: Sequence[str] = ()) -> bool:
+        check_lease(lease_s)
+        now, dead = time.time(), list(dead_owners)
+        dead_sql = f" OR host IN ({','.join('?' * len(dead))})" if dead else ""
+        if await self._write(LeaseStatement(
+            "UPDATE chats SET host = ?, host_expires = ? WHERE id = ? AND "
+            f"(host IS NULL OR host_expires < ? OR host = ?{dead_sql}) RETURNING id",
+            [owner, now + lease_s, chat_id, now, owner, *dead], returning=True,
+        )):
+            return True
+        async with self._reading() as conn:
+            if not list(await conn.execute_fetchall("SELECT 1 FROM chats WHERE id = ?", (chat_id,))):
+                raise NotFound(f"chat {chat_id} not found", chat_id=chat_id)
+        return False
+
+    async def renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        check_lease(lease_s)
+        if not chat_ids:
+            return []
+        return await self._write(LeaseStatement(
+            f"UPDATE chats SET host_expires = ? WHERE host = ? AND id IN ({','.join('?' * len(chat_ids))}) RETURNING id",
+            [time.time() + lease_s, owner, *chat_ids], returning=True,
+        ))
+
+    async def release_chat_hosts(self, owner: str, chat_ids: Sequence[str]) -> None:
+        if chat_ids:
+            await self._write(LeaseStatement(
+                f"UPDATE chats SET host = NULL, host_expires = NULL WHERE host = ? AND id IN "
+                f"({','.join('?' * len(chat_ids))})", [owner, *chat_ids],
+            ))
 
     async def heartbeat(self, worker: WorkerRow, *, ttl_s: float) -> None:
         check_lease(ttl_s)

@@ -221,33 +221,25 @@ class _Stalled:
 async def test_a_driver_that_stalled_past_its_lease_writes_nothing_once_taken_over(
     tmp_path: Path, store_kind: StoreKind,
 ) -> None:
-    """Engine A stalls mid-step (its model turn, its lease renewals and its claims wait) until
-    engine B has taken the run over and parked it as interrupted; then A wakes up with a tool call
-    to make: every write of A's is fenced by its lease, so A runs no tool and writes no event.
-
-    Claims stall too, as in a stalled process: A's claim loop takes back a run of its own whose
-    lease lapsed (a claim renews), and when it came before B's it kept the run."""
+    """Engine A stalls mid-step (its model turn and its lease renewals wait) until engine B has
+    taken the run over and parked it as interrupted; then A wakes up with a tool call to make:
+    every write of A's is fenced by its lease, so A runs no tool and writes no event."""
     cat = catalog(STEPS[:2])
     go = anyio.Event()
     tools = [{"name": "todo_write", "input": {"todos": []}}]
     stalled = _Stalled(scripts(plan=[submit("planned")], build=[{"tools": tools}, submit("built")]), 1, go)
     async with running_engine(tmp_path, cat, stalled, kind=store_kind, backends=shared(tmp_path),
                               config=config("always")) as a:
-        renew, claim = a.deps.store.renew_leases, a.deps.store.claim_runs
+        renew = a.deps.store.renew_leases
 
         async def stuck(*args: Any, **kwargs: Any) -> list[str]:
             await go.wait()
             return await renew(*args, **kwargs)
 
-        async def stuck_claim(*args: Any, **kwargs: Any) -> list[str]:
-            await go.wait()
-            return await claim(*args, **kwargs)
-
         a.deps.store.renew_leases = stuck  # type: ignore[method-assign]
         run = await a.start_run(ANA, "test-flow")
         with anyio.fail_after(30):
             await stalled.waited.wait()
-        a.deps.store.claim_runs = stuck_claim  # type: ignore[method-assign]
         async with running_engine(tmp_path, cat, provider(), kind=store_kind, backends=shared(tmp_path),
                                   config=config("always")) as b:
             taken = await parked(b, run, timeout_s=60)
@@ -260,3 +252,35 @@ async def test_a_driver_that_stalled_past_its_lease_writes_nothing_once_taken_ov
             assert not [e for e in after if e.data.type == "transcript" and getattr(e.data, "tool", None) == "todo_write"]
             assert a.leases.held == set() and run.id not in a.deps.sandboxes
             assert (await b.get_run(ANA, run.id)).status == RunStatus.INTERRUPTED
+
+
+@pytest.mark.parametrize("drive", ["always", "auto"])
+async def test_a_decision_while_the_driver_lets_go_of_the_lease_is_driven_on(
+    tmp_path: Path, store_kind: StoreKind, drive: str,
+) -> None:
+    """A run parks at a checkpoint; its driver's task lets go of the lease after the pause is
+    committed. A decision taken in that moment (by the same process, a server whose page or MCP
+    client answers at once) must be driven on: not left without a driver, and not driven by a
+    task whose lease the ending task then releases (its next write refused, the run parked as
+    interrupted). A slow store makes the moment wide."""
+    slow_ship = scripts(plan=[submit("planned")], build=[submit("built")], ship=[{"delay_s": 0.6, **submit("shipped")}])
+    async with running_engine(tmp_path, catalog(STEPS), slow_ship, kind=store_kind, backends=shared(tmp_path),
+                              config=config(drive, "serve")) as engine:
+        release = engine.deps.store.release_leases
+
+        async def slow_release(*args: Any, **kwargs: Any) -> None:
+            await anyio.sleep(0.3)
+            await release(*args, **kwargs)
+
+        engine.deps.store.release_leases = slow_release  # type: ignore[method-assign]
+        run = await engine.start_run(ANA, "test-flow")
+        with anyio.fail_after(20):
+            async for event in engine.subscribe(ANA, run.id):
+                if event.data.type == "run_status" and event.data.status == RunStatus.PAUSED:
+                    break
+        await engine.decide(ANA, run.id, "approve")  # the ending task is still letting go
+        run = await parked(engine, run)
+        assert run.status == RunStatus.COMPLETED, run.error
+        assert step_starts(await engine.events(ANA, run.id)) == Counter({0: 1, 1: 1, 2: 1})
+        await engine.idle()
+        assert engine.leases.held == set()

@@ -75,6 +75,46 @@ async def test_only_runs_with_work_to_do_are_claimed(tmp_path: Path, store_kind:
         assert [lease.run_id for lease in await store.leases()] == [pending]
 
 
+async def test_claim_and_read_gives_the_runs_as_stored(tmp_path: Path, store_kind: StoreKind) -> None:
+    path = tmp_path / "s.db"
+    async with store_kind.store(path) as one, store_kind.store(path) as two:
+        ids = [await runnable(one) for _ in range(5)]
+        run = await one.get_run(ids[0])
+        new, events = machine.pause_at(run, 0, "Look first.")
+        await one.commit(new, events, expected_version=run.version)  # parked: not claimed
+        got: dict[str, list[str]] = {"a": [], "b": []}
+
+        async def claim(name: str, store: AnyStore) -> None:
+            for _ in range(4):
+                for claimed in await store.claim_and_read_runs(name, lease_s=30, limit=2):
+                    assert claimed.model_dump_json() == (await store.get_run(claimed.id)).model_dump_json()
+                    got[name].append(claimed.id)
+
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(claim, "a", one)
+                tg.start_soon(claim, "b", two)
+        assert sorted(got["a"] + got["b"]) == sorted(ids[1:])  # each once, by one process
+        leases = {lease.run_id: lease.owner for lease in await one.leases()}
+        assert {run_id: owner for run_id, owner in leases.items()} == {
+            **{run_id: "a" for run_id in got["a"]}, **{run_id: "b" for run_id in got["b"]}}
+        assert await one.claim_and_read_runs("c", lease_s=30, limit=10) == []  # all held
+        taken = await one.claim_and_read_runs("c", lease_s=30, limit=10, dead_owners=["a"])
+        assert sorted(r.id for r in taken) == sorted(got["a"])  # a process known to be gone
+
+
+async def test_an_expired_lease_is_for_another_process_to_take(tmp_path: Path, store_kind: StoreKind) -> None:
+    """A process whose renewals are late does not claim its own run back among all runs (its
+    driver still runs; renewing is how it keeps the run): another process takes it over."""
+    async with store_kind.store(tmp_path / "s.db") as store:
+        run_id = await runnable(store)
+        assert await store.claim_runs("a", lease_s=0.3, run_ids=[run_id]) == [run_id]
+        await anyio.sleep(0.5)  # expired
+        assert await store.claim_runs("a", lease_s=30, limit=10) == []
+        assert await store.claim_and_read_runs("a", lease_s=30, limit=10) == []
+        assert [r.id for r in await store.claim_and_read_runs("b", lease_s=30, limit=10)] == [run_id]
+
+
 async def test_renew_release_and_expiry(tmp_path: Path, store_kind: StoreKind) -> None:
     async with store_kind.store(tmp_path / "s.db") as store:
         run_id = await runnable(store)
@@ -152,3 +192,13 @@ async def test_postgres_announces_new_work_in_the_commit_that_made_it(tmp_path: 
         assert not await two.wait_for_work(0.5)
         await one.announce_work(run.id)  # a second announcement of the same run is sent
         assert await two.wait_for_work(WAIT)
+
+
+async def test_postgres_stores_in_two_schemas_do_not_wake_each_other(tmp_path: Path, postgres_kind: StoreKind) -> None:
+    """NOTIFY channels belong to the database, not to a schema: each schema has its own."""
+    async with postgres_kind.store(tmp_path / "a.db") as one, postgres_kind.store(tmp_path / "b.db") as other:
+        with anyio.fail_after(WAIT):
+            while await other.wait_for_work(0.3):  # whatever came before
+                pass
+        await runnable(one)
+        assert not await other.wait_for_work(0.5)
