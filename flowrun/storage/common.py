@@ -428,6 +428,24 @@ class StoreCore:
                           dead_owners: Sequence[str]) -> list[str]:
         raise NotImplementedError
 
+    async def host_chat(self, chat_id: str, owner: str, *, lease_s: float, dead_owners: Sequence[str] = ()) -> bool:
+        """See `Store.host_chat`; the store's lease half takes the lease (`_host_chat`)."""
+        check_lease(lease_s)
+        if await self._host_chat(chat_id, owner, lease_s, dead_owners):
+            return True
+        await self.get_chat(chat_id)  # NotFound for a chat that does not exist
+        return False
+
+    async def renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], *, lease_s: float) -> list[str]:
+        check_lease(lease_s)
+        return await self._renew_chat_hosts(owner, chat_ids, lease_s) if chat_ids else []
+
+    async def _host_chat(self, chat_id: str, owner: str, lease_s: float, dead_owners: Sequence[str]) -> bool:
+        raise NotImplementedError
+
+    async def _renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], lease_s: float) -> list[str]:
+        raise NotImplementedError
+
     async def claim_and_read_runs(self, owner: str, *, lease_s: float, limit: int = 1,
                                   dead_owners: Sequence[str] = ()) -> list[Run]:
         """See `Store.claim_and_read_runs`: here a claim, then a read of each run claimed."""

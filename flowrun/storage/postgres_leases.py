@@ -119,23 +119,14 @@ class PostgresLeases:
         r = rows[0]
         return LeaseRow(run_id=r[0], status=RunStatus(r[1]), owner=r[2], expires=r[3])
 
-    async def host_chat(self, chat_id: str, owner: str, *, lease_s: float, dead_owners: Sequence[str] = ()) -> bool:
-        check_lease(lease_s)
-        rows = await self._rows(
+    async def _host_chat(self, chat_id: str, owner: str, lease_s: float, dead_owners: Sequence[str]) -> bool:
+        return bool(await self._rows(
             f"UPDATE chats SET host = %(owner)s, host_expires = {NOW} + %(lease)s WHERE id = %(id)s AND "
             f"(host IS NULL OR host_expires < {NOW} OR host = %(owner)s OR host = ANY(%(dead)s)) RETURNING id",
             {"owner": owner, "lease": lease_s, "id": chat_id, "dead": list(dead_owners)}, lease=True,
-        )
-        if rows:
-            return True
-        if not await self._rows("SELECT 1 FROM chats WHERE id = %s", (chat_id,)):
-            raise NotFound(f"chat {chat_id} not found", chat_id=chat_id)
-        return False
+        ))
 
-    async def renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], *, lease_s: float) -> list[str]:
-        check_lease(lease_s)
-        if not chat_ids:
-            return []
+    async def _renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], lease_s: float) -> list[str]:
         rows = await self._rows(
             f"UPDATE chats SET host_expires = {NOW} + %s WHERE host = %s AND id = ANY(%s) RETURNING id",
             (lease_s, owner, list(chat_ids)), lease=True,

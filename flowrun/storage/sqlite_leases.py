@@ -152,25 +152,16 @@ class SQLiteLeases:
     async def store_time(self) -> float:
         return time.time()
 
-    async def host_chat(self, chat_id: str, owner: str, *, lease_s: float, dead_owners: Sequence[str] = ()) -> bool:
-        check_lease(lease_s)
+    async def _host_chat(self, chat_id: str, owner: str, lease_s: float, dead_owners: Sequence[str]) -> bool:
         now, dead = time.time(), list(dead_owners)
         dead_sql = f" OR host IN ({','.join('?' * len(dead))})" if dead else ""
-        if await self._write(LeaseStatement(
+        return bool(await self._write(LeaseStatement(
             "UPDATE chats SET host = ?, host_expires = ? WHERE id = ? AND "
             f"(host IS NULL OR host_expires < ? OR host = ?{dead_sql}) RETURNING id",
             [owner, now + lease_s, chat_id, now, owner, *dead], returning=True,
-        )):
-            return True
-        async with self._reading() as conn:
-            if not list(await conn.execute_fetchall("SELECT 1 FROM chats WHERE id = ?", (chat_id,))):
-                raise NotFound(f"chat {chat_id} not found", chat_id=chat_id)
-        return False
+        )))
 
-    async def renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], *, lease_s: float) -> list[str]:
-        check_lease(lease_s)
-        if not chat_ids:
-            return []
+    async def _renew_chat_hosts(self, owner: str, chat_ids: Sequence[str], lease_s: float) -> list[str]:
         return await self._write(LeaseStatement(
             f"UPDATE chats SET host_expires = ? WHERE host = ? AND id IN ({','.join('?' * len(chat_ids))}) RETURNING id",
             [time.time() + lease_s, owner, *chat_ids], returning=True,

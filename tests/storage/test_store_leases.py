@@ -10,8 +10,9 @@ import anyio
 import pytest
 
 from flowrun.flows import machine
+from flowrun.flows.chat import Chat
 from flowrun.flows.enums import DecisionKind, RunStatus
-from flowrun.flows.errors import UsageError
+from flowrun.flows.errors import NotFound, UsageError
 from flowrun.flows.run import Decision
 from flowrun.storage import WorkerRow
 from tests.storekinds import AnyStore, StoreKind
@@ -113,6 +114,27 @@ async def test_an_expired_lease_is_for_another_process_to_take(tmp_path: Path, s
         assert await store.claim_runs("a", lease_s=30, limit=10) == []
         assert await store.claim_and_read_runs("a", lease_s=30, limit=10) == []
         assert [r.id for r in await store.claim_and_read_runs("b", lease_s=30, limit=10)] == [run_id]
+
+
+async def test_a_chat_is_hosted_by_one_process(tmp_path: Path, store_kind: StoreKind) -> None:
+    path = tmp_path / "s.db"
+    async with store_kind.store(path) as one, store_kind.store(path) as two:
+        chat, _ = await one.create_chat(Chat(owner="ana", workspace="default"))
+        assert await one.host_chat(chat.id, "a", lease_s=0.3)
+        assert not await two.host_chat(chat.id, "b", lease_s=30)  # held
+        assert await one.host_chat(chat.id, "a", lease_s=0.3)  # its own again: renewed
+        assert await one.renew_chat_hosts("a", [chat.id], lease_s=0.3) == [chat.id]
+        await eventually(lambda: two.host_chat(chat.id, "b", lease_s=30))  # expired: taken
+        assert await one.renew_chat_hosts("a", [chat.id], lease_s=30) == []  # a lost it
+        await one.release_chat_hosts("a", [chat.id])  # not a's: nothing changes
+        assert not await one.host_chat(chat.id, "c", lease_s=30)
+        assert await one.host_chat(chat.id, "c", lease_s=30, dead_owners=["b"])  # b is known to be gone
+        await one.release_chat_hosts("c", [chat.id])
+        assert await two.host_chat(chat.id, "d", lease_s=30)  # let go: free at once
+        with pytest.raises(NotFound):
+            await one.host_chat("chat_nope", "a", lease_s=30)
+        with pytest.raises(UsageError, match="lease"):
+            await one.host_chat(chat.id, "a", lease_s=0)
 
 
 async def test_renew_release_and_expiry(tmp_path: Path, store_kind: StoreKind) -> None:
