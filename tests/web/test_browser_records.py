@@ -4,8 +4,13 @@ dialog, and the plan linked by its title in the overlay, on the run page and bac
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import pytest
+
+if not os.environ.get("CI"):  # as tests/web/test_browser.py: CI installs playwright and never skips
+    pytest.importorskip("playwright.async_api", reason="pip install playwright (and apt-get install chromium)")
 from playwright.async_api import expect
 
 from flowrun.config import ensure_demo_remote
