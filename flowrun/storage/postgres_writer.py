@@ -71,15 +71,17 @@ class PgConnection:
         statement costs no round trip, but each costs the client as much as a small one. Other
         statements go row by row (psycopg's `executemany` would end with a round trip of its own)."""
         rows = list(rows)
-        if len(rows) > 1 and sql.startswith("INSERT INTO ") and _VALUES in sql:
-            head, _, tail = sql.partition(_VALUES)
+        head, _, tail = sql.partition(_VALUES)
+        group, _, rest = tail.partition(")")
+        # only a list of plain placeholders: a value computed per row (a subquery) must see the
+        # rows inserted before it, which one statement's snapshot does not
+        if len(rows) > 1 and head.startswith("INSERT INTO ") and group.replace("?", "").replace(",", "").strip() == "":
             width = len(rows[0])
             per_statement = _MAX_PARAMETERS // width
             for start in range(0, len(rows), per_statement):
                 chunk = rows[start : start + per_statement]
                 values = ", ".join([_values(width)] * len(chunk))
-                self.raw.execute(f"{head}VALUES {values}{tail.partition(')')[2]}",
-                                 [value for row in chunk for value in row])
+                self.raw.execute(f"{head}VALUES {values}{rest}", [value for row in chunk for value in row])
             return None
         statement = pg_placeholders(sql)
         for row in rows:

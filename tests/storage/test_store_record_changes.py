@@ -56,6 +56,7 @@ async def test_writes_in_the_same_instant_and_from_two_processes_are_all_read_on
                 tg.start_soon(one.put_record, note(f"note_same_{i}"))
         same = await two.records_changed(NOTE)
         assert sorted(r.id for r in same.records) == [f"note_same_{i}" for i in range(4)]
+        assert one._open_writer().stats.fallbacks == 0  # one transaction, not four after a failed one
 
         seen: list[str] = []
         cursor = same.cursor
