@@ -161,6 +161,9 @@ class ChatSession:
         async for event in self.service.store.subscribe(self.chat.id, after_seq):
             data = event.data
             if isinstance(data, ChatMessage) and data.role is ChatRole.USER:
+                if event.seq not in self._notified:  # stored elsewhere, with the row it changed
+                    async with self._row_lock:  # (a title, the person's scopes): keep it
+                        self.chat = await self.service.store.get_chat(self.chat.id)
                 self.notify(Input(event.seq, ChatRole.USER, data.text))
 
     # -- following runs ------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ PostgreSQL by several)."""
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from pathlib import Path
 
@@ -78,3 +79,33 @@ async def test_when_the_host_goes_away_the_other_server_answers(tmp_path: Path, 
         said = await messages(two, ANA, chat.id)
         assert [m.status for m in said if m.role is ChatRole.ASSISTANT and m.text == "Half a "] == [ReplyStatus.INTERRUPTED]
         assert two.open_sessions == 1
+
+
+async def test_what_a_message_through_another_server_changes_in_the_chat_is_kept(
+    tmp_path: Path, store_kind: StoreKind,
+) -> None:
+    """The first message names the chat; stored through a server that does not host the chat,
+    the name is kept when the host next rewrites the chat's row (linking a run)."""
+    env = shared(tmp_path, store_kind)
+    async with open_chats(tmp_path / "a", env=env) as (_, one), open_chats(tmp_path / "b", env=env) as (_, two):
+        chat = await one.create(ANA)
+
+        async def page() -> None:  # a page open on this server: it hosts the chat
+            async for _ in one.subscribe(ANA, chat.id):
+                pass
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(page)
+            with anyio.fail_after(10):
+                for _ in itertools.count():
+                    if one.open_sessions:
+                        break
+                    await anyio.sleep(0.01)
+            sent = await two.post(ANA, chat.id, "/run tiny")
+            await wait_for(one, ANA, chat.id, reply_to(sent.seq))
+            await wait_for(one, ANA, chat.id,
+                           lambda e: isinstance(e.data, ChatMessage) and e.data.note is NoteKind.CHECKPOINT)
+            stored = await one.get(ANA, chat.id)
+            assert stored.title == "/run tiny" and len(stored.runs) == 1
+            assert one.open_sessions == 1 and two.open_sessions == 0
+            tg.cancel_scope.cancel()
