@@ -13,7 +13,8 @@ engine, the store and the sandbox's bookkeeping are what is measured):
   that drives too (`flowrun serve`), where the decision and the claim happen in one process.
 Then the take-over time after a SIGKILL (two workers, lease 2 s; target: lease + 1 s), and with
 `--full` the issue's size: 500 runs started from 4 processes while 4 workers drive them, each
-completing exactly once. PostgreSQL comes from FLOWRUN_TEST_DATABASE_URL (default: this
+completing exactly once (checked by `tests/cli/chaoskit.many_runs`: one `completed`, each step
+started once, a gapless seq, no run left `running` without a live lease). PostgreSQL comes from FLOWRUN_TEST_DATABASE_URL (default: this
 machine's), in a schema made and dropped for the run.
 
 Every line carries the load average (`load`: 1, 5 and 15 minutes) when it was measured: on a
@@ -33,7 +34,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections import Counter
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
@@ -47,6 +47,7 @@ from flowrun.config import Settings, open_engine
 from flowrun.flows.enums import RunStatus, StepStatus
 from flowrun.runtime.access import Actor
 from flowrun.runtime.engine import Engine
+from tests.cli.chaoskit import many_runs
 from tests.cli.workerkit import environment, worker
 
 PG_URL = os.environ.get("FLOWRUN_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -157,48 +158,6 @@ async def _owner(engine: Engine, run_id: str) -> str | None:
             await anyio.sleep(0.01)
 
 
-STARTER = """
-import anyio, dataclasses, json, os, sys
-from flowrun.config import Settings, open_engine
-from flowrun.runtime.access import Actor
-
-async def main(count: int) -> None:
-    settings = dataclasses.replace(Settings.from_env(), drive="never", engine_kind="starter")
-    async with open_engine(settings) as engine:
-        ids = [(await engine.start_run(Actor("ana"), "relay")).id for _ in range(count)]
-    print(json.dumps(ids))
-
-anyio.run(main, int(sys.argv[1]))
-"""
-
-
-async def full_size(env: Mapping[str, str], engine: Engine, runs: int, starters: int, workers: int) -> dict[str, Any]:
-    async with AsyncExitStack() as stack:
-        for _ in range(workers):
-            await stack.enter_async_context(worker(env))
-        t0 = time.perf_counter()
-        ids: list[str] = []
-
-        async def start() -> None:
-            done = await anyio.run_process([sys.executable, "-c", STARTER, str(runs // starters)], env=dict(env))
-            ids.extend(json.loads(done.stdout))
-
-        async with anyio.create_task_group() as tg:
-            for _ in range(starters):
-                tg.start_soon(start)
-        statuses: Counter[str] = Counter()
-        starts_ok = 0
-        for run_id in ids:
-            run = await engine.wait_until(ANA, run_id, statuses=PARKED, timeout_s=900)
-            statuses[run.status.value] += 1
-            events = await engine.events(ANA, run_id)
-            begun = Counter(e.data.step for e in events
-                            if e.data.type == "step_status" and e.data.status == StepStatus.RUNNING)
-            starts_ok += all(count == 1 for count in begun.values()) and len(begun) == STEPS
-        return {"runs": len(ids), "starters": starters, "workers": workers, "statuses": dict(statuses),
-                "every_step_once": starts_ok, "seconds": round(time.perf_counter() - t0, 1)}
-
-
 async def scaling(kind: str, count: int, runs: int, decisions: int) -> dict[str, Any]:
     """Runs/s and the remote checkpoint round trip with `count` worker processes."""
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,7 +216,9 @@ async def bench_store(kind: str, args: argparse.Namespace) -> None:
             async with database(kind, Path(tmp)) as url:
                 env = environment(Path(tmp), url, steps=STEPS, delay_s=0.0, lease_s=5.0, profile="quiet")
                 async with face(env) as engine:
-                    emit({"store": kind, "full_size": await full_size(env, engine, 500, 4, 4)})
+                    result = await many_runs(env, engine, runs=500, starters=4, workers=4)
+                emit({"store": kind, "full_size": {"runs": result.runs, "starters": 4, "workers": 4,
+                                                   "seconds": round(result.seconds, 1), "problems": result.problems}})
 
 
 async def main() -> None:
